@@ -1,0 +1,3 @@
+from distqueue.cli import main
+
+main()

@@ -1,0 +1,233 @@
+"""``distqueue server`` and ``distqueue worker``."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import sys
+from typing import Any
+
+import click
+
+from distqueue.cli.common import friendly_errors
+from distqueue.config import DEFAULT_PORT, ServerConfig
+from distqueue.server.server import Server
+from distqueue.worker.worker import Worker, WorkerOptions
+
+
+def _run(main: Any) -> None:
+    """asyncio.run, on uvloop when it is installed."""
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(main)
+    else:
+        uvloop.run(main)
+
+
+@click.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option(
+    "--port", type=int, default=DEFAULT_PORT, show_default=True, help="0 = any free port."
+)
+@click.option(
+    "--data",
+    default="./distqueue-data",
+    show_default=True,
+    help="Data directory of the embedded store.",
+)
+@click.option(
+    "--token",
+    envvar="DISTQUEUE_TOKEN",
+    default=None,
+    help="Require this token from every connection (env DISTQUEUE_TOKEN).",
+)
+@click.option(
+    "--store",
+    "store_url",
+    default=None,
+    metavar="URL",
+    help="Keep jobs in this store instead of --data: redis://HOST:PORT/DB (several"
+    " servers may share it).",
+)
+@click.option(
+    "--durability",
+    type=click.Choice(["full", "normal"]),
+    default="full",
+    show_default=True,
+    help="full: fsync every commit (survives power loss); normal: survives the server"
+    " being killed, not the machine losing power, and is faster.",
+)
+@click.option(
+    "--lease",
+    type=float,
+    default=30.0,
+    show_default=True,
+    help="Seconds a worker holds a job between heartbeats.",
+)
+@click.option(
+    "--max-payload",
+    type=int,
+    default=64 * 1024 * 1024,
+    show_default=True,
+    help="Largest request in bytes.",
+)
+@click.option(
+    "--console/--no-console",
+    default=None,
+    help="Read 'stats' and 'quit' from stdin (default: when it is a terminal).",
+)
+@friendly_errors
+def server(
+    host: str,
+    port: int,
+    data: str,
+    token: str | None,
+    store_url: str | None,
+    durability: str,
+    lease: float,
+    max_payload: int,
+    console: bool | None,
+) -> None:
+    """Run the job server (stops on quit, SIGTERM or Ctrl-C)."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    config = ServerConfig(
+        host=host,
+        port=port,
+        data=store_url or data,
+        token=token,
+        lease=lease,
+        max_payload=max_payload,
+        durability=durability,
+    )
+    if console is None:
+        console = sys.stdin.isatty()
+    _run(Server(config).serve(console=sys.stdin if console else None))
+
+
+def worker_options(fn: Any) -> Any:
+    """The options of ``distqueue worker``, shared with ``distqueue workers``."""
+    decorators = [
+        click.option(
+            "--server",
+            "--store",
+            "server_addr",
+            envvar="DISTQUEUE_SERVER",
+            default=None,
+            metavar="HOST:PORT[,...]|redis://...",
+            help="Server(s) (env DISTQUEUE_SERVER); or --store redis://HOST:PORT/DB to"
+            " work on that store directly, without a server.",
+        ),
+        click.option("--token", envvar="DISTQUEUE_TOKEN", default=None),
+        click.option(
+            "-q",
+            "--queues",
+            default="default",
+            show_default=True,
+            help="Comma-separated queues to serve, or * for all.",
+        ),
+        click.option(
+            "-c",
+            "--concurrency",
+            type=click.IntRange(1, 10_000),
+            default=4,
+            show_default=True,
+            help="Jobs run at once.",
+        ),
+        click.option(
+            "--pool",
+            type=click.Choice(["thread", "process"]),
+            default="thread",
+            show_default=True,
+            help="Where sync tasks run: process when they must be killable.",
+        ),
+        click.option(
+            "--tasks",
+            "task_modules",
+            multiple=True,
+            metavar="MODULE",
+            help="Import MODULE and serve its @distqueue.task functions.",
+        ),
+        click.option("--allow-shell", is_flag=True, help="Serve shell jobs (any command!)."),
+        click.option(
+            "--grace",
+            type=float,
+            default=30.0,
+            show_default=True,
+            help="Seconds running jobs get to finish on SIGTERM.",
+        ),
+        click.option("--no-builtins", is_flag=True, help="Do not serve the built-in types."),
+    ]
+    for decorator in reversed(decorators):
+        fn = decorator(fn)
+    return fn
+
+
+def make_options(
+    server_addr: str | None,
+    token: str | None,
+    queues: str,
+    concurrency: int,
+    pool: str,
+    task_modules: tuple[str, ...],
+    allow_shell: bool,
+    grace: float,
+    no_builtins: bool,
+    worker_id: str | None = None,
+) -> WorkerOptions:
+    return WorkerOptions(
+        server=server_addr,
+        token=token,
+        concurrency=concurrency,
+        id=worker_id,
+        pool=pool,
+        queues=None if queues.strip() == "*" else [q for q in queues.split(",") if q],
+        tasks=[m for spec in task_modules for m in spec.split(",") if m],
+        allow_shell=allow_shell,
+        grace=grace,
+        builtins=not no_builtins,
+    )
+
+
+@click.command()
+@worker_options
+@click.option("--id", "worker_id", default=None, help="Worker id (default host-pid-random).")
+@click.option(
+    "--instances",
+    type=click.IntRange(1, 1000),
+    default=1,
+    show_default=True,
+    help="Independent workers in this one process (each its own id and slots).",
+)
+@friendly_errors
+def worker(worker_id: str | None, instances: int, **kw: Any) -> None:
+    """Run a worker: fetch jobs, run them, report back.
+
+    SIGTERM (or Ctrl-C) stops it cleanly: no new jobs, running ones get --grace
+    seconds, the rest go back to the queue. A second signal stops it at once.
+    """
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    if worker_id is not None and instances > 1:
+        raise click.UsageError("--id names one worker: not with --instances")
+    ws = [Worker(make_options(worker_id=worker_id, **kw)) for _ in range(instances)]
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+
+        def stop_all() -> None:
+            for w in ws:
+                w.stop()
+
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop_all)
+        for w in ws:
+            click.echo(f"distqueue worker {w.id} serving {', '.join(w.types)}", err=True)
+        await asyncio.gather(*(w.run() for w in ws))
+        for w in ws:
+            click.echo(f"distqueue worker {w.id} stopped after {w.processed} jobs", err=True)
+
+    _run(main())
+    if any(w.stuck for w in ws):  # threads that would not stop: their jobs are back already
+        os._exit(0)

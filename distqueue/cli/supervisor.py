@@ -1,0 +1,113 @@
+"""``distqueue workers N``: N worker processes on this machine, kept running."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import sys
+import time
+from typing import Any
+
+import click
+
+from distqueue.cli.common import friendly_errors
+from distqueue.cli.server import _run, worker_options
+
+#: restart backoff for a worker that keeps dying: first wait, longest wait (seconds)
+RESTART_MIN, RESTART_MAX = 0.5, 30.0
+#: a worker that lived this long is healthy again: its backoff starts over
+HEALTHY_AFTER = 10.0
+
+
+def worker_argv(kw: dict[str, Any]) -> tuple[list[str], dict[str, str]]:
+    """The ``distqueue worker`` command line (and environment) for these options."""
+    argv = [sys.executable, "-m", "distqueue", "worker", "--queues", kw["queues"],
+            "--concurrency", str(kw["concurrency"]), "--pool", kw["pool"],
+            "--grace", str(kw["grace"])]  # fmt: skip
+    env = dict(os.environ)
+    if kw["server_addr"]:
+        argv += ["--server", kw["server_addr"]]
+    if kw["token"]:
+        env["DISTQUEUE_TOKEN"] = kw["token"]  # not on the command line, where ps shows it
+    for module in kw["task_modules"]:
+        argv += ["--tasks", module]
+    if kw["allow_shell"]:
+        argv.append("--allow-shell")
+    if kw["no_builtins"]:
+        argv.append("--no-builtins")
+    return argv, env
+
+
+class Supervisor:
+    def __init__(self, n: int, argv: list[str], env: dict[str, str], per_process: int = 1) -> None:
+        #: worker processes, and the workers each runs (the last may run fewer)
+        self.n = -(-n // per_process)
+        self.sizes = [min(per_process, n - i * per_process) for i in range(self.n)]
+        self.argv = argv
+        self.env = env
+        self.procs: dict[int, asyncio.subprocess.Process] = {}
+        self.stopping = asyncio.Event()
+        self.restarts = 0
+
+    def stop(self) -> None:
+        """First call: SIGTERM every worker (graceful); later calls: again (hurry)."""
+        self.stopping.set()
+        for proc in self.procs.values():
+            if proc.returncode is None:
+                proc.send_signal(signal.SIGTERM)
+
+    async def run(self) -> None:
+        await asyncio.gather(*(self._keep(slot) for slot in range(self.n)))
+
+    async def _keep(self, slot: int) -> None:
+        delay = RESTART_MIN
+        while not self.stopping.is_set():
+            started = time.monotonic()
+            argv = [*self.argv, "--instances", str(self.sizes[slot])]
+            proc = await asyncio.create_subprocess_exec(
+                *argv, env=self.env, stdin=asyncio.subprocess.DEVNULL
+            )
+            self.procs[slot] = proc
+            code = await proc.wait()
+            if self.stopping.is_set():
+                return
+            if time.monotonic() - started > HEALTHY_AFTER:
+                delay = RESTART_MIN
+            click.echo(f"distqueue workers: worker {slot} (pid {proc.pid}) exited with {code};"
+                       f" restarting in {delay:g}s", err=True)  # fmt: skip
+            self.restarts += 1
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.stopping.wait(), delay)
+            delay = min(RESTART_MAX, delay * 2)
+
+
+@click.command()
+@click.argument("n", type=click.IntRange(1, 100_000))
+@worker_options
+@click.option(
+    "--per-process",
+    type=click.IntRange(1, 1000),
+    default=1,
+    show_default=True,
+    help="Workers per process: 1,000 workers as 20 processes of 50, say.",
+)
+@friendly_errors
+def workers(n: int, per_process: int, **kw: Any) -> None:
+    """Start N worker processes and keep them running (one that dies is restarted).
+
+    Ctrl-C or SIGTERM stops them all cleanly; a second one stops them at once.
+    """
+    argv, env = worker_argv(kw)
+    sup = Supervisor(n, argv, env, per_process)
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, sup.stop)
+        click.echo(f"distqueue workers: starting {n} workers in {sup.n} processes", err=True)
+        await sup.run()
+        click.echo(f"distqueue workers: all {n} stopped ({sup.restarts} restarts)", err=True)
+
+    _run(main())

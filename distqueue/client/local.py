@@ -1,0 +1,170 @@
+"""Direct mode: clients and workers on a shared store, without a server.
+
+``LocalConnection`` speaks the same commands as a server connection, answered
+in this process by the server's own command handlers and rules (commands.py,
+service.py) over a store opened from its URL (``redis://...``): the same leases,
+retries and fencing, because the store enforces them. What a server would do in
+the background — promote due jobs, take back expired leases — each direct-mode
+worker does too (both are atomic and idempotent in the store). A worker that
+dies loses its jobs when their leases run out, as there is no connection to drop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Sequence
+from typing import Any
+
+from distqueue import codec
+from distqueue.client.connection import Arg, hello_args
+from distqueue.config import ServerConfig
+from distqueue.errors import DistQueueError, UnknownCommand
+from distqueue.protocol.resp import Simple
+from distqueue.server.commands import COMMANDS, Session, check_allowed
+from distqueue.server.service import Service
+from distqueue.store import Store, open_store
+
+__all__ = ["LocalConnection", "is_store_url"]
+
+#: seconds between a direct-mode worker's promote/expire rounds
+HOUSEKEEPING_EVERY = 0.25
+
+
+def is_store_url(address: str | None) -> bool:
+    schemes = ("redis", "rediss", "unix", "redis+cluster")
+    return address is not None and address.split("://", 1)[0] in schemes
+
+
+def _wire(value: Any) -> Any:
+    """A handler's reply as a RESP client would read it back."""
+    if isinstance(value, Simple | str):
+        return value.encode()
+    if isinstance(value, list | tuple):
+        return [_wire(v) for v in value]
+    if isinstance(value, bool):
+        return int(value)
+    return value
+
+
+def _arg(value: Arg) -> bytes:
+    if isinstance(value, bytes):
+        return value
+    if isinstance(value, str):
+        return value.encode()
+    return repr(value).encode()
+
+
+class LocalConnection:
+    """The AsyncConnection interface, answered in-process over a shared store."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        token: str | None = None,
+        role: str = "client",
+        hello: Sequence[Arg] = (),
+        housekeeping: bool = False,
+    ) -> None:
+        self.url = url
+        self.role = role
+        self.hello_extra = list(hello)
+        self.info: dict[str, Any] = {}
+        self.address: tuple[str, int] | None = None
+        self.addresses: list[tuple[str, int]] = []
+        self._housekeeping = housekeeping
+        self._store: Store | None = None
+        self._service: Service | None = None
+        self._session: Session | None = None
+        self._tick: asyncio.Task[None] | None = None
+
+    @property
+    def connected(self) -> bool:
+        return self._session is not None
+
+    async def connect(self) -> None:
+        if self._session is not None:
+            return
+        self._store = await open_store(self.url)
+        self._service = Service(self._store, ServerConfig(data=self.url))
+        await self._service.refresh_types()
+        self._session = Session(self._service, f"local:{self.url}")
+        self.info = codec.loads(await self.call(*hello_args(None, self.role, self.hello_extra)))
+        if self._housekeeping:
+            self._tick = asyncio.create_task(self._keep_house(), name="housekeeping")
+
+    async def _keep_house(self) -> None:
+        assert self._service is not None
+        while True:
+            await self._service.tick()
+            await asyncio.sleep(HOUSEKEEPING_EVERY)
+
+    async def call(self, *args: Arg) -> Any:
+        """One command; raise the error a server would have answered."""
+        if self._session is None:
+            await self.connect()
+        session = self._session
+        assert session is not None
+        words = [_arg(a) for a in args]
+        verb = words[0].upper()
+        command = COMMANDS.get(verb)
+        if command is None:
+            raise UnknownCommand(f"unknown command {verb.decode(errors='replace')!r}")
+        check_allowed(session, verb, command, len(words) - 1)
+        reply = command.handler(session, words[1:])
+        if asyncio.iscoroutine(reply):
+            reply = await reply
+        return _wire(reply)
+
+    async def pipeline(self, commands: Sequence[Sequence[Arg]]) -> list[Any]:
+        """Many commands in order; errors come back as exception objects."""
+        out: list[Any] = []
+        for command in commands:
+            try:
+                out.append(await self.call(*command))
+            except DistQueueError as exc:
+                out.append(exc)
+        return out
+
+    async def close(self) -> None:
+        if self._tick is not None:
+            self._tick.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._tick
+            self._tick = None
+        if self._service is not None:
+            await self._service.drain_background()
+        if self._store is not None:
+            await self._store.close()
+        self._store = self._service = self._session = None
+
+
+class SyncLocalConnection:
+    """The blocking Connection interface over LocalConnection (an event loop of its
+    own on a background thread)."""
+
+    def __init__(self, url: str, **options: Any) -> None:
+        import threading
+
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True,
+                                        name="distqueue-direct")  # fmt: skip
+        self._thread.start()
+        self._local = LocalConnection(url, **options)
+
+    def _run(self, coro: Any) -> Any:
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
+
+    def call(self, *args: Arg) -> Any:
+        return self._run(self._local.call(*args))
+
+    def pipeline(self, commands: Sequence[Sequence[Arg]]) -> list[Any]:
+        return list(self._run(self._local.pipeline(commands)))
+
+    def close(self) -> None:
+        if self._loop.is_running():
+            self._run(self._local.close())
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(5)
+            self._loop.close()

@@ -1,0 +1,230 @@
+"""The job model: states, the spec a client submits, and the job a store keeps."""
+
+from __future__ import annotations
+
+import enum
+import math
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from distqueue.errors import InvalidJob
+
+__all__ = [
+    "DEFAULT_PRIORITY",
+    "DEFAULT_QUEUE",
+    "PRIORITY_NAMES",
+    "TERMINAL_STATES",
+    "Job",
+    "JobError",
+    "JobSpec",
+    "JobState",
+    "parse_priority",
+]
+
+
+class JobState(enum.StrEnum):
+    """Where a job is in its life; docs/lifecycle.md draws the edges."""
+
+    #: waiting for its run-at time (submitted with a delay)
+    SCHEDULED = "scheduled"
+    #: ready to be handed to a worker
+    QUEUED = "queued"
+    #: leased to one worker, which holds its current fencing token
+    RUNNING = "running"
+    #: failed with retries left; becomes queued again at its run-at time
+    RETRYING = "retrying"
+    #: finished with a result (terminal)
+    SUCCEEDED = "succeeded"
+    #: failed for good: permanent error, retries exhausted, expired or poison (terminal)
+    DEAD = "dead"
+    #: cancelled before it finished (terminal)
+    CANCELLED = "cancelled"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+#: states a job never leaves except by an explicit RETRY (dead, cancelled) or a purge
+TERMINAL_STATES = frozenset({JobState.SUCCEEDED, JobState.DEAD, JobState.CANCELLED})
+
+#: priority names and their numbers; 0 is the most urgent, 10 the least
+PRIORITY_NAMES = {"high": 0, "normal": 5, "low": 10}
+DEFAULT_PRIORITY = 5
+DEFAULT_QUEUE = "default"
+MIN_PRIORITY, MAX_PRIORITY = 0, 10
+
+#: a type or queue name: letters, digits and _ . : - / (so import paths fit), at most
+#: 200 characters, starting with a letter, digit or underscore; no spaces or commas,
+#: so names can be listed comma-separated on the wire
+_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.:/-]{0,199}\Z")
+
+
+def parse_priority(value: int | str) -> int:
+    """Turn ``high``/``normal``/``low`` or ``0``..``10`` into the number; raise InvalidJob."""
+    if isinstance(value, str):
+        named = PRIORITY_NAMES.get(value.strip().lower())
+        if named is not None:
+            return named
+        try:
+            value = int(value)
+        except ValueError:
+            raise InvalidJob(f"priority must be high, normal, low or 0-10, not {value!r}") from None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidJob(f"priority must be an integer 0-10, not {value!r}")
+    if not MIN_PRIORITY <= value <= MAX_PRIORITY:
+        raise InvalidJob(f"priority must be 0-10 (0 most urgent), not {value}")
+    return value
+
+
+def check_name(what: str, value: object) -> str:
+    """Validate a job type or queue name; return it."""
+    if not isinstance(value, str) or not _NAME.match(value):
+        raise InvalidJob(f"{what} must be 1-200 printable characters without spaces, not {value!r}")
+    return value
+
+
+def _check_time(what: str, value: object, *, positive: bool = False) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise InvalidJob(f"{what} must be a finite number of seconds, not {value!r}")
+    if positive and value <= 0:
+        raise InvalidJob(f"{what} must be greater than 0, not {value!r}")
+    return float(value)
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class JobSpec:
+    """What a client submits. ``validate()`` checks every field; stores call it."""
+
+    #: the job type a worker must serve: a built-in name or a task's import path
+    type: str
+    #: the arguments, any JSON value (a list for positional, an object for keywords)
+    args: Any = None
+    #: optional raw bytes travelling with the job (a file job's input)
+    payload: bytes | None = None
+    #: the queue; workers say which queues they serve
+    queue: str = DEFAULT_QUEUE
+    #: 0 (most urgent) .. 10 (least); see PRIORITY_NAMES
+    priority: int = DEFAULT_PRIORITY
+    #: how many times a retryable failure is retried before the job is dead
+    max_retries: int = 3
+    #: seconds a single attempt may run (the worker enforces it); None = no limit
+    timeout: float | None = None
+    #: epoch seconds after which the job must not start; None = no deadline
+    deadline: float | None = None
+    #: epoch seconds before which the job must not start (a delay); None = now
+    run_at: float | None = None
+    #: idempotency key: a second submit with the same key returns the first job
+    unique_key: str | None = None
+
+    def validate(self) -> None:
+        """Raise InvalidJob naming the first bad field."""
+        check_name("job type", self.type)
+        check_name("queue", self.queue)
+        if self.payload is not None and not isinstance(self.payload, bytes | bytearray):
+            raise InvalidJob("payload must be bytes")
+        if (
+            isinstance(self.priority, bool)
+            or not isinstance(self.priority, int)
+            or not MIN_PRIORITY <= self.priority <= MAX_PRIORITY
+        ):
+            raise InvalidJob(f"priority must be an integer 0-10, not {self.priority!r}")
+        if (
+            isinstance(self.max_retries, bool)
+            or not isinstance(self.max_retries, int)
+            or not 0 <= self.max_retries <= 1000
+        ):
+            raise InvalidJob(f"max_retries must be an integer 0-1000, not {self.max_retries!r}")
+        _check_time("timeout", self.timeout, positive=True)
+        _check_time("deadline", self.deadline)
+        _check_time("run_at", self.run_at)
+        if self.unique_key is not None and (
+            not isinstance(self.unique_key, str) or not 1 <= len(self.unique_key) <= 512
+        ):
+            raise InvalidJob("unique_key must be a string of 1-512 characters")
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class JobError:
+    """Why an attempt failed."""
+
+    #: a short class of failure: an exception name, "timeout", "expired", "lost", ...
+    kind: str
+    #: the human-readable message
+    message: str
+    #: the traceback text, if any; never truncated
+    traceback: str = ""
+
+    def to_dict(self) -> dict[str, str]:
+        return {"kind": self.kind, "message": self.message, "traceback": self.traceback}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> JobError:
+        return cls(
+            kind=str(data.get("kind", "")),
+            message=str(data.get("message", "")),
+            traceback=str(data.get("traceback", "")),
+        )
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Job:
+    """A job as the store knows it. Values are a snapshot; the store is the truth."""
+
+    #: the job's id: a small integer, typeable by hand
+    id: int
+    #: the job type
+    type: str
+    #: the arguments (any JSON value)
+    args: Any
+    #: the payload bytes (None in list() summaries and when the job has none)
+    payload: bytes | None
+    #: size of the payload in bytes (0 when none), present in summaries too
+    payload_size: int
+    #: the queue
+    queue: str
+    #: 0..10, 0 most urgent
+    priority: int
+    #: retryable failures allowed before the job is dead
+    max_retries: int
+    #: seconds one attempt may run, or None
+    timeout: float | None
+    #: must not start after this epoch time, or None
+    deadline: float | None
+    #: scheduled/retrying: when it becomes queued; otherwise None
+    run_at: float | None
+    #: the idempotency key, or None
+    unique_key: str | None
+    #: where the job is in its life
+    state: JobState
+    #: how many times the job was claimed; the current claim's fencing token
+    attempts: int
+    #: how many attempts failed (counts against max_retries)
+    failures: int
+    #: how many times a worker lost the lease without answering (poison count)
+    lost: int
+    #: the worker running it, or the last worker that ran it
+    worker: str | None
+    #: running: when the lease runs out unless renewed
+    lease_until: float | None
+    #: running: a cancel was asked for and the worker should stop the job
+    cancel_requested: bool
+    #: the result: a JSON value, or bytes for a file result (None in summaries)
+    result: Any
+    #: the last error, or None
+    error: JobError | None
+    #: the last progress report: {"percent": float, "message": str}, or None
+    progress: dict[str, Any] | None
+    #: epoch seconds of the submit
+    created_at: float
+    #: epoch seconds the last attempt started, or None
+    started_at: float | None
+    #: epoch seconds the job reached a terminal state, or None
+    finished_at: float | None
+
+    @property
+    def token(self) -> int:
+        """The fencing token of the current claim (= attempts)."""
+        return self.attempts

@@ -1,0 +1,108 @@
+"""The JSON shapes that travel in bulk strings: job specs in, job statuses out."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from distqueue import codec
+from distqueue.errors import InvalidJob
+from distqueue.jobs import Job, JobError, JobSpec, JobState, parse_priority
+
+__all__ = ["SPEC_FIELDS", "job_from_wire", "job_to_wire", "spec_from_wire"]
+
+#: the fields a SUBMIT spec object may have (anything else is refused as a typo)
+SPEC_FIELDS = frozenset({
+    "type", "args", "queue", "priority", "retries", "timeout", "delay", "run_at",
+    "deadline", "deadline_in", "unique_key", "payload", "check_type",
+})  # fmt: skip
+
+
+def _number(obj: dict[str, Any], key: str) -> float | None:
+    value = obj.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise InvalidJob(f"{key} must be a number of seconds, not {value!r}")
+    return float(value)
+
+
+def spec_from_wire(obj: Any, now: float, payload: bytes | None = None) -> tuple[JobSpec, bool]:
+    """A SUBMIT spec object -> (JobSpec, check_type). Relative times (``delay``,
+    ``deadline_in``) are turned into absolute ones with the server's ``now``.
+    Raises InvalidJob naming the bad field."""
+    if not isinstance(obj, dict):
+        raise InvalidJob("a job spec must be a JSON object")
+    unknown = set(obj) - SPEC_FIELDS
+    if unknown:
+        raise InvalidJob(f"unknown field(s) in job spec: {', '.join(sorted(unknown))}")
+    if "type" not in obj:
+        raise InvalidJob("a job spec needs a type")
+    run_at = _number(obj, "run_at")
+    delay = _number(obj, "delay")
+    if delay is not None:
+        if run_at is not None:
+            raise InvalidJob("give delay or run_at, not both")
+        if delay < 0:
+            raise InvalidJob("delay must not be negative")
+        run_at = now + delay if delay > 0 else None
+    deadline = _number(obj, "deadline")
+    deadline_in = _number(obj, "deadline_in")
+    if deadline_in is not None:
+        if deadline is not None:
+            raise InvalidJob("give deadline or deadline_in, not both")
+        deadline = now + deadline_in
+    retries = obj.get("retries", 3)
+    priority = obj.get("priority", 5)
+    if isinstance(priority, bool) or not isinstance(priority, int | str):
+        raise InvalidJob(f"priority must be high, normal, low or 0-10, not {priority!r}")
+    check_type = obj.get("check_type", True)
+    if not isinstance(check_type, bool):
+        raise InvalidJob("check_type must be true or false")
+    spec = JobSpec(
+        type=obj["type"], args=obj.get("args"), payload=payload,
+        queue=obj.get("queue", "default"), priority=parse_priority(priority),
+        max_retries=retries, timeout=_number(obj, "timeout"), deadline=deadline,
+        run_at=run_at, unique_key=obj.get("unique_key"),
+    )  # fmt: skip
+    spec.validate()
+    return spec, check_type
+
+
+def job_to_wire(job: Job) -> dict[str, Any]:
+    """A job as STATUS, WAIT and LIST show it: every field but the payload bytes; the
+    result itself when it is JSON, its size when it is bytes."""
+    out: dict[str, Any] = {
+        "id": job.id, "type": job.type, "state": job.state.value, "args": job.args,
+        "queue": job.queue, "priority": job.priority, "retries": job.max_retries,
+        "timeout": job.timeout, "deadline": job.deadline, "run_at": job.run_at,
+        "unique_key": job.unique_key, "attempts": job.attempts, "failures": job.failures,
+        "lost": job.lost, "worker": job.worker, "lease_until": job.lease_until,
+        "cancel_requested": job.cancel_requested, "payload_size": job.payload_size,
+        "error": None if job.error is None else job.error.to_dict(),
+        "progress": job.progress, "created_at": job.created_at,
+        "started_at": job.started_at, "finished_at": job.finished_at,
+    }  # fmt: skip
+    if isinstance(job.result, bytes):
+        out["result_kind"], out["result_size"] = "bytes", len(job.result)
+    elif job.state is JobState.SUCCEEDED and job.result is not None:
+        out["result_kind"], out["result"] = "json", job.result
+    return out
+
+
+def job_from_wire(data: bytes | dict[str, Any]) -> Job:
+    """The client's view of a job from STATUS/WAIT/LIST JSON (payload not included)."""
+    obj = codec.loads(data, "job") if isinstance(data, bytes) else data
+    error = obj.get("error")
+    return Job(
+        id=obj["id"], type=obj["type"], args=obj.get("args"), payload=None,
+        payload_size=obj.get("payload_size", 0), queue=obj["queue"],
+        priority=obj["priority"], max_retries=obj["retries"], timeout=obj.get("timeout"),
+        deadline=obj.get("deadline"), run_at=obj.get("run_at"),
+        unique_key=obj.get("unique_key"), state=JobState(obj["state"]),
+        attempts=obj["attempts"], failures=obj["failures"], lost=obj["lost"],
+        worker=obj.get("worker"), lease_until=obj.get("lease_until"),
+        cancel_requested=obj.get("cancel_requested", False), result=obj.get("result"),
+        error=None if error is None else JobError.from_dict(error),
+        progress=obj.get("progress"), created_at=obj["created_at"],
+        started_at=obj.get("started_at"), finished_at=obj.get("finished_at"),
+    )  # fmt: skip

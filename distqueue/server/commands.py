@@ -1,0 +1,448 @@
+"""The command table: verb -> argument check, who may send it, handler.
+
+Handlers parse their arguments, call the Service, and shape the reply; they hold
+no rules. Each returns a reply value (see resp.encode_reply) or raises a
+DistQueueError, which becomes an error reply.
+"""
+
+from __future__ import annotations
+
+import hmac
+import os
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from distqueue import codec
+from distqueue._version import __version__
+from distqueue.errors import (
+    AuthError,
+    DistQueueError,
+    InvalidJob,
+    NotAllowed,
+    WrongArguments,
+)
+from distqueue.jobs import DEFAULT_QUEUE, Job, JobError, JobSpec, JobState, check_name
+from distqueue.protocol import PROTOCOL_VERSION
+from distqueue.protocol.messages import job_to_wire, spec_from_wire
+from distqueue.protocol.resp import Simple
+from distqueue.server.service import Service, WorkerInfo
+
+__all__ = ["COMMANDS", "Command", "Session"]
+
+OK = Simple("OK")
+#: the most jobs one FETCH may ask for, and the most one LIST may return
+MAX_FETCH = 1000
+MAX_LIST = 1000
+#: FETCH's default wait, in seconds
+FETCH_TIMEOUT = 5.0
+
+
+class Session:
+    """One connection's state: NEW -> (authenticated) -> client or worker -> closing."""
+
+    def __init__(self, service: Service, peer: str) -> None:
+        self.service = service
+        self.peer = peer
+        self.authenticated = service.config.token is None
+        self.role = "client"
+        self.hello = False
+        self.worker: WorkerInfo | None = None
+        self.closing = False
+
+
+Handler = Callable[[Session, list[bytes]], Any]
+
+
+@dataclass(frozen=True)
+class Command:
+    #: the handler; returns a reply value or an awaitable of one
+    handler: Handler
+    #: the fewest and most arguments after the verb (None = no limit)
+    min_args: int
+    max_args: int | None
+    #: "any" (even before auth), "client" (clients and workers), "worker"
+    role: str
+    #: the syntax line, for ARGS errors
+    syntax: str
+
+
+# -- argument helpers -------------------------------------------------------------------
+
+
+def _text(arg: bytes, what: str) -> str:
+    try:
+        return arg.decode()
+    except UnicodeDecodeError:
+        raise WrongArguments(f"{what} must be UTF-8 text") from None
+
+
+def _int(arg: bytes, what: str, low: int = 0, high: int | None = None) -> int:
+    try:
+        value = int(arg)
+    except ValueError:
+        raise WrongArguments(f"{what} must be an integer, not {arg[:40]!r}") from None
+    if value < low or (high is not None and value > high):
+        limit = f"{low}-{high}" if high is not None else f">= {low}"
+        raise WrongArguments(f"{what} must be {limit}, not {value}")
+    return value
+
+
+def _float(arg: bytes, what: str) -> float:
+    try:
+        value = float(arg)
+    except ValueError:
+        raise WrongArguments(f"{what} must be a number, not {arg[:40]!r}") from None
+    if not 0 <= value < 1e9:
+        raise WrongArguments(f"{what} must be a number of seconds >= 0")
+    return value
+
+
+def _options(args: list[bytes], names: set[str], syntax: str) -> dict[str, bytes]:
+    """``NAME value NAME value ...`` keyword arguments, names case-insensitive."""
+    if len(args) % 2:
+        raise WrongArguments(f"options come in NAME value pairs: {syntax}")
+    out: dict[str, bytes] = {}
+    for i in range(0, len(args), 2):
+        name = _text(args[i], "option name").upper()
+        if name not in names:
+            raise WrongArguments(f"unknown option {name}: {syntax}")
+        out[name] = args[i + 1]
+    return out
+
+
+def _status(job: Job) -> bytes:
+    return codec.dumps(job_to_wire(job))
+
+
+# -- connection commands ----------------------------------------------------------------
+
+
+def cmd_ping(s: Session, args: list[bytes]) -> Any:
+    return args[0] if args else Simple("PONG")
+
+
+def _check_token(s: Session, token: bytes) -> None:
+    expected = s.service.config.token
+    if expected is None:
+        return
+    if not hmac.compare_digest(token, expected.encode()):
+        raise AuthError("wrong token")
+    s.authenticated = True
+
+
+def cmd_auth(s: Session, args: list[bytes]) -> Any:
+    _check_token(s, args[0])
+    return OK
+
+
+HELLO_SYNTAX = (
+    "HELLO [version] [TOKEN t] [ROLE client|worker] [ID id] [NAME n] [TYPES t1,t2]"
+    " [QUEUES q1,q2|*] [CONCURRENCY n]"
+)
+HELLO_OPTIONS = {"TOKEN", "ROLE", "ID", "NAME", "TYPES", "QUEUES", "CONCURRENCY"}
+
+
+def _names(arg: bytes, what: str) -> frozenset[str]:
+    try:
+        return frozenset(check_name(what, n) for n in _text(arg, what).split(",") if n)
+    except InvalidJob as exc:
+        raise WrongArguments(str(exc)) from None
+
+
+def cmd_hello(s: Session, args: list[bytes]) -> Any:
+    # synchronous on purpose: a FETCH pipelined right behind HELLO must already see
+    # this connection as a worker when it is dispatched
+    if args and args[0].isdigit():
+        version = int(args[0])
+        if version != PROTOCOL_VERSION:
+            raise WrongArguments(
+                f"protocol version {version} is not spoken here (this server speaks"
+                f" {PROTOCOL_VERSION})"
+            )
+        args = args[1:]
+    opts = _options(args, HELLO_OPTIONS, HELLO_SYNTAX)
+    if "TOKEN" in opts:
+        _check_token(s, opts["TOKEN"])
+    if not s.authenticated:
+        raise AuthError("this server wants a token: HELLO 1 TOKEN <token>, or AUTH <token>")
+    if s.hello:
+        raise NotAllowed("this connection already said HELLO")
+    role = _text(opts.get("ROLE", b"client"), "role").lower()
+    if role not in ("client", "worker"):
+        raise WrongArguments(f"role must be client or worker, not {role!r}")
+    reply: dict[str, Any] = {
+        "server": "distqueue", "version": __version__, "protocol": PROTOCOL_VERSION,
+        "role": role, "lease": s.service.config.lease,
+    }  # fmt: skip
+    if role == "worker":
+        if "TYPES" not in opts:
+            raise WrongArguments("a worker must say which job types it serves: TYPES t1,t2")
+        types = _names(opts["TYPES"], "job type")
+        if not types:
+            raise WrongArguments("a worker must serve at least one job type")
+        queues_arg = opts.get("QUEUES", DEFAULT_QUEUE.encode())
+        queues = None if queues_arg == b"*" else _names(queues_arg, "queue")
+        if queues is not None and not queues:
+            raise WrongArguments("a worker must serve at least one queue (or * for all)")
+        worker_id = _text(opts["ID"], "id") if "ID" in opts else f"w-{secrets.token_hex(4)}"
+        try:
+            check_name("worker id", worker_id)
+        except InvalidJob as exc:
+            raise WrongArguments(str(exc)) from None
+        info = WorkerInfo(
+            id=worker_id, name=_text(opts.get("NAME", worker_id.encode()), "name")[:200],
+            types=types, queues=queues,
+            concurrency=_int(opts.get("CONCURRENCY", b"1"), "concurrency", 1, 100_000),
+            since=s.service.clock(),
+        )  # fmt: skip
+        s.worker = s.service.connect_worker(info)
+        reply["id"] = worker_id
+    else:
+        reply["id"] = f"c-{os.getpid()}-{id(s):x}"
+    s.role = role
+    s.hello = True
+    return codec.dumps(reply)
+
+
+def cmd_quit(s: Session, args: list[bytes]) -> Any:
+    s.closing = True
+    return OK
+
+
+# -- client commands --------------------------------------------------------------------
+
+SUBMIT_SYNTAX = (
+    "SUBMIT type [text...] | SUBMIT {spec} [payload] | SUBMIT [{spec}, ...] [payload...]"
+)
+
+
+async def cmd_submit(s: Session, args: list[bytes]) -> Any:
+    svc = s.service
+    now = svc.clock()
+    first = args[0][:1]
+    if first not in (b"{", b"["):
+        # the quick form: SUBMIT wordcount hello world
+        texts = [_text(a, "text") for a in args[1:]]
+        job_args: Any = None if not texts else texts[0] if len(texts) == 1 else texts
+        try:
+            spec = JobSpec(type=_text(args[0], "job type"), args=job_args)
+            spec.validate()
+        except InvalidJob as exc:
+            raise InvalidJob(str(exc)) from None
+        [job_id] = await svc.submit([(spec, True)])
+        return job_id
+    data = codec.loads(args[0], "job spec")
+    many = first == b"["
+    objs = data if many else [data]
+    if many and not (isinstance(objs, list) and objs):
+        raise InvalidJob("SUBMIT [...] needs a non-empty array of job specs")
+    payloads = iter(args[1:])
+    specs: list[tuple[JobSpec, bool]] = []
+    for i, obj in enumerate(objs):
+        try:
+            payload = None
+            if isinstance(obj, dict) and obj.get("payload"):
+                payload = next(payloads, None)
+                if payload is None:
+                    raise InvalidJob("says payload: true but no payload argument is left")
+            specs.append(spec_from_wire(obj, now, payload))
+        except InvalidJob as exc:
+            raise InvalidJob(f"job {i}: {exc}" if many else str(exc)) from None
+    if next(payloads, None) is not None:
+        raise WrongArguments("more payload arguments than specs with payload: true")
+    ids = await svc.submit(specs)
+    return ids if many else ids[0]
+
+
+#: the largest id or token (a 64-bit signed integer)
+MAX_ID = 2**63 - 1
+
+
+def _job_id(arg: bytes) -> int:
+    return _int(arg, "job id", 1, MAX_ID)
+
+
+async def cmd_status(s: Session, args: list[bytes]) -> Any:
+    return _status(await s.service.status(_job_id(args[0])))
+
+
+async def cmd_result(s: Session, args: list[bytes]) -> Any:
+    job = await s.service.result(_job_id(args[0]))
+    if isinstance(job.result, bytes):
+        return [b"bytes", job.result]
+    return [b"json", codec.dumps(job.result)]
+
+
+async def cmd_wait(s: Session, args: list[bytes]) -> Any:
+    timeout = _float(args[1], "timeout") if len(args) > 1 else None
+    return _status(await s.service.wait(_job_id(args[0]), timeout))
+
+
+async def cmd_cancel(s: Session, args: list[bytes]) -> Any:
+    state = await s.service.cancel(_job_id(args[0]))
+    return Simple("cancelled" if state is JobState.CANCELLED else "cancelling")
+
+
+async def cmd_retry(s: Session, args: list[bytes]) -> Any:
+    await s.service.retry(_job_id(args[0]))
+    return Simple("queued")
+
+
+async def cmd_purge(s: Session, args: list[bytes]) -> Any:
+    await s.service.purge(_job_id(args[0]))
+    return OK
+
+
+LIST_SYNTAX = "LIST [STATE s] [QUEUE q] [TYPE t] [LIMIT n] [BEFORE id]"
+
+
+async def cmd_list(s: Session, args: list[bytes]) -> Any:
+    opts = _options(args, {"STATE", "QUEUE", "TYPE", "LIMIT", "BEFORE"}, LIST_SYNTAX)
+    state = None
+    if "STATE" in opts:
+        name = _text(opts["STATE"], "state").lower()
+        try:
+            state = JobState(name)
+        except ValueError:
+            states = ", ".join(st.value for st in JobState)
+            raise WrongArguments(f"no state {name!r}; states are {states}") from None
+    jobs = await s.service.store.list(
+        state=state,
+        queue=_text(opts["QUEUE"], "queue") if "QUEUE" in opts else None,
+        type=_text(opts["TYPE"], "type") if "TYPE" in opts else None,
+        limit=_int(opts.get("LIMIT", b"100"), "limit", 1, MAX_LIST),
+        before=_job_id(opts["BEFORE"]) if "BEFORE" in opts else None,
+    )
+    return [_status(job) for job in jobs]
+
+
+async def cmd_stats(s: Session, args: list[bytes]) -> Any:
+    return codec.dumps(await s.service.stats())
+
+
+# -- worker commands --------------------------------------------------------------------
+
+
+def _worker(s: Session) -> WorkerInfo:
+    assert s.worker is not None  # the role check let only workers through
+    return s.worker
+
+
+async def cmd_fetch(s: Session, args: list[bytes]) -> Any:
+    n = _int(args[0], "n", 1, MAX_FETCH) if args else 1
+    timeout = _float(args[1], "timeout") if len(args) > 1 else FETCH_TIMEOUT
+    jobs = await s.service.fetch(_worker(s), n, timeout)
+    return [
+        [
+            job.id, job.attempts,
+            codec.dumps({
+                "type": job.type, "args": job.args, "queue": job.queue,
+                "priority": job.priority, "timeout": job.timeout, "deadline": job.deadline,
+                "attempts": job.attempts, "retries": job.max_retries,
+                "failures": job.failures, "created_at": job.created_at,
+            }),
+            job.payload,
+        ]
+        for job in jobs
+    ]  # fmt: skip
+
+
+def parse_ack(args: list[bytes]) -> tuple[int, int, Any]:
+    """ACK's arguments: (job id, token, result)."""
+    job_id, token = _job_id(args[0]), _int(args[1], "token", 0, MAX_ID)
+    kind = _text(args[3], "kind").lower() if len(args) > 3 else "json"
+    if kind not in ("json", "bytes"):
+        raise WrongArguments(f"result kind must be json or bytes, not {kind!r}")
+    result: Any = None
+    if len(args) > 2:
+        result = args[2] if kind == "bytes" else codec.loads(args[2], "result")
+    return job_id, token, result
+
+
+async def cmd_ack(s: Session, args: list[bytes]) -> Any:
+    # a lone ACK; the connection groups pipelined ACKs into one ack_many instead
+    job_id, token, result = parse_ack(args)
+    await s.service.ack(_worker(s), job_id, token, result)
+    return OK
+
+
+async def cmd_fail(s: Session, args: list[bytes]) -> Any:
+    job_id, token = _job_id(args[0]), _int(args[1], "token", 0, MAX_ID)
+    obj = codec.loads(args[2], "error")
+    if not isinstance(obj, dict) or not isinstance(obj.get("kind"), str):
+        raise InvalidJob('error must be a JSON object with a "kind" string')
+    retryable = obj.get("retryable", True)
+    if not isinstance(retryable, bool):
+        raise InvalidJob("error.retryable must be true or false")
+    error = JobError.from_dict(obj)
+    outcome = await s.service.fail(_worker(s), job_id, token, error, retryable)
+    return Simple(outcome.state.value)
+
+
+async def cmd_progress(s: Session, args: list[bytes]) -> Any:
+    job_id, token = _job_id(args[0]), _int(args[1], "token", 0, MAX_ID)
+    percent = _float(args[2], "percent")
+    if percent > 100:
+        raise WrongArguments("percent must be 0-100")
+    message = _text(args[3], "message") if len(args) > 3 else ""
+    await s.service.progress(job_id, token, percent, message)
+    return OK
+
+
+async def cmd_beat(s: Session, args: list[bytes]) -> Any:
+    holding = None
+    if args:
+        if args[0].upper() != b"HOLDING":
+            raise WrongArguments("BEAT [HOLDING id...]")
+        holding = {_job_id(a) for a in args[1:]}
+    beat = await s.service.beat(_worker(s), holding)
+    return codec.dumps({"held": sorted(beat.held), "cancel": beat.cancel})
+
+
+async def cmd_bye(s: Session, args: list[bytes]) -> Any:
+    await s.service.bye(_worker(s))
+    s.closing = True
+    return OK
+
+
+def _c(handler: Handler, lo: int, hi: int | None, role: str, syntax: str) -> Command:
+    return Command(handler, lo, hi, role, syntax)
+
+
+COMMANDS: dict[bytes, Command] = {
+    b"PING": _c(cmd_ping, 0, 1, "any", "PING [message]"),
+    b"AUTH": _c(cmd_auth, 1, 1, "any", "AUTH token"),
+    b"HELLO": _c(cmd_hello, 0, None, "any", HELLO_SYNTAX),
+    b"QUIT": _c(cmd_quit, 0, 0, "any", "QUIT"),
+    b"SUBMIT": _c(cmd_submit, 1, None, "client", SUBMIT_SYNTAX),
+    b"STATUS": _c(cmd_status, 1, 1, "client", "STATUS id"),
+    b"RESULT": _c(cmd_result, 1, 1, "client", "RESULT id"),
+    b"WAIT": _c(cmd_wait, 1, 2, "client", "WAIT id [timeout]"),
+    b"CANCEL": _c(cmd_cancel, 1, 1, "client", "CANCEL id"),
+    b"RETRY": _c(cmd_retry, 1, 1, "client", "RETRY id"),
+    b"PURGE": _c(cmd_purge, 1, 1, "client", "PURGE id"),
+    b"LIST": _c(cmd_list, 0, 10, "client", LIST_SYNTAX),
+    b"STATS": _c(cmd_stats, 0, 0, "client", "STATS"),
+    b"FETCH": _c(cmd_fetch, 0, 2, "worker", "FETCH [n] [timeout]"),
+    b"ACK": _c(cmd_ack, 2, 4, "worker", "ACK id token [result] [json|bytes]"),
+    b"FAIL": _c(cmd_fail, 3, 3, "worker", "FAIL id token error-json"),
+    b"PROGRESS": _c(cmd_progress, 3, 4, "worker", "PROGRESS id token percent [message]"),
+    b"BEAT": _c(cmd_beat, 0, None, "worker", "BEAT [HOLDING id...]"),
+    b"BYE": _c(cmd_bye, 0, 0, "worker", "BYE"),
+}
+
+
+def check_allowed(s: Session, verb: bytes, command: Command, nargs: int) -> None:
+    """Raise the error a command gets before its handler runs (validity matrix)."""
+    if command.role != "any" and not s.authenticated:
+        raise AuthError("authenticate first: HELLO 1 TOKEN <token>, or AUTH <token>")
+    if command.role == "worker" and s.role != "worker":
+        raise NotAllowed(f"{verb.decode()} is a worker command: say HELLO 1 ROLE worker first")
+    if nargs < command.min_args or (command.max_args is not None and nargs > command.max_args):
+        raise WrongArguments(f"wrong number of arguments: {command.syntax}")
+
+
+def error_of(exc: BaseException) -> DistQueueError:
+    return exc if isinstance(exc, DistQueueError) else DistQueueError(f"internal error: {exc}")

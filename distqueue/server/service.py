@@ -1,0 +1,344 @@
+"""The rules the server applies to each command, between the wire and the Store.
+
+Command handlers (commands.py) parse and reply; this module decides (which types
+are accepted, when a blocked FETCH or WAIT wakes, which jobs go back when a
+worker leaves); the Store makes every state change atomically.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Collection, Coroutine, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from distqueue._version import __version__
+from distqueue.clock import Clock, system_clock
+from distqueue.config import ServerConfig
+from distqueue.errors import (
+    DistQueueError,
+    JobFailed,
+    JobNotFound,
+    NotFinished,
+    Timeout,
+    UnknownType,
+)
+from distqueue.jobs import TERMINAL_STATES, Job, JobError, JobSpec, JobState
+from distqueue.server.waiters import POLL, DoneWaiters, ReadyWaiters
+from distqueue.store.base import FailOutcome, Heartbeat, Store
+from distqueue.worker.builtins import ALL_BUILTINS
+
+__all__ = ["BUILTIN_TYPES", "Service", "WorkerInfo"]
+
+log = logging.getLogger("distqueue.server")
+
+#: types every standard worker serves, so they are always accepted
+BUILTIN_TYPES = ALL_BUILTINS
+#: a claim the worker does not know about is orphaned once it is this old (seconds)
+ORPHAN_AGE = 5.0
+#: seconds between reloads of the known types from a (possibly shared) store
+TYPES_REFRESH = 5.0
+
+
+@dataclass(kw_only=True, eq=False)
+class WorkerInfo:
+    """A worker as this server knows it (from HELLO)."""
+
+    #: the worker's id, unique per worker process
+    id: str
+    #: a name for people (host and pid by default)
+    name: str
+    #: the job types it serves
+    types: frozenset[str]
+    #: the queues it serves (None = every queue)
+    queues: frozenset[str] | None
+    #: how many jobs it runs at once
+    concurrency: int
+    #: when it said HELLO (epoch seconds)
+    since: float
+    #: open connections of this worker (a worker may use one for FETCH, one for ACKs)
+    connections: int = 0
+    #: jobs it holds, as far as this server saw (FETCH adds, ACK/FAIL/BEAT correct it)
+    held: set[int] = field(default_factory=set)
+    #: it said BYE on one of its connections: its leaving is not a vanishing
+    said_bye: bool = False
+
+    def to_wire(self) -> dict[str, Any]:
+        return {
+            "id": self.id, "name": self.name, "types": sorted(self.types),
+            "queues": None if self.queues is None else sorted(self.queues),
+            "concurrency": self.concurrency, "since": self.since, "held": len(self.held),
+        }  # fmt: skip
+
+
+class Service:
+    """One per server: the store, the waiters and the connected workers."""
+
+    def __init__(self, store: Store, config: ServerConfig, clock: Clock = system_clock) -> None:
+        self.store = store
+        self.config = config
+        self.clock = clock
+        self.ready = ReadyWaiters()
+        self.done = DoneWaiters()
+        self.workers: dict[str, WorkerInfo] = {}
+        self._types: dict[str, float] = {}
+        self._types_loaded = 0.0
+        self.started = time.monotonic()
+        self._background: set[asyncio.Task[Any]] = set()
+
+    def spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
+        """Run a coroutine in the background, keeping it referenced, logging failures."""
+        task = asyncio.ensure_future(coro)
+        self._background.add(task)
+        task.add_done_callback(self._reap)
+
+    def _reap(self, task: asyncio.Task[Any]) -> None:
+        self._background.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("background task failed", exc_info=task.exception())
+
+    async def drain_background(self) -> None:
+        """Wait for background work (releases of closed workers) to finish."""
+        while self._background:
+            await asyncio.gather(*self._background, return_exceptions=True)
+
+    # -- types ----------------------------------------------------------------------
+
+    async def refresh_types(self) -> None:
+        self._types = await self.store.known_types()
+        self._types_loaded = time.monotonic()
+
+    def _type_known(self, type_: str, now: float) -> bool:
+        if type_ in BUILTIN_TYPES:
+            return True
+        seen = self._types.get(type_)
+        if seen is not None and seen >= now - self.config.type_memory:
+            return True
+        return any(type_ in w.types for w in self.workers.values())
+
+    async def check_types(self, types: Collection[str], now: float) -> None:
+        """Raise UnknownType unless every type is served, or was in the type memory."""
+        unknown = sorted({t for t in types if not self._type_known(t, now)})
+        if unknown and time.monotonic() - self._types_loaded > 0.5:
+            await self.refresh_types()  # another server's workers may serve them
+            unknown = [t for t in unknown if not self._type_known(t, now)]
+        if unknown:
+            known = sorted(
+                BUILTIN_TYPES
+                | {t for t, seen in self._types.items() if seen >= now - self.config.type_memory}
+            )
+            raise UnknownType(
+                f"unknown job type {', '.join(map(repr, unknown))}: no worker serves it"
+                f" (known types: {', '.join(known)}); check the spelling, start a worker"
+                " that serves it, or submit with check_type false to queue it anyway"
+            )
+
+    # -- clients ----------------------------------------------------------------------
+
+    async def submit(self, specs: Sequence[tuple[JobSpec, bool]]) -> list[int]:
+        now = self.clock()
+        await self.check_types([spec.type for spec, check in specs if check], now)
+        results = await self.store.enqueue([spec for spec, _ in specs], now)
+        ready = [
+            (spec.queue, spec.type)
+            for (spec, _), res in zip(specs, results, strict=True)
+            if res.created and res.state is JobState.QUEUED
+        ]
+        if ready:
+            self.ready.notify(ready)
+        return [res.id for res in results]
+
+    async def status(self, job_id: int) -> Job:
+        job = await self.store.get(job_id)
+        if job is None:
+            raise JobNotFound(job_id)
+        return job
+
+    async def result(self, job_id: int) -> Job:
+        """The succeeded job; NotFinished or JobFailed otherwise."""
+        job = await self.status(job_id)
+        if job.state is JobState.SUCCEEDED:
+            return job
+        if job.state in TERMINAL_STATES:
+            why = "" if job.error is None else f": {job.error.kind}: {job.error.message}"
+            raise JobFailed(f"job {job_id} is {job.state.value}{why}")
+        raise NotFinished(f"job {job_id} is {job.state.value}, not finished")
+
+    async def wait(self, job_id: int, timeout: float | None) -> Job:
+        """Return the job once it is finished; Timeout after ``timeout`` seconds."""
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        while True:
+            job = await self.status(job_id)
+            if job.state in TERMINAL_STATES:
+                return job
+            remaining = POLL if deadline is None else min(POLL, deadline - loop.time())
+            if remaining <= 0:
+                raise Timeout(f"job {job_id} is still {job.state.value} after {timeout}s")
+            await self.done.wait(job_id, remaining)
+
+    async def cancel(self, job_id: int) -> JobState:
+        state = await self.store.cancel(job_id, self.clock())
+        if state is JobState.CANCELLED:
+            self.done.notify([job_id])
+        return state
+
+    async def retry(self, job_id: int) -> None:
+        await self.store.retry(job_id, self.clock())
+        self.ready.notify_all()
+
+    async def purge(self, job_id: int) -> None:
+        await self.store.delete(job_id)
+
+    async def stats(self) -> dict[str, Any]:
+        stats = await self.store.stats()
+        succeeded = stats.totals.get("succeeded", 0)
+        dead = stats.totals.get("dead", 0)
+        workers = list(self.workers.values())
+        active = sum(1 for w in workers if w.held)
+        return {
+            "jobs": stats.by_state,
+            "queues": stats.by_queue,
+            "queued_by_priority": {str(p): n for p, n in stats.queued_by_priority.items()},
+            "totals": stats.totals,
+            "processed": succeeded + dead,
+            "success_rate": None if succeeded + dead == 0 else succeeded / (succeeded + dead),
+            "workers": {
+                "connected": len(workers),
+                "active": active,
+                "idle": len(workers) - active,
+                "waiting": len(self.ready),
+                "list": [w.to_wire() for w in workers],
+            },
+            "server": {
+                "version": __version__,
+                "uptime": round(time.monotonic() - self.started, 3),
+            },
+        }
+
+    # -- workers ----------------------------------------------------------------------
+
+    def connect_worker(self, info: WorkerInfo) -> WorkerInfo:
+        """A worker connection said HELLO; the same worker id may open several.
+        Its types are remembered in the store in the background."""
+        known = self.workers.get(info.id)
+        if known is None:
+            self.workers[info.id] = known = info
+            now = self.clock()
+            for t in info.types:
+                self._types[t] = now
+            self.spawn(self.store.note_types(info.types, now))
+        known.connections += 1
+        return known
+
+    async def disconnect_worker(self, worker: WorkerInfo) -> None:
+        """One of the worker's connections closed; when it was the last one, take back
+        its jobs at once: counted as lost if it vanished, not if it said BYE."""
+        worker.connections -= 1
+        if worker.connections > 0:
+            return
+        self.workers.pop(worker.id, None)
+        released = await self.store.release(worker.id, self.clock(), vanished=not worker.said_bye)
+        if released:
+            self.ready.notify_all()
+            self.done.notify(released)  # some may have ended (poison, cancelled)
+
+    async def fetch(self, worker: WorkerInfo, n: int, timeout: float) -> list[Job]:
+        """Lease up to ``n`` jobs to the worker, waiting up to ``timeout`` for one."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            since = self.ready.version
+            jobs = await self.store.claim(
+                worker.id, n, self.clock(),
+                queues=worker.queues, types=worker.types, lease=self.config.lease,
+            )  # fmt: skip
+            if jobs:
+                worker.held.update(job.id for job in jobs)
+                return jobs
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return []
+            await self.ready.wait(worker.queues, worker.types, min(remaining, POLL), since)
+
+    async def ack(self, worker: WorkerInfo, job_id: int, token: int, result: Any) -> None:
+        await self.store.complete(job_id, token, result, self.clock())
+        worker.held.discard(job_id)
+        self.done.notify([job_id])
+
+    async def ack_many(
+        self, worker: WorkerInfo, items: Sequence[tuple[int, int, Any]]
+    ) -> list[DistQueueError | None]:
+        """Pipelined ACKs in one store operation; each answered on its own."""
+        errors = await self.store.complete_many(items, self.clock())
+        done = [job_id for (job_id, _, _), err in zip(items, errors, strict=True) if err is None]
+        worker.held.difference_update(done)
+        self.done.notify(done)
+        return errors
+
+    async def fail(
+        self, worker: WorkerInfo, job_id: int, token: int, error: JobError, retryable: bool
+    ) -> FailOutcome:
+        outcome = await self.store.fail(job_id, token, error, self.clock(), retryable=retryable)
+        worker.held.discard(job_id)
+        if outcome.state in TERMINAL_STATES:
+            self.done.notify([job_id])
+        return outcome
+
+    async def progress(self, job_id: int, token: int, percent: float, message: str) -> None:
+        await self.store.progress(job_id, token, percent, message, self.clock())
+
+    async def beat(self, worker: WorkerInfo, holding: set[int] | None = None) -> Heartbeat:
+        """Extend the worker's leases. With ``holding`` (what the worker says it runs
+        or still has to report), jobs the store has it hold but it does not know —
+        claimed for it by a FETCH whose answer was lost, say on a server that died —
+        go back to the queue once that claim is ORPHAN_AGE old (younger, its answer
+        may still be on its way)."""
+        now = self.clock()
+        beat = await self.store.heartbeat(worker.id, now, self.config.lease)
+        if holding is not None:
+            orphans = []
+            for job_id in set(beat.held) - holding:
+                job = await self.store.get(job_id)
+                if job is not None and (job.started_at or now) <= now - ORPHAN_AGE:
+                    orphans.append(job_id)
+            if orphans:
+                released = await self.store.release(worker.id, now, ids=orphans)
+                log.warning("worker %s: returned %d jobs it never received: %s",
+                            worker.id, len(released), released)  # fmt: skip
+                self.ready.notify_all()
+                held = {i: t for i, t in beat.held.items() if i not in released}
+                beat = Heartbeat(held=held, cancel=[i for i in beat.cancel if i in held])
+        worker.held = set(beat.held)
+        return beat
+
+    async def bye(self, worker: WorkerInfo) -> list[int]:
+        """The worker leaves: its jobs go back to the queue, nothing counted against them."""
+        worker.said_bye = True
+        released = await self.store.release(worker.id, self.clock())
+        worker.held.clear()
+        if released:
+            self.ready.notify_all()
+        return released
+
+    # -- housekeeping -----------------------------------------------------------------
+
+    async def tick(self) -> float:
+        """Promote due jobs and take back expired leases; return seconds until the
+        next thing could be due (at most POLL / 4)."""
+        now = self.clock()
+        if await self.store.promote(now):
+            self.ready.notify_all()
+        expired = await self.store.expire(now)
+        if expired:
+            self.ready.notify_all()
+            self.done.notify(expired)
+        if time.monotonic() - self._types_loaded > TYPES_REFRESH:
+            await self.refresh_types()
+        wakeup = await self.store.next_wakeup()
+        nap = POLL / 4
+        if wakeup is not None:
+            nap = min(nap, max(0.005, wakeup - self.clock()))
+        return nap

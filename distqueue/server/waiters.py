@@ -1,0 +1,118 @@
+"""Blocking commands: FETCH waits for ready jobs, WAIT for a job to finish.
+
+Waiters are woken by what this server sees happen (a submit, an ACK, ...); each
+also wakes up on its own every ``POLL`` seconds and looks again, so it misses
+nothing that another server on a shared store did.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import deque
+from collections.abc import Collection, Iterable
+
+__all__ = ["POLL", "DoneWaiters", "ReadyWaiters"]
+
+#: seconds between a waiter's own looks at the store
+POLL = 1.0
+
+
+class _Waiter:
+    __slots__ = ("fut", "queues", "types")
+
+    def __init__(
+        self,
+        fut: asyncio.Future[None],
+        queues: frozenset[str] | None,
+        types: frozenset[str] | None,
+    ) -> None:
+        self.fut = fut
+        self.queues = queues
+        self.types = types
+
+    def serves(self, queue: str, type_: str) -> bool:
+        return (self.queues is None or queue in self.queues) and (
+            self.types is None or type_ in self.types
+        )
+
+
+class ReadyWaiters:
+    """Workers waiting in FETCH, first come first woken."""
+
+    def __init__(self) -> None:
+        self._waiters: deque[_Waiter] = deque()
+        #: bumped at every notify, so a fetcher can tell that something happened
+        #: between its empty claim and its wait (and look again instead of waiting)
+        self.version = 0
+
+    async def wait(
+        self,
+        queues: frozenset[str] | None,
+        types: frozenset[str] | None,
+        timeout: float,
+        since: int,
+    ) -> None:
+        """Return when woken, after ``timeout``, or at once if anything was
+        notified since version ``since``."""
+        if self.version != since:
+            return
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        waiter = _Waiter(fut, queues, types)
+        self._waiters.append(waiter)
+        try:
+            await asyncio.wait_for(fut, timeout)
+        except TimeoutError:
+            pass
+        finally:
+            if not fut.done():
+                fut.cancel()
+            with contextlib.suppress(ValueError):
+                self._waiters.remove(waiter)
+
+    def notify(self, ready: Iterable[tuple[str, str]]) -> None:
+        """Jobs became ready: one (queue, type) per job; wake one serving waiter each."""
+        self.version += 1
+        for queue, type_ in ready:
+            for waiter in self._waiters:
+                if not waiter.fut.done() and waiter.serves(queue, type_):
+                    waiter.fut.set_result(None)
+                    break
+
+    def notify_all(self) -> None:
+        """Jobs of unknown queues and types became ready: wake every waiter."""
+        self.version += 1
+        for waiter in self._waiters:
+            if not waiter.fut.done():
+                waiter.fut.set_result(None)
+
+    def __len__(self) -> int:
+        return len(self._waiters)
+
+
+class DoneWaiters:
+    """Clients waiting in WAIT for jobs to finish."""
+
+    def __init__(self) -> None:
+        self._waiters: dict[int, list[asyncio.Future[None]]] = {}
+
+    async def wait(self, job_id: int, timeout: float) -> None:
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.setdefault(job_id, []).append(fut)
+        try:
+            await asyncio.wait_for(fut, timeout)
+        except TimeoutError:
+            pass
+        finally:
+            futs = self._waiters.get(job_id)
+            if futs is not None:
+                if fut in futs:
+                    futs.remove(fut)
+                if not futs:
+                    del self._waiters[job_id]
+
+    def notify(self, job_ids: Collection[int]) -> None:
+        for job_id in job_ids:
+            for fut in self._waiters.pop(job_id, ()):
+                if not fut.done():
+                    fut.set_result(None)

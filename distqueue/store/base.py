@@ -1,0 +1,252 @@
+"""The Store contract: every backend implements this, and tests/contract proves it.
+
+Rules that hold for every operation of every backend:
+
+- Each call is atomic: it happens whole or not at all, and concurrent calls see
+  each other's effects as if they ran one after another.
+- A call that returns has made its effect durable (as durable as the backend is
+  configured to be); a call that raises a DistQueueError changed nothing.
+- Time comes in as ``now`` (epoch seconds); no operation reads the clock.
+- A job's fencing token is its ``attempts`` count at the moment it was claimed.
+  ``complete``, ``fail`` and ``progress`` with any other token raise LeaseLost and
+  change nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+from distqueue.errors import DistQueueError
+from distqueue.jobs import Job, JobError, JobSpec, JobState
+from distqueue.policy import DEFAULT_LEASE, Retention
+
+__all__ = ["Enqueued", "FailOutcome", "Heartbeat", "Stats", "Store"]
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Enqueued:
+    """The answer to one spec of an enqueue."""
+
+    #: the job's id
+    id: int
+    #: False when the unique key matched an existing job, whose id this is
+    created: bool
+    #: the job's state (the existing job's state when not created)
+    state: JobState
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class FailOutcome:
+    """What ``fail`` decided."""
+
+    #: retrying, dead or cancelled
+    state: JobState
+    #: when retrying: when the job becomes queued again
+    run_at: float | None
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Heartbeat:
+    """The answer to a heartbeat: what the worker still holds."""
+
+    #: job id -> fencing token of every job the worker holds (leases now extended)
+    held: dict[int, int]
+    #: ids among ``held`` whose cancellation was asked for: the worker should stop them
+    cancel: list[int]
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Stats:
+    """Counts without scanning every job."""
+
+    #: state name -> number of jobs in it (every state present, zeros included)
+    by_state: dict[str, int]
+    #: queue -> state name -> number (states with zero jobs omitted)
+    by_queue: dict[str, dict[str, int]]
+    #: priority -> number of queued jobs (priorities with none omitted)
+    queued_by_priority: dict[int, int]
+    #: running totals since the store was created: submitted, succeeded, failed
+    #: (attempts that failed), retried, dead, cancelled, lost, expired, purged
+    totals: dict[str, int] = field(default_factory=dict)
+
+
+@runtime_checkable
+class Store(Protocol):
+    """Where jobs live. One interface; sqlite, redis and postgres implement it."""
+
+    async def enqueue(self, specs: Sequence[JobSpec], now: float) -> list[Enqueued]:
+        """Store many jobs in one atomic step; return one Enqueued per spec, in order.
+
+        A spec whose ``run_at`` is after ``now`` is scheduled, else queued. A spec
+        whose unique key belongs to a job that still exists (not yet purged) is not
+        stored again: its Enqueued names that job with ``created=False``. Two specs
+        with the same key in one call yield one job.
+        Raises InvalidJob (naming the spec's index) if any spec is invalid, and then
+        stores none of them.
+        """
+        ...
+
+    async def claim(
+        self,
+        worker: str,
+        n: int,
+        now: float,
+        *,
+        queues: Collection[str] | None = None,
+        types: Collection[str] | None = None,
+        lease: float = DEFAULT_LEASE,
+    ) -> list[Job]:
+        """Lease up to ``n`` queued jobs to ``worker``, most urgent first, FIFO within
+        a priority, only of the given queues and types (None = any).
+
+        Each claimed job is running, its ``attempts`` (its fencing token) one higher,
+        its lease until ``now + lease``. A queued job whose deadline has passed is
+        not handed out: it becomes dead with error kind ``expired``.
+        Returns the claimed jobs in hand-out order, payload included; [] if none.
+        """
+        ...
+
+    async def complete(self, job_id: int, token: int, result: Any, now: float) -> None:
+        """Mark a running job succeeded with ``result`` (a JSON value, or bytes).
+
+        Raises JobNotFound, or LeaseLost if ``token`` is not the job's current claim
+        (the job is not running, or it was claimed again since).
+        """
+        ...
+
+    async def complete_many(
+        self, items: Sequence[tuple[int, int, Any]], now: float
+    ) -> list[DistQueueError | None]:
+        """``complete`` for many ``(id, token, result)`` in one atomic step (pipelined
+        ACKs). Each item succeeds or is refused on its own, in order, exactly as
+        ``complete`` would: the answer lists None or the error, item by item.
+        Raises InvalidJob (and changes nothing) for a malformed id, token or result.
+        """
+        ...
+
+    async def fail(
+        self, job_id: int, token: int, error: JobError, now: float, *, retryable: bool = True
+    ) -> FailOutcome:
+        """Record a failed attempt and decide what follows.
+
+        - A job whose cancellation was asked for becomes cancelled, whatever the
+          error (the worker stopped it, reporting kind ``cancelled``, or it failed
+          on its own first): a cancelled job never runs again.
+        - ``retryable=False`` (unknown type, invalid arguments, ...) makes it dead at once.
+        - Otherwise, while its failures do not exceed ``max_retries``, it is retrying
+          until ``now + backoff`` (RetryPolicy); after that it is dead.
+        Raises JobNotFound or LeaseLost as ``complete`` does.
+        """
+        ...
+
+    async def progress(
+        self, job_id: int, token: int, percent: float, message: str, now: float
+    ) -> None:
+        """Record a running job's progress report. Raises JobNotFound or LeaseLost."""
+        ...
+
+    async def heartbeat(self, worker: str, now: float, lease: float = DEFAULT_LEASE) -> Heartbeat:
+        """Extend every lease ``worker`` holds to ``now + lease``; say what it holds."""
+        ...
+
+    async def expire(self, now: float) -> list[int]:
+        """Take back every job whose lease ran out at or before ``now``; return their ids.
+
+        Each counts as lost: it is queued again, unless it was lost more than the
+        poison limit (then dead, error kind ``poison``) or its cancel was asked for
+        (then cancelled).
+        """
+        ...
+
+    async def release(
+        self,
+        worker: str,
+        now: float,
+        *,
+        ids: Collection[int] | None = None,
+        vanished: bool = False,
+    ) -> list[int]:
+        """Take back the jobs ``worker`` holds (only ``ids`` among them, if given).
+
+        ``vanished=False`` (the worker returned them, e.g. on a graceful stop): they
+        are queued again and nothing is counted against them. ``vanished=True``
+        (its connection dropped): each counts as lost, exactly as in ``expire``.
+        Returns the ids taken back.
+        """
+        ...
+
+    async def promote(self, now: float) -> list[int]:
+        """Queue every scheduled or retrying job whose run-at is at or before ``now``."""
+        ...
+
+    async def next_wakeup(self) -> float | None:
+        """The earliest time a promote or expire could have work (or None).
+
+        May be early, never late: a caller that sleeps until then misses nothing.
+        """
+        ...
+
+    async def cancel(self, job_id: int, now: float) -> JobState:
+        """Cancel a job. Scheduled, queued or retrying: it becomes cancelled. Running:
+        it stays running with ``cancel_requested`` set, for its worker to be told.
+        Returns the job's state afterwards.
+        Raises JobNotFound, or IllegalTransition for a finished job.
+        """
+        ...
+
+    async def retry(self, job_id: int, now: float) -> None:
+        """Queue a dead or cancelled job again, its failures and lost counts reset.
+        Raises JobNotFound, or IllegalTransition for a job in any other state.
+        """
+        ...
+
+    async def get(self, job_id: int) -> Job | None:
+        """The whole job, payload and result included, or None."""
+        ...
+
+    async def list(
+        self,
+        *,
+        state: JobState | None = None,
+        queue: str | None = None,
+        type: str | None = None,
+        limit: int = 100,
+        before: int | None = None,
+    ) -> list[Job]:
+        """Jobs matching every filter given, newest (highest id) first, at most
+        ``limit`` (1..1000), only ids below ``before`` when given (the paging
+        cursor: pass the last id of the previous page). Summaries: ``payload``
+        and ``result`` are None; ``payload_size`` is set.
+        """
+        ...
+
+    async def stats(self) -> Stats:
+        """Counts by state, by queue and state, queued by priority, and totals."""
+        ...
+
+    async def purge(self, now: float, retention: Retention | None = None) -> int:
+        """Delete succeeded jobs finished more than ``retention.succeeded`` seconds
+        before ``now``, and dead or cancelled ones older than ``retention.failed``.
+        Their unique keys become free. Returns how many were deleted.
+        """
+        ...
+
+    async def delete(self, job_id: int) -> None:
+        """Delete one finished job now (purge one dead letter).
+        Raises JobNotFound, or IllegalTransition for an unfinished job.
+        """
+        ...
+
+    async def note_types(self, types: Collection[str], now: float) -> None:
+        """Remember that a worker serving ``types`` was seen at ``now``."""
+        ...
+
+    async def known_types(self) -> dict[str, float]:
+        """Every type a worker ever declared (until purged) -> when one was last seen."""
+        ...
+
+    async def close(self) -> None:
+        """Finish what was asked, release the store's resources. Idempotent."""
+        ...

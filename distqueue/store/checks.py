@@ -1,0 +1,65 @@
+"""Argument checks every store makes before it touches anything (InvalidJob)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from distqueue import codec
+from distqueue.errors import InvalidJob
+from distqueue.jobs import JobSpec, JobState
+
+__all__ = ["MAX_INT", "check_claim", "check_id", "check_list", "check_specs", "encode_result"]
+
+#: ids, tokens and counts are 64-bit signed integers in every store
+MAX_INT = 2**63 - 1
+
+
+def check_id(what: str, value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_INT:
+        raise InvalidJob(f"{what} must be an integer 0..2**63-1, not {value!r}")
+    return value
+
+
+def check_specs(specs: Sequence[JobSpec]) -> list[tuple[JobSpec, bytes | None]]:
+    """Each spec validated, with its args as JSON; InvalidJob names the bad one."""
+    out: list[tuple[JobSpec, bytes | None]] = []
+    for i, spec in enumerate(specs):
+        if not isinstance(spec, JobSpec):
+            raise InvalidJob(f"job {i}: not a JobSpec")
+        try:
+            spec.validate()
+            args = None if spec.args is None else codec.dumps(spec.args, "args")
+        except InvalidJob as exc:
+            raise InvalidJob(f"job {i}: {exc}") from None
+        out.append((spec, args))
+    return out
+
+
+def check_claim(worker: object, n: object, lease: float) -> int:
+    """A claim's worker, n and lease checked; returns n."""
+    if not isinstance(worker, str) or not worker:
+        raise InvalidJob("worker must be a non-empty string")
+    count = check_id("n", n)
+    if not lease > 0:
+        raise InvalidJob("lease must be greater than 0")
+    return count
+
+
+def check_list(state: JobState | None, limit: int, before: int | None) -> str | None:
+    """LIST's arguments checked; returns the state's name."""
+    if not 1 <= limit <= 1000:
+        raise InvalidJob("limit must be 1-1000")
+    if before is not None:
+        check_id("before", before)
+    try:
+        return None if state is None else JobState(state).value
+    except ValueError:
+        raise InvalidJob(f"no state {state!r}") from None
+
+
+def encode_result(result: Any) -> tuple[bytes, str]:
+    """A result as stored: (bytes, "bytes") for a file result, else (JSON, "json")."""
+    if isinstance(result, bytes | bytearray | memoryview):
+        return bytes(result), "bytes"
+    return codec.dumps(result, "result"), "json"

@@ -1,0 +1,122 @@
+"""The embedded store's in-memory indexes: what is ready, what is scheduled.
+
+They make the hot paths cheap — a claim pops from FIFO deques, a promote pops a
+heap — and are rebuilt from the file whenever the store opens, so the file stays
+the one truth. Only the store's writer thread touches them.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections import deque
+from collections.abc import Iterator
+
+__all__ = ["N_PRIORITIES", "ReadyQueues", "Schedule"]
+
+N_PRIORITIES = 11
+#: a ready entry packs (seq, id) into one int: ids below 2**44 (17 trillion)
+ID_BITS = 44
+ID_MASK = (1 << ID_BITS) - 1
+
+
+class ReadyQueues:
+    """Queued jobs by (queue, type) and priority, FIFO by a sequence number.
+
+    Each (queue, type) has one deque per priority of entries ``seq << ID_BITS | id``:
+    one int, shared with the id map (no tuple, no second copy of the seq; 133 bytes
+    a queued job in all). An entry is live iff the id map holds it; entries of jobs
+    that left the queue otherwise (cancelled) are skipped when they reach the front.
+    """
+
+    def __init__(self) -> None:
+        self._queues: dict[tuple[str, str], list[deque[int]]] = {}
+        #: id -> its live entry
+        self._entry: dict[int, int] = {}
+        #: id -> deadline of queued jobs that have one
+        self.deadlines: dict[int, float] = {}
+        #: queued jobs by priority
+        self.by_priority = [0] * N_PRIORITIES
+
+    def push(
+        self, jid: int, queue: str, type_: str, prio: int, seq: int, deadline: float | None
+    ) -> None:
+        """Queue a job behind every job of its priority with a lower ``seq``."""
+        dqs = self._queues.get((queue, type_))
+        if dqs is None:
+            dqs = self._queues[(queue, type_)] = [deque() for _ in range(N_PRIORITIES)]
+        entry = seq << ID_BITS | jid
+        dqs[prio].append(entry)
+        self._entry[jid] = entry
+        self.by_priority[prio] += 1
+        if deadline is not None:
+            self.deadlines[jid] = deadline
+
+    def drop(self, jid: int, prio: int) -> None:
+        """Take a job out (its deque entry goes stale)."""
+        del self._entry[jid]
+        self.by_priority[prio] -= 1
+        self.deadlines.pop(jid, None)
+
+    def __contains__(self, jid: int) -> bool:
+        return jid in self._entry
+
+    def take(
+        self, queues: frozenset[str] | None, types: frozenset[str] | None
+    ) -> Iterator[tuple[int, int, float | None]]:
+        """Yield (id, priority, deadline) of the most urgent, oldest ready jobs of these
+        queues and types (None = any), removing each as it is yielded."""
+        pairs = [
+            dqs for (q, t), dqs in self._queues.items()
+            if (queues is None or q in queues) and (types is None or t in types)
+        ]  # fmt: skip
+        live = self._entry
+        while True:
+            best: tuple[int, int, int, deque[int]] | None = None
+            for dqs in pairs:
+                for prio in range(N_PRIORITIES):
+                    dq = dqs[prio]
+                    while dq and live.get(dq[0] & ID_MASK) != dq[0]:
+                        dq.popleft()  # stale: the job left the queue since
+                    if dq:
+                        seq, jid = dq[0] >> ID_BITS, dq[0] & ID_MASK
+                        if best is None or (prio, seq) < (best[0], best[1]):
+                            best = (prio, seq, jid, dq)
+                        break
+            if best is None:
+                return
+            prio, _, jid, dq = best
+            dq.popleft()
+            deadline = self.deadlines.get(jid)
+            self.drop(jid, prio)
+            yield jid, prio, deadline
+
+
+class Schedule:
+    """Scheduled and retrying jobs by run-at (a heap; moved jobs leave stale entries)."""
+
+    def __init__(self) -> None:
+        #: id -> (run_at, queue, type, priority)
+        self._jobs: dict[int, tuple[float, str, str, int]] = {}
+        self._heap: list[tuple[float, int]] = []
+
+    def push(self, jid: int, run_at: float, queue: str, type_: str, prio: int) -> None:
+        self._jobs[jid] = (run_at, queue, type_, prio)
+        heapq.heappush(self._heap, (run_at, jid))
+
+    def drop(self, jid: int) -> None:
+        del self._jobs[jid]
+
+    def due(self, now: float) -> Iterator[tuple[int, str, str, int]]:
+        """Yield (id, queue, type, priority) of each job due at ``now``, removing it."""
+        heap = self._heap
+        while heap and heap[0][0] <= now:
+            run_at, jid = heapq.heappop(heap)
+            entry = self._jobs.get(jid)
+            if entry is None or entry[0] != run_at:
+                continue  # stale: cancelled, or rescheduled since
+            del self._jobs[jid]
+            yield jid, entry[1], entry[2], entry[3]
+
+    def next_at(self) -> float | None:
+        """The earliest run-at (may be a stale entry's: early, never late)."""
+        return self._heap[0][0] if self._heap else None

@@ -1,0 +1,30 @@
+-- purge: ARGV ok_before, failed_before, or ARGV 'one', id -> number deleted, or for
+-- 'one': 'ok' | 'notfound' | 'illegal:<state>'
+local function delete(id)
+  local j = redis.call('HMGET', jobkey(id), 'state', 'queue', 'unique_key')
+  redis.call('ZREM', P .. ':state:' .. j[1], id)
+  redis.call('ZREM', P .. ':all', id)
+  redis.call('ZREM', P .. ':done:ok', id)
+  redis.call('ZREM', P .. ':done:failed', id)
+  if j[3] then redis.call('HDEL', P .. ':unique', j[3]) end
+  redis.call('DEL', jobkey(id))
+  count(j[2], j[1], nil)
+  total('purged')
+end
+if ARGV[1] == 'one' then
+  local state = hget(ARGV[2], 'state')
+  if not state then return 'notfound' end
+  if state ~= 'succeeded' and state ~= 'dead' and state ~= 'cancelled' then
+    return 'illegal:' .. state
+  end
+  delete(ARGV[2])
+  return 'ok'
+end
+local n = 0
+for _, spec in ipairs({{':done:ok', ARGV[1]}, {':done:failed', ARGV[2]}}) do
+  for _, id in ipairs(redis.call('ZRANGEBYSCORE', P .. spec[1], '-inf', tonumber(spec[2]))) do
+    delete(id)
+    n = n + 1
+  end
+end
+return n

@@ -1,0 +1,72 @@
+"""The built-in text job types. Each takes the job's args: a string, or a list of
+strings joined by spaces (so ``submit wordcount hello world`` works either way)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from distqueue.errors import InvalidJob
+
+__all__ = ["ALL_BUILTINS", "BUILTINS", "FILE_BUILTINS", "SHELL", "SLEEP", "text_of"]
+
+
+def text_of(args: Any) -> str:
+    """The text a built-in job works on; raise InvalidJob (permanent) for other shapes."""
+    if isinstance(args, str):
+        return args
+    if isinstance(args, list) and all(isinstance(a, str) for a in args):
+        return " ".join(args)
+    raise InvalidJob(f"expected text or a list of strings, not {type(args).__name__}")
+
+
+def echo(args: Any) -> str:
+    """The text itself."""
+    return text_of(args)
+
+
+def wordcount(args: Any) -> int:
+    """The number of words (runs of non-space characters)."""
+    return len(text_of(args).split())
+
+
+def charcount(args: Any) -> int:
+    """The number of non-space characters."""
+    return sum(1 for ch in text_of(args) if not ch.isspace())
+
+
+def capitalize(args: Any) -> str:
+    """The text in upper case."""
+    return text_of(args).upper()
+
+
+def noop(args: Any) -> None:
+    """Nothing: the job benchmarks measure the queue with."""
+    return None
+
+
+def sleep_seconds(args: Any) -> float:
+    """The seconds a ``sleep`` job waits: a number, or a list holding one."""
+    value = args[0] if isinstance(args, list) and len(args) == 1 else args
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 86400:
+        raise InvalidJob(f"sleep takes a number of seconds (0-86400), not {args!r}")
+    return float(value)
+
+
+#: built-in types that work on the job's payload bytes and return bytes
+FILE_BUILTINS = frozenset({"gzip", "gunzip"})
+#: the built-in that waits (asynchronously) for its args seconds
+SLEEP = "sleep"
+#: the built-in type that runs a shell command (served only with --allow-shell)
+SHELL = "shell"
+
+BUILTINS: dict[str, Callable[[Any], Any]] = {
+    "echo": echo,
+    "wordcount": wordcount,
+    "charcount": charcount,
+    "capitalize": capitalize,
+    "noop": noop,
+}
+
+#: every type a standard worker serves without --tasks (shell is separate)
+ALL_BUILTINS = frozenset(BUILTINS) | FILE_BUILTINS | {SLEEP}

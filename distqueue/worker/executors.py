@@ -1,0 +1,287 @@
+"""How a job's code runs, and how each kind is stopped.
+
+- async tasks run on the worker's event loop; stopping cancels them;
+- sync tasks run in a thread pool (cannot be killed: a stopped job keeps its slot
+  until it really returns) or a process pool (the child is killed and replaced);
+- shell jobs run in their own process group, killed whole;
+- the built-in text and file types run inline or in a thread.
+
+Every runner returns an Outcome: a result (JSON value or bytes) or an error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gzip
+import os
+import signal
+import struct
+import sys
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from distqueue import codec
+from distqueue.errors import DistQueueError, InvalidJob
+from distqueue.worker.builtins import BUILTINS, SLEEP, sleep_seconds, text_of
+from distqueue.worker.registry import (
+    FileResult,
+    JobContext,
+    Task,
+    call_args,
+    reset_context,
+    set_context,
+)
+
+__all__ = [
+    "Outcome",
+    "ProcessPool",
+    "call_sync",
+    "error_outcome",
+    "finish_result",
+    "run_async",
+    "run_builtin",
+    "run_inline",
+    "run_shell",
+]
+
+#: 4-byte big-endian length prefix of the frames spoken with pool children
+_LEN = struct.Struct(">I")
+
+
+@dataclass
+class Outcome:
+    #: the result when the job succeeded: a JSON value, or bytes for a file result
+    result: Any = None
+    #: the error when it failed: {"kind", "message", "traceback", "retryable"}
+    error: dict[str, Any] | None = None
+
+
+def error_outcome(exc: BaseException, *, retryable: bool | None = None) -> Outcome:
+    """An exception as a failure: distqueue's own errors (invalid arguments, ...) are
+    permanent, everything else retryable, unless said otherwise."""
+    if retryable is None:
+        retryable = not isinstance(exc, DistQueueError)
+    return Outcome(error={
+        "kind": type(exc).__name__, "message": str(exc),
+        "traceback": "".join(traceback.format_exception(exc)), "retryable": retryable,
+    })  # fmt: skip
+
+
+def finish_result(value: Any) -> Outcome:
+    """A task's return value as an Outcome: bytes and FileResult are file results."""
+    if isinstance(value, FileResult):
+        path = Path(value.path)
+        data = path.read_bytes()
+        if value.delete:
+            path.unlink(missing_ok=True)
+        return Outcome(result=data)
+    if isinstance(value, bytes | bytearray | memoryview):
+        return Outcome(result=bytes(value))
+    try:
+        codec.dumps(value, "the task's result")
+    except InvalidJob as exc:
+        return error_outcome(exc, retryable=False)
+    return Outcome(result=value)
+
+
+async def run_async(task: Task, args: Any, ctx: JobContext) -> Outcome:
+    """An async task, on this loop (the caller cancels it to stop it)."""
+    token = set_context(ctx)
+    try:
+        pos, kw = call_args(task.fn, args)
+        return finish_result(await task.fn(*pos, **kw))
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:
+        return error_outcome(exc)
+    finally:
+        reset_context(token)
+
+
+def call_sync(task: Task, args: Any) -> Outcome:
+    """A sync task's call, as an Outcome (run in a thread or a pool child)."""
+    try:
+        pos, kw = call_args(task.fn, args)
+        return finish_result(task.fn(*pos, **kw))
+    except Exception as exc:
+        return error_outcome(exc)
+
+
+def run_inline(type_: str, args: Any) -> Outcome:
+    """The instant built-ins (text types, noop)."""
+    try:
+        return finish_result(BUILTINS[type_](args))
+    except Exception as exc:
+        return error_outcome(exc)
+
+
+async def run_builtin(type_: str, args: Any, payload: bytes | None) -> Outcome:
+    """The built-in types: text ones inline, gzip/gunzip in a thread."""
+    try:
+        if type_ == "gzip":
+            data = payload or b""
+            return Outcome(result=await asyncio.to_thread(gzip.compress, data, 6))
+        if type_ == "gunzip":
+            data = payload or b""
+            try:
+                return Outcome(result=await asyncio.to_thread(gzip.decompress, data))
+            except (OSError, EOFError) as exc:  # not gzip data: retrying cannot help
+                return error_outcome(InvalidJob(f"payload is not gzip data: {exc}"))
+        if type_ == SLEEP:
+            seconds = sleep_seconds(args)
+            await asyncio.sleep(seconds)
+            return Outcome(result=seconds)
+        return finish_result(BUILTINS[type_](args))
+    except Exception as exc:
+        return error_outcome(exc)
+
+
+async def run_shell(
+    command: Any, limit: float, on_start: Callable[[Callable[[], None]], None]
+) -> Outcome:
+    """A shell command in its own process group; ``on_start`` gets the kill switch.
+    Result: stdout, stderr, exit_code; a non-zero exit is a (retryable) failure."""
+    try:
+        text = text_of(command)
+    except InvalidJob as exc:
+        return error_outcome(exc)
+    proc = await asyncio.create_subprocess_shell(
+        text, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE, start_new_session=True,
+    )  # fmt: skip
+
+    def kill() -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+
+    on_start(kill)
+    try:
+        out, err = await asyncio.wait_for(proc.communicate(), limit)
+    except TimeoutError:
+        kill()
+        out, err = await proc.communicate()
+        return Outcome(error={
+            "kind": "timeout", "message": f"shell command ran over its {limit:g}s limit",
+            "traceback": err.decode(errors="replace"), "retryable": True,
+        })  # fmt: skip
+    finally:
+        if proc.returncode is None:
+            kill()
+    result = {
+        "stdout": out.decode(errors="replace"), "stderr": err.decode(errors="replace"),
+        "exit_code": proc.returncode,
+    }  # fmt: skip
+    if proc.returncode != 0:
+        return Outcome(error={
+            "kind": "exit", "message": f"exit code {proc.returncode}",
+            "traceback": f"stderr:\n{result['stderr']}\nstdout:\n{result['stdout']}",
+            "retryable": True,
+        })  # fmt: skip
+    return Outcome(result=result)
+
+
+# -- the process pool ---------------------------------------------------------------------
+
+
+async def write_frame(writer: asyncio.StreamWriter, header: dict[str, Any], body: bytes) -> None:
+    head = codec.dumps(header)
+    writer.write(_LEN.pack(len(head)) + head + _LEN.pack(len(body)))
+    writer.write(body)
+    await writer.drain()
+
+
+async def read_frame(reader: asyncio.StreamReader) -> tuple[dict[str, Any], bytes]:
+    (n,) = _LEN.unpack(await reader.readexactly(4))
+    header = codec.loads(await reader.readexactly(n))
+    (m,) = _LEN.unpack(await reader.readexactly(4))
+    return header, await reader.readexactly(m)
+
+
+class _Child:
+    def __init__(self, proc: asyncio.subprocess.Process) -> None:
+        self.proc = proc
+        #: the job it runs now (so a late kill of an earlier job cannot hit the next)
+        self.job: object | None = None
+
+    def kill(self) -> None:
+        if self.proc.returncode is None:
+            self.proc.kill()
+
+    def killer(self, job: object) -> Callable[[], None]:
+        def kill() -> None:
+            if self.job is job:
+                self.kill()
+
+        return kill
+
+
+class ProcessPool:
+    """N child processes (``python -m distqueue.worker.child``), one job each at a
+    time. A child that is killed (timeout, cancel) is replaced by a fresh one."""
+
+    def __init__(self, size: int, modules: list[str]) -> None:
+        self.size = size
+        self.modules = modules
+        self._idle: asyncio.Queue[_Child] = asyncio.Queue()
+        self._children: set[_Child] = set()
+
+    async def start(self) -> None:
+        for _ in range(self.size):
+            await self._spawn()
+
+    async def _spawn(self) -> None:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "distqueue.worker.child", *self.modules,
+            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, limit=1 << 20,
+        )  # fmt: skip
+        child = _Child(proc)
+        self._children.add(child)
+        self._idle.put_nowait(child)
+
+    async def run(
+        self, task: Task, args: Any, ctx: JobContext,
+        on_start: Callable[[Callable[[], None]], None],
+    ) -> Outcome:  # fmt: skip
+        child = await self._idle.get()
+        child.job = job = object()
+        on_start(child.killer(job))
+        proc = child.proc
+        assert proc.stdin is not None and proc.stdout is not None
+        header = {"type": task.name, "args": args, "id": ctx.id, "attempts": ctx.attempts,
+                  "has_payload": ctx.payload is not None}  # fmt: skip
+        try:
+            await write_frame(proc.stdin, header, ctx.payload or b"")
+            while True:
+                reply, body = await read_frame(proc.stdout)
+                if reply["event"] == "progress":
+                    ctx.progress(reply["percent"], reply["message"])
+                    continue
+                break
+        except (asyncio.IncompleteReadError, ConnectionError, BrokenPipeError) as exc:
+            await self._replace(child)
+            return error_outcome(RuntimeError(f"the pool process died: {exc}"), retryable=True)
+        except BaseException:
+            await self._replace(child)
+            raise
+        child.job = None
+        self._idle.put_nowait(child)
+        if reply.get("error") is not None:
+            return Outcome(error=reply["error"])
+        return Outcome(result=body if reply.get("kind") == "bytes" else reply.get("result"))
+
+    async def _replace(self, child: _Child) -> None:
+        child.kill()
+        await child.proc.wait()
+        self._children.discard(child)
+        await self._spawn()
+
+    async def close(self) -> None:
+        for child in list(self._children):
+            child.kill()
+        for child in list(self._children):
+            await child.proc.wait()
+        self._children.clear()

@@ -1,0 +1,443 @@
+"""The worker: connects, says which types it serves, fetches, runs, reports.
+
+Shape (start -> side tasks -> stop):
+- two connections to its server under one worker id: the *fetcher* blocks in
+  FETCH asking for exactly its free slots; the *control* connection carries
+  ACK/FAIL/PROGRESS (pipelined in batches) and BEAT, so reports never wait
+  behind a FETCH;
+- side tasks: the fetch loop, the heartbeat (BEAT at a third of the lease: it
+  learns which jobs to cancel and which it lost), the reporter;
+- each job runs as its own asyncio task, enforcing its timeout;
+- when the server goes away it reconnects with backoff (to the next address if
+  given several); running jobs go on meanwhile and their reports wait in
+  ``unreported`` until a server takes them;
+- stop(): no more FETCH, running jobs get ``grace`` seconds, the rest are
+  stopped and returned to the queue by BYE; hurry() cuts the grace short.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import random
+import secrets
+import socket
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+from distqueue import codec
+from distqueue.client.connection import AsyncConnection
+from distqueue.client.local import LocalConnection, is_store_url
+from distqueue.errors import DistQueueError, InvalidJob, ServerUnavailable
+from distqueue.worker.builtins import ALL_BUILTINS, BUILTINS, SHELL
+from distqueue.worker.executors import (
+    Outcome,
+    ProcessPool,
+    call_sync,
+    error_outcome,
+    run_async,
+    run_builtin,
+    run_inline,
+    run_shell,
+)
+from distqueue.worker.registry import JobContext, Task, import_tasks, run_with_context
+
+__all__ = ["Worker", "WorkerOptions"]
+
+log = logging.getLogger("distqueue.worker")
+
+#: reconnect backoff: first wait, longest wait (seconds)
+RECONNECT_MIN, RECONNECT_MAX = 0.1, 5.0
+#: built-ins that finish at once: run inline, without a task or a slot
+INLINE = frozenset(BUILTINS)
+#: seconds one FETCH blocks on the server before it is sent again
+FETCH_WAIT = 5.0
+
+
+@dataclass(kw_only=True)
+class WorkerOptions:
+    #: host:port[,host:port...] (None = $DISTQUEUE_SERVER or 127.0.0.1:7700)
+    server: str | None = None
+    token: str | None = None
+    #: queues served (None = every queue)
+    queues: list[str] | None = field(default_factory=lambda: ["default"])
+    #: jobs run at once; FETCH asks for the free slots
+    concurrency: int = 4
+    #: where sync Python tasks run: "thread" or "process" (killable, CPU-bound)
+    pool: str = "thread"
+    #: modules whose @task functions this worker serves
+    tasks: list[str] = field(default_factory=list)
+    #: serve shell jobs (off by default: they run any command)
+    allow_shell: bool = False
+    #: seconds a shell job may run when the job sets no timeout
+    shell_timeout: float = 3600.0
+    #: seconds running jobs get to finish after stop()
+    grace: float = 30.0
+    #: the worker id (default: host-pid-random)
+    id: str | None = None
+    #: serve the built-in types (echo, wordcount, charcount, capitalize, gzip, gunzip)
+    builtins: bool = True
+
+
+@dataclass(eq=False)
+class JobRun:
+    """One job this worker is running."""
+
+    id: int
+    token: int
+    type: str
+    args: Any
+    payload: bytes | None
+    timeout: float | None
+    deadline: float | None
+    #: the fetch generation it arrived in (a BEAT sent later must list it)
+    generation: int
+    #: why it was stopped: "timeout", "cancelled", "lost", "shutdown"; "" = not stopped
+    stop_reason: str = ""
+    #: stops the job's code (kills a child, a process group, cancels a task)
+    kill: Any = None
+    #: a sync task's thread (it cannot be killed: its slot waits for it)
+    thread: Future[Outcome] | None = None
+    #: its report was queued
+    reported: bool = False
+
+    def stop(self, reason: str) -> None:
+        if self.stop_reason:
+            return
+        self.stop_reason = reason
+        if self.kill is not None:
+            self.kill()
+
+
+class Worker:
+    def __init__(self, options: WorkerOptions) -> None:
+        self.options = options
+        self.tasks: dict[str, Task] = import_tasks(options.tasks) if options.tasks else {}
+        types = set(self.tasks)
+        if options.builtins:
+            types |= ALL_BUILTINS
+        if options.allow_shell:
+            types.add(SHELL)
+        if not types:
+            raise ValueError("this worker would serve no job type: give --tasks")
+        if options.pool not in ("thread", "process"):
+            raise ValueError("pool must be thread or process")
+        self.types = sorted(types)
+        host = socket.gethostname().split(".")[0] or "host"
+        self.id = options.id or f"{host}-{os.getpid()}-{secrets.token_hex(2)}"
+        hello: list[Any] = [
+            "ID", self.id, "NAME", f"{host}:{os.getpid()}", "TYPES", ",".join(self.types),
+            "QUEUES", "*" if options.queues is None else ",".join(options.queues),
+            "CONCURRENCY", options.concurrency,
+        ]  # fmt: skip
+        self.fetcher: Any
+        self.control: Any
+        if is_store_url(options.server):  # direct mode: no server, the store itself
+            url = str(options.server)
+            self.fetcher = LocalConnection(url, role="worker", hello=hello)
+            self.control = LocalConnection(url, role="worker", hello=hello, housekeeping=True)
+        else:
+            self.fetcher = AsyncConnection(options.server, token=options.token,
+                                           role="worker", hello=hello)  # fmt: skip
+            self.control = AsyncConnection(options.server, token=options.token,
+                                           role="worker", hello=hello)  # fmt: skip
+        self.running: dict[int, JobRun] = {}
+        self._job_tasks: set[asyncio.Task[None]] = set()
+        #: ACK/FAIL/PROGRESS commands not yet answered by a server, in order
+        self.unreported: list[list[Any]] = []
+        self.processed = 0
+        self.lease = 30.0
+        self._generation = 0
+        self._stopping = asyncio.Event()
+        self._drained = False
+        self._hurry = asyncio.Event()
+        self._slot_freed = asyncio.Event()
+        self._reports_ready = asyncio.Event()
+        self._threads = ThreadPoolExecutor(options.concurrency, thread_name_prefix="dq-job")
+        self._procs = (
+            ProcessPool(options.concurrency, options.tasks) if options.pool == "process" else None
+        )
+
+    # -- control from outside -------------------------------------------------------------
+
+    def stop(self) -> None:
+        """Graceful stop: no more FETCH; running jobs get ``grace`` seconds."""
+        if self._stopping.is_set():
+            self.hurry()
+        self._stopping.set()
+
+    def hurry(self) -> None:
+        """Stop now: running jobs are stopped and returned to the queue."""
+        self._stopping.set()
+        self._hurry.set()
+
+    @property
+    def stuck(self) -> bool:
+        """Jobs whose code would not stop (threads) are still running."""
+        return bool(self._job_tasks)
+
+    # -- the main loop --------------------------------------------------------------------
+
+    async def run(self) -> None:
+        if self._procs is not None:
+            await self._procs.start()
+        try:
+            await self._serve()
+            if not self._drained:  # stopped while disconnected
+                await self._drain()
+        finally:
+            await self._goodbye()
+            if self._procs is not None:
+                await self._procs.close()
+            self._threads.shutdown(wait=False, cancel_futures=True)
+
+    async def _serve(self) -> None:
+        delay = RECONNECT_MIN
+        while not self._stopping.is_set():
+            try:
+                await self._connect()
+                delay = RECONNECT_MIN
+                await self._session()
+            except ServerUnavailable as exc:
+                await self.fetcher.close()
+                await self.control.close()
+                if self._stopping.is_set():
+                    break
+                log.warning("server unavailable (%s); reconnecting in %.1fs", exc, delay)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stopping.wait(), delay * random.uniform(0.5, 1))
+                delay = min(RECONNECT_MAX, delay * 2)
+
+    async def _connect(self) -> None:
+        await self.control.connect()
+        if self.control.address is not None:  # the fetcher follows to the same server
+            first = self.control.address
+            self.fetcher.addresses = [first] + [a for a in self.control.addresses if a != first]
+        await self.fetcher.connect()
+        self.lease = float(self.control.info.get("lease", 30.0))
+        where = self.control.address or (getattr(self.control, "url", "?"), "")
+        log.info("worker %s connected to %s:%s", self.id, *where)
+
+    async def _session(self) -> None:
+        """Run the side tasks until one fails (server gone) or a stop is asked; on a
+        stop, drain while the heartbeat keeps the leases and the reporter reports."""
+        fetch = asyncio.create_task(self._fetch_loop(), name="fetch")
+        side = [
+            asyncio.create_task(self._heartbeat(), name="heartbeat"),
+            asyncio.create_task(self._reporter(), name="reporter"),
+        ]
+        stop = asyncio.create_task(self._stopping.wait(), name="stop")
+        try:
+            done, _ = await asyncio.wait([fetch, *side, stop], return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                if task is not stop:
+                    task.result()  # raises ServerUnavailable (or a bug)
+            # stopping: no FETCH may claim after this point
+            fetch.cancel()
+            await asyncio.gather(fetch, return_exceptions=True)
+            await self.fetcher.close()
+            await self._drain()
+        finally:
+            stop.cancel()
+            for task in (fetch, *side):
+                task.cancel()
+            await asyncio.gather(fetch, *side, return_exceptions=True)
+
+    async def _fetch_loop(self) -> None:
+        while True:
+            free = self.options.concurrency - len(self.running)
+            if free <= 0:
+                self._slot_freed.clear()
+                await self._slot_freed.wait()
+                continue
+            jobs = await self.fetcher.call("FETCH", free, FETCH_WAIT)
+            self._generation += 1
+            for job_id, token, meta_json, payload in jobs:
+                meta = codec.loads(meta_json, "job")
+                run = JobRun(
+                    id=job_id, token=token, type=meta["type"], args=meta.get("args"),
+                    payload=payload, timeout=meta.get("timeout"), deadline=meta.get("deadline"),
+                    generation=self._generation,
+                )  # fmt: skip
+                if run.type in INLINE and run.type not in self.tasks and self.options.builtins:
+                    self._run_inline(run)
+                    continue
+                self.running[job_id] = run
+                task = asyncio.create_task(self._execute(run), name=f"job-{job_id}")
+                self._job_tasks.add(task)
+                task.add_done_callback(self._job_tasks.discard)
+
+    async def _heartbeat(self) -> None:
+        while True:
+            await asyncio.sleep(self.lease / 3)
+            generation = self._generation
+            # what it runs and what it still has to report keep their leases; the
+            # server returns any other job it holds for us (a lost FETCH answer)
+            holding = set(self.running) | {c[1] for c in self.unreported if c[0] != "PROGRESS"}
+            reply = await self.control.call("BEAT", "HOLDING", *sorted(holding))
+            beat = codec.loads(reply, "BEAT reply")
+            held = set(beat["held"])
+            for job_id in beat["cancel"]:
+                run = self.running.get(job_id)
+                if run is not None:
+                    run.stop("cancelled")
+            for run in list(self.running.values()):
+                if not run.stop_reason and run.generation <= generation and run.id not in held:
+                    log.warning("lost the lease of job %s: stopping it", run.id)
+                    run.stop("lost")
+
+    async def _reporter(self) -> None:
+        while True:
+            if not self.unreported:
+                self._reports_ready.clear()
+                await self._reports_ready.wait()
+                continue
+            batch = list(self.unreported)
+            replies = await self.control.pipeline(batch)  # ServerUnavailable: kept
+            del self.unreported[: len(batch)]
+            for command, reply in zip(batch, replies, strict=True):
+                if isinstance(reply, DistQueueError) and command[0] != "PROGRESS":
+                    # typically STALE: the job was taken back and went elsewhere
+                    log.warning("%s of job %s refused: %s", command[0], command[1], reply)
+
+    def _report(self, command: list[Any]) -> None:
+        self.unreported.append(command)
+        self._reports_ready.set()
+
+    # -- running one job --------------------------------------------------------------------
+
+    async def _execute(self, run: JobRun) -> None:
+        loop = asyncio.get_running_loop()
+
+        def report(percent: float, message: str) -> None:  # from any thread
+            loop.call_soon_threadsafe(self._progress, run, percent, message)
+
+        ctx = JobContext(
+            id=run.id, attempts=run.token, type=run.type, payload=run.payload, report=report
+        )
+        try:
+            if self._expired(run):
+                return
+            work = asyncio.ensure_future(self._start(run, ctx))
+            # until the job's code says how to stop it (kill a child, a process group),
+            # cancelling its task does (and for a thread, at least stops the waiting)
+            run.kill = work.cancel
+            done, _ = await asyncio.wait({work}, timeout=run.timeout)
+            if work in done and not run.stop_reason:
+                self._finish(run, work.result())
+                return
+            run.stop(run.stop_reason or "timeout")
+            self._finish(run, None)
+            # the slot stays taken until the code really stops
+            await asyncio.gather(work, return_exceptions=True)
+            if run.thread is not None:
+                await asyncio.wrap_future(run.thread)
+        except Exception as exc:  # a bug in the worker itself: report, keep serving
+            log.exception("job %s: the worker failed running it", run.id)
+            self._finish(run, error_outcome(exc, retryable=True))
+        finally:
+            ctx.cleanup()
+            self.running.pop(run.id, None)
+            self._slot_freed.set()
+
+    def _expired(self, run: JobRun) -> bool:
+        """A job past its deadline is not started: it fails as expired, for good."""
+        if run.deadline is None or time.time() <= run.deadline:
+            return False
+        err = InvalidJob(f"deadline {run.deadline} passed before it started")
+        outcome = error_outcome(err, retryable=False)
+        assert outcome.error is not None
+        outcome.error["kind"] = "expired"
+        self._finish(run, outcome)
+        return True
+
+    def _run_inline(self, run: JobRun) -> None:
+        """The instant built-ins (text, noop) run right here: no task, no slot held."""
+        if not self._expired(run):
+            self._finish(run, run_inline(run.type, run.args))
+
+    async def _start(self, run: JobRun, ctx: JobContext) -> Outcome:
+        def on_start(kill: Any) -> None:
+            run.kill = kill
+
+        if run.type == SHELL and self.options.allow_shell:
+            limit = run.timeout or self.options.shell_timeout
+            return await run_shell(run.args, limit, on_start)
+        task = self.tasks.get(run.type)
+        if task is None:
+            if self.options.builtins and run.type in ALL_BUILTINS:
+                return await run_builtin(run.type, run.args, run.payload)
+            return error_outcome(InvalidJob(f"this worker cannot run job type {run.type!r}"))
+        if task.is_async:
+            return await run_async(task, run.args, ctx)
+        if self._procs is not None:
+            return await self._procs.run(task, run.args, ctx, on_start)
+        run.thread = self._threads.submit(run_with_context, ctx, call_sync, task, run.args)
+        return await asyncio.wrap_future(run.thread)
+
+    def _finish(self, run: JobRun, outcome: Outcome | None) -> None:
+        """Queue the report of a finished or stopped job (at most once per job)."""
+        if run.reported:
+            return
+        run.reported = True
+        reason = run.stop_reason
+        if reason in ("lost", "shutdown"):
+            return  # not ours any more / BYE gives it back
+        if reason == "timeout":
+            outcome = Outcome(error={
+                "kind": "timeout", "message": f"ran over its {run.timeout:g}s timeout",
+                "traceback": "", "retryable": True,
+            })  # fmt: skip
+        elif reason == "cancelled":
+            outcome = Outcome(error={"kind": "cancelled", "message": "cancelled while running",
+                                     "traceback": "", "retryable": False})  # fmt: skip
+        assert outcome is not None
+        self.processed += 1
+        if outcome.error is not None:
+            self._report(["FAIL", run.id, run.token, codec.dumps(outcome.error)])
+        elif isinstance(outcome.result, bytes):
+            self._report(["ACK", run.id, run.token, outcome.result, "bytes"])
+        else:
+            self._report(["ACK", run.id, run.token, codec.dumps(outcome.result)])
+
+    def _progress(self, run: JobRun, percent: float, message: str) -> None:
+        if run.id in self.running and not run.stop_reason:
+            self._report(["PROGRESS", run.id, run.token, percent, message])
+
+    # -- stopping -------------------------------------------------------------------------------
+
+    async def _drain(self) -> None:
+        """Let running jobs finish within the grace period; stop the rest."""
+        self._drained = True
+        if self._job_tasks:
+            log.info("stopping: %d jobs running, %gs grace", len(self._job_tasks),
+                     self.options.grace)  # fmt: skip
+            hurry = asyncio.ensure_future(self._hurry.wait())
+            deadline = time.monotonic() + self.options.grace
+            while self._job_tasks and not self._hurry.is_set() and time.monotonic() < deadline:
+                await asyncio.wait([*self._job_tasks, hurry], timeout=deadline - time.monotonic(),
+                                   return_when=asyncio.FIRST_COMPLETED)  # fmt: skip
+            hurry.cancel()
+        for run in list(self.running.values()):
+            run.stop("shutdown")
+        if self._job_tasks:
+            await asyncio.wait(list(self._job_tasks), timeout=2.0)
+
+    async def _goodbye(self) -> None:
+        await self.fetcher.close()
+        try:
+            if not self.control.connected:
+                await asyncio.wait_for(self.control.connect(), 5.0)
+            deadline = time.monotonic() + 5.0
+            while self.unreported and time.monotonic() < deadline:
+                batch = list(self.unreported)
+                await self.control.pipeline(batch)
+                del self.unreported[: len(batch)]
+            await self.control.call("BYE")
+        except (DistQueueError, TimeoutError) as exc:
+            log.warning("could not say goodbye: %s", exc)
+        await self.control.close()

@@ -1,0 +1,138 @@
+"""Real distqueue processes for tests: servers and workers started with the CLI."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+CLI = [sys.executable, "-m", "distqueue"]
+LISTENING = re.compile(r"listening on (\S+):(\d+)")
+
+
+class Proc:
+    """A child process whose stderr is collected in the background."""
+
+    def __init__(self, args: Sequence[str], *, env: dict[str, str] | None = None) -> None:
+        self.args = list(args)
+        full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+        self.popen = subprocess.Popen(
+            self.args,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            env=full_env,
+            start_new_session=True,
+        )
+        self.lines: list[str] = []
+        self._changed = threading.Condition()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.popen.stdout is not None
+        for raw in self.popen.stdout:
+            with self._changed:
+                self.lines.append(raw.decode(errors="replace").rstrip("\n"))
+                self._changed.notify_all()
+        with self._changed:
+            self._changed.notify_all()
+
+    @property
+    def output(self) -> str:
+        return "\n".join(self.lines)
+
+    def wait_for(self, pattern: str, timeout: float = 20.0) -> re.Match[str]:
+        """Wait until a line of output matches ``pattern``; return the match."""
+        regex = re.compile(pattern)
+        deadline = time.monotonic() + timeout
+        seen = 0
+        with self._changed:
+            while True:
+                for line in self.lines[seen:]:
+                    m = regex.search(line)
+                    if m:
+                        return m
+                seen = len(self.lines)
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or (
+                    self.popen.poll() is not None and not self._reader.is_alive()
+                ):
+                    raise AssertionError(
+                        f"no line matching {pattern!r} from {self.args}:\n{self.output}"
+                    )
+                self._changed.wait(min(remaining, 0.2))
+
+    def signal(self, sig: int) -> None:
+        if self.popen.poll() is None:
+            os.kill(self.popen.pid, sig)
+
+    def kill(self) -> None:
+        """SIGKILL, and reap it."""
+        self.signal(signal.SIGKILL)
+        self.popen.wait(10)
+        self._close()
+
+    def stop(self, timeout: float = 15.0) -> int:
+        """SIGTERM, wait; SIGKILL if it does not stop. Returns the exit code."""
+        self.signal(signal.SIGTERM)
+        try:
+            code = self.popen.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            return -9
+        self._close()
+        return code
+
+    def wait(self, timeout: float = 20.0) -> int:
+        """Wait for it to exit by itself; return the exit code."""
+        code = self.popen.wait(timeout)
+        self._close()
+        return code
+
+    def _close(self) -> None:
+        self._reader.join(5)
+        if self.popen.stdout is not None and not self._reader.is_alive():
+            self.popen.stdout.close()
+
+    @property
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
+
+class ServerProc(Proc):
+    """``distqueue server`` on a free port; ``address`` is HOST:PORT once it listens."""
+
+    def __init__(self, data: Path, *extra: str, port: int = 0) -> None:
+        super().__init__([*CLI, "server", "--port", str(port), "--data", str(data),
+                          "--no-console", *extra])  # fmt: skip
+        m = self.wait_for(LISTENING.pattern)
+        self.host, self.port = m.group(1), int(m.group(2))
+        self.address = f"{self.host}:{self.port}"
+
+
+class WorkerProc(Proc):
+    """``distqueue worker`` connected to ``server`` (HOST:PORT[,...])."""
+
+    def __init__(self, server: str, *extra: str) -> None:
+        super().__init__([*CLI, "worker", "--server", server, *extra])
+        self.id = self.wait_for(r"distqueue worker (\S+) serving").group(1)
+
+    def wait_connected(self, timeout: float = 20.0) -> None:
+        self.wait_for(r"connected to", timeout)
+
+
+def cli(*args: str, env: dict[str, str] | None = None, timeout: float = 60.0,
+        input: bytes | None = None) -> subprocess.CompletedProcess[str]:  # fmt: skip
+    """Run one ``distqueue`` command to completion."""
+    return subprocess.run(
+        [*CLI, *args], capture_output=True, text=True, timeout=timeout,
+        env={**os.environ, **(env or {})},
+        input=None if input is None else input.decode(),
+    )  # fmt: skip

@@ -1,0 +1,122 @@
+"""One redis-server of the tests' own, on a free port, for the whole session.
+
+Never anyone else's Redis. When redis-server is missing, the redis parameters
+skip with one clear line, unless DISTQUEUE_REQUIRE_REDIS=1 (as .ci/run sets):
+then they fail, so CI cannot skip them silently.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import random
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+
+import pytest
+
+_url: str | None = None
+_proc: subprocess.Popen[bytes] | None = None
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def free_cluster_port() -> int:
+    """A free port whose cluster bus port (port + 10000) is free and valid too.
+
+    An ephemeral port from the kernel is often above 55535, where the bus port
+    would not exist and redis-server refuses to start.
+    """
+    rng = random.Random()
+    while True:
+        port = rng.randrange(20000, 45000)
+        try:
+            with socket.socket() as a, socket.socket() as b:
+                a.bind(("127.0.0.1", port))
+                b.bind(("127.0.0.1", port + 10000))
+        except OSError:
+            continue
+        return port
+
+
+def start_redis(port: int, directory: str, *extra: str) -> subprocess.Popen[bytes]:
+    """A redis-server on 127.0.0.1:port, its files in directory; waits until it answers."""
+    proc = subprocess.Popen(
+        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--dir", directory,
+         "--save", "", "--appendonly", "no", *extra],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2) as s:
+                s.sendall(b"PING\r\n")
+                if s.recv(16).startswith(b"+PONG"):
+                    return proc
+        except OSError:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            raise RuntimeError(f"redis-server did not start on port {port}")
+        time.sleep(0.05)
+
+
+def redis_url() -> str:
+    """The session's redis-server (started on first use)."""
+    global _url, _proc
+    if _url is None:
+        if shutil.which("redis-server") is None:
+            message = "redis-server is not installed: the redis store tests cannot run"
+            if os.environ.get("DISTQUEUE_REQUIRE_REDIS") == "1":
+                pytest.fail(message + " (DISTQUEUE_REQUIRE_REDIS=1)")
+            pytest.skip(message)
+        port = free_port()
+        _proc = start_redis(port, tempfile.mkdtemp(prefix="dq-redis-"))
+        atexit.register(_proc.kill)
+        _url = f"redis://127.0.0.1:{port}/0"
+    return _url
+
+
+_cluster_url: str | None = None
+
+
+def redis_cluster_url() -> str:
+    """The session's 3-master Redis Cluster (started on first use), as a store URL."""
+    global _cluster_url
+    if _cluster_url is None:
+        redis_url()  # the same skip-or-fail rule
+        if shutil.which("redis-cli") is None:
+            pytest.fail("redis-cli is missing: cannot create the test cluster")
+        ports: list[int] = []
+        while len(ports) < 3:
+            port = free_cluster_port()
+            if port not in ports:
+                ports.append(port)
+        for port in ports:
+            proc = start_redis(port, tempfile.mkdtemp(prefix="dq-cluster-"),
+                               "--cluster-enabled", "yes", "--cluster-config-file",
+                               f"nodes-{port}.conf")  # fmt: skip
+            atexit.register(proc.kill)
+        subprocess.run(
+            ["redis-cli", "--cluster", "create", *(f"127.0.0.1:{p}" for p in ports),
+             "--cluster-replicas", "0", "--cluster-yes"],
+            check=True, capture_output=True, timeout=60,
+        )  # fmt: skip
+        deadline = time.monotonic() + 20
+        while True:  # until every slot is served
+            info = subprocess.run(["redis-cli", "-p", str(ports[0]), "cluster", "info"],
+                                  capture_output=True, text=True).stdout  # fmt: skip
+            if "cluster_state:ok" in info:
+                break
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the test cluster did not come up: {info}")
+            time.sleep(0.1)
+        _cluster_url = f"redis+cluster://127.0.0.1:{ports[0]}"
+    return _cluster_url

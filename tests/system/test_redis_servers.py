@@ -1,0 +1,74 @@
+"""Several servers on one Redis, workers failing over, a server killed with -9."""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from distqueue.client import Client
+from distqueue.errors import ServerUnavailable
+from distqueue.jobs import JobState
+from tests.redis_server import free_port, redis_url, start_redis
+
+
+@pytest.fixture
+def redis() -> Iterator[str]:
+    redis_url()  # skips (or fails under DISTQUEUE_REQUIRE_REDIS) without redis-server
+    port = free_port()
+    proc = start_redis(port, tempfile.mkdtemp(prefix="dq-redis-"))
+    yield f"redis://127.0.0.1:{port}/0"
+    proc.kill()
+    proc.wait()
+
+
+def submit_with_retry(client: Client, specs: list[dict[str, object]]) -> list[int]:
+    """A SUBMIT whose answer was lost may or may not have landed: unique keys make
+    sending it again safe (each key is one job)."""
+    for _ in range(50):
+        try:
+            return client.submit_many(specs)
+        except ServerUnavailable:
+            time.sleep(0.1)
+    raise AssertionError("no server took the submit")
+
+
+def test_two_servers_one_redis_one_killed_halfway(redis: str, server_proc, worker_proc) -> None:  # type: ignore[no-untyped-def]
+    # Given two servers on one Redis and four workers, two on each, each worker
+    # told both addresses (its own first)
+    a = server_proc("--store", redis)
+    b = server_proc("--store", redis)
+    both_a, both_b = f"{a.address},{b.address}", f"{b.address},{a.address}"
+    workers = [worker_proc(both_a, "-c", "8"), worker_proc(both_a, "-c", "8"),
+               worker_proc(both_b, "-c", "8"), worker_proc(both_b, "-c", "8")]  # fmt: skip
+    for w in workers:
+        w.wait_connected()
+    n = 10_000
+    specs = [{"type": "wordcount", "args": f"job {i} words", "unique_key": f"k{i}"}
+             for i in range(n)]  # fmt: skip
+    ids: list[int] = []
+    with Client(both_a, timeout=10) as ca, Client(both_b, timeout=10) as cb:
+        for start in range(0, n, 500):
+            client = ca if (start // 500) % 2 else cb
+            ids += submit_with_retry(client, specs[start : start + 500])
+            if start == n // 2:
+                a.kill()  # When one server dies with -9, halfway through
+        assert len(set(ids)) == n  # one job per key, retries included
+        # Then every job succeeds exactly once, as the store records it
+        deadline = time.monotonic() + 60
+        while cb.stats()["jobs"]["succeeded"] < n:
+            assert time.monotonic() < deadline, (cb.stats(), [w.output[-2000:] for w in workers])
+            time.sleep(0.2)
+        stats = cb.stats()
+        assert stats["jobs"]["succeeded"] == n and stats["jobs"]["running"] == 0
+        assert stats["totals"]["succeeded"] == n  # no job ended twice
+        assert stats["totals"]["submitted"] == n
+        for job_id in ids[:: max(1, n // 500)]:
+            job = cb.status(job_id)
+            assert job.state is JobState.SUCCEEDED and job.attempts >= 1
+            assert cb.result(job_id) == 3
+        # the workers of the dead server failed over and are still working
+        assert all(w.alive for w in workers)
+        assert stats["workers"]["connected"] == 4
