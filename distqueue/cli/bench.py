@@ -5,6 +5,8 @@ given ``--server``, starts worker processes, and measures, each ``--repeat``
 times (the table shows the median and the min-max):
 
 - enqueue, one call at a time: one client, one SUBMIT, wait for the answer, again;
+- enqueue, one job per call, ``--inflight`` calls in flight: one client, one job per
+  SUBMIT, as a web application's many request handlers share one client;
 - enqueue, bulk: SUBMIT of ``--batch`` specs per call;
 - drain: N jobs already queued, released at once, run by the workers;
 - end-to-end: submitting and running at the same time;
@@ -35,7 +37,7 @@ from distqueue.cli.common import emit_json, friendly_errors
 from distqueue.client import AsyncClient
 
 HOLD_QUEUE = "bench-hold"
-FIGURES = {"single", "bulk", "drain", "e2e", "latency"}
+FIGURES = {"single", "inflight", "bulk", "drain", "e2e", "latency"}
 RUN_QUEUE = "bench"
 LISTENING = re.compile(rb"listening on (\S+):(\d+)")
 #: tasks that read the server's output, kept referenced until the process ends
@@ -157,6 +159,20 @@ async def _run(opts: dict[str, Any], progress: Any) -> Figures:
                     for _ in range(single):
                         await client.submit_many([_spec(job_type, args, payload, HOLD_QUEUE)])
                     figures.add("enqueue, one call at a time", single / (time.perf_counter() - t0))
+                if "inflight" in want:  # one job per call, many calls at once
+                    inflight = opts["inflight"]
+                    per_caller = max(1, n // inflight)
+
+                    async def caller(count: int) -> None:
+                        for _ in range(count):
+                            await client.submit_many([_spec(job_type, args, payload, HOLD_QUEUE)])
+
+                    t0 = time.perf_counter()
+                    await asyncio.gather(*(caller(per_caller) for _ in range(inflight)))
+                    figures.add(
+                        f"enqueue, one job per call, {inflight} in flight",
+                        per_caller * inflight / (time.perf_counter() - t0),
+                    )
                 progress.advance(task)
                 if "bulk" in want:  # enqueue, bulk
                     t0 = time.perf_counter()
@@ -289,11 +305,17 @@ def _plot(figures: Figures, path: Path) -> None:
 @click.option(
     "--single", default=2000, show_default=True, help="Jobs for the one-call-at-a-time figure."
 )
+@click.option(
+    "--inflight",
+    default=64,
+    show_default=True,
+    help="Calls in flight at once for the one-job-per-call figure.",
+)
 @click.option("--repeat", default=3, show_default=True, help="Runs of each figure.")
 @click.option("--latency-samples", default=300, show_default=True)
 @click.option(
     "--figures",
-    default="single,bulk,drain,e2e,latency",
+    default="single,inflight,bulk,drain,e2e,latency",
     show_default=True,
     help="Which figures to measure (comma-separated).",
 )
@@ -314,6 +336,8 @@ def bench(as_json: bool, plot: Path | None, **opts: Any) -> None:
             f"unknown figure(s) {sorted(unknown)}; choose from {sorted(FIGURES)}"
         )
     opts["figures"] = wanted
+    if opts["inflight"] < 1:
+        raise click.BadParameter("--inflight must be at least 1")
     from rich.console import Console
     from rich.progress import Progress
     from rich.table import Table
