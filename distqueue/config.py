@@ -40,6 +40,9 @@ class ServerConfig:
     auth_timeout: float = 10.0
     #: seconds a half-sent request may stall before the connection is closed
     frame_timeout: float = 30.0
+    #: seconds between a blocked FETCH's or WAIT's own looks at the store; what this
+    #: server does wakes them at once, and so do other servers' events on a shared store
+    poll: float = 1.0
 
 
 def server_addresses(value: str | None) -> list[tuple[str, int]]:

@@ -75,6 +75,14 @@ def _run(main: Any) -> None:
     help="Largest request in bytes.",
 )
 @click.option(
+    "--poll",
+    type=click.FloatRange(min=0.01),
+    default=1.0,
+    show_default=True,
+    help="Seconds between a blocked FETCH's or WAIT's own looks at the store"
+    " (on a shared Redis, other servers' events usually wake them first).",
+)
+@click.option(
     "--console/--no-console",
     default=None,
     help="Read 'stats' and 'quit' from stdin (default: when it is a terminal).",
@@ -89,6 +97,7 @@ def server(
     durability: str,
     lease: float,
     max_payload: int,
+    poll: float,
     console: bool | None,
 ) -> None:
     """Run the job server (stops on quit, SIGTERM or Ctrl-C)."""
@@ -101,6 +110,7 @@ def server(
         lease=lease,
         max_payload=max_payload,
         durability=durability,
+        poll=poll,
     )
     if console is None:
         console = sys.stdin.isatty()

@@ -12,6 +12,7 @@ dies loses its jobs when their leases run out, as there is no connection to drop
 from __future__ import annotations
 
 import asyncio
+import atexit
 import contextlib
 from collections.abc import Sequence
 from typing import Any
@@ -112,6 +113,8 @@ class LocalConnection:
         if command is None:
             raise UnknownCommand(f"unknown command {verb.decode(errors='replace')!r}")
         check_allowed(session, verb, command, len(words) - 1)
+        if verb in (b"FETCH", b"WAIT"):  # blocking: wake on other processes' events
+            session.service.start_watching()
         reply = command.handler(session, words[1:])
         if asyncio.iscoroutine(reply):
             reply = await reply
@@ -134,6 +137,7 @@ class LocalConnection:
                 await self._tick
             self._tick = None
         if self._service is not None:
+            await self._service.stop_watching()
             await self._service.drain_background()
         if self._store is not None:
             await self._store.close()
@@ -152,6 +156,8 @@ class SyncLocalConnection:
                                         name="distqueue-direct")  # fmt: skip
         self._thread.start()
         self._local = LocalConnection(url, **options)
+        # a client nobody closed still lets go of its store cleanly at exit
+        atexit.register(self.close)
 
     def _run(self, coro: Any) -> Any:
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
@@ -163,6 +169,7 @@ class SyncLocalConnection:
         return list(self._run(self._local.pipeline(commands)))
 
     def close(self) -> None:
+        atexit.unregister(self.close)
         if self._loop.is_running():
             self._run(self._local.close())
             self._loop.call_soon_threadsafe(self._loop.stop)

@@ -59,6 +59,7 @@ class Server:
             )
         self._service = Service(self._store, self.config, self.clock)
         await self._service.refresh_types()
+        self._service.start_watching()
         loop = asyncio.get_running_loop()
         self._server = await loop.create_server(
             lambda: Connection(self), self.config.host, self.config.port, reuse_address=True
@@ -99,6 +100,7 @@ class Server:
                 await asyncio.wait_for(self._server.wait_closed(), 2.0)
         await asyncio.gather(*self._side_tasks, return_exceptions=True)
         if hasattr(self, "_service"):
+            await self._service.stop_watching()
             await self._service.drain_background()
         if self._store is not None and self._own_store:
             await self._store.close()

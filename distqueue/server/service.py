@@ -8,6 +8,7 @@ worker leaves); the Store makes every state change atomically.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Collection, Coroutine, Sequence
@@ -87,6 +88,23 @@ class Service:
         self._types_loaded = 0.0
         self.started = time.monotonic()
         self._background: set[asyncio.Task[Any]] = set()
+        self._watcher: asyncio.Task[None] | None = None
+
+    def start_watching(self) -> None:
+        """Wake blocked FETCH and WAIT on what other processes sharing the store do
+        (a store only this process opens has nothing to report; see Store.watch)."""
+        if self._watcher is None:
+            self._watcher = asyncio.ensure_future(
+                self.store.watch(self.ready.notify_all, self.done.notify)
+            )
+            self._watcher.add_done_callback(self._reap)
+
+    async def stop_watching(self) -> None:
+        watcher, self._watcher = self._watcher, None
+        if watcher is not None:
+            watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watcher
 
     def spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
         """Run a coroutine in the background, keeping it referenced, logging failures."""
@@ -174,7 +192,8 @@ class Service:
             job = await self.status(job_id)
             if job.state in TERMINAL_STATES:
                 return job
-            remaining = POLL if deadline is None else min(POLL, deadline - loop.time())
+            poll = self.config.poll
+            remaining = poll if deadline is None else min(poll, deadline - loop.time())
             if remaining <= 0:
                 raise Timeout(f"job {job_id} is still {job.state.value} after {timeout}s")
             await self.done.wait(job_id, remaining)
@@ -261,7 +280,8 @@ class Service:
             remaining = deadline - loop.time()
             if remaining <= 0:
                 return []
-            await self.ready.wait(worker.queues, worker.types, min(remaining, POLL), since)
+            nap = min(remaining, self.config.poll)
+            await self.ready.wait(worker.queues, worker.types, nap, since)
 
     async def ack(self, worker: WorkerInfo, job_id: int, token: int, result: Any) -> None:
         await self.store.complete(job_id, token, result, self.clock())

@@ -1,8 +1,9 @@
 """Blocking commands: FETCH waits for ready jobs, WAIT for a job to finish.
 
-Waiters are woken by what this server sees happen (a submit, an ACK, ...); each
-also wakes up on its own every ``POLL`` seconds and looks again, so it misses
-nothing that another server on a shared store did.
+Waiters are woken by what this server sees happen (a submit, an ACK, ...) and by
+the events of other processes on a shared store (Store.watch); each also wakes
+up on its own every ``ServerConfig.poll`` seconds (default ``POLL``) and looks
+again, so a missed event delays it, never loses it.
 """
 
 from __future__ import annotations

@@ -14,7 +14,7 @@ Rules that hold for every operation of every backend:
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
@@ -245,6 +245,18 @@ class Store(Protocol):
 
     async def known_types(self) -> dict[str, float]:
         """Every type a worker ever declared (until purged) -> when one was last seen."""
+        ...
+
+    async def watch(
+        self, on_ready: Callable[[], None], on_done: Callable[[Collection[int]], None]
+    ) -> None:
+        """Report what *other* processes sharing this store did, until cancelled:
+        ``on_ready()`` when jobs may have become ready (enqueued, promoted, released,
+        retried), ``on_done(ids)`` when jobs finished. Servers and direct-mode workers
+        wake their blocked FETCH and WAIT with it instead of waiting for their next
+        poll. A store only one process can open returns at once: nothing to watch.
+        Best effort: a missed report costs at most one poll interval, never a job.
+        """
         ...
 
     async def close(self) -> None:

@@ -6,12 +6,23 @@ span keys (stats) use MULTI/EXEC. Open with ``await RedisStore.open(url)``,
 ``redis://host:port/db``, or ``redis+cluster://host:port`` for a Redis Cluster
 (any node); every key carries the hash tag of its prefix, so one store's keys
 share one Cluster slot.
+
+Several processes share one Redis: each publishes what it did that others may
+be waiting for (jobs made ready, jobs finished) on the channel ``{prefix}:events``,
+collected into one message per event-loop turn, and ``watch`` reports the other
+processes' messages, so a FETCH or WAIT blocked on one server wakes when the
+job was submitted or finished through another (see Store.watch).
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
+import os
 import random
-from collections.abc import Collection, Sequence
+import time
+from collections.abc import Callable, Collection, Iterable, Sequence
 from importlib import resources
 from typing import Any
 
@@ -40,6 +51,12 @@ from distqueue.store.checks import (
 )
 
 __all__ = ["RedisStore"]
+
+log = logging.getLogger("distqueue.store")
+#: the most job ids in one event message
+EVENT_IDS = 5000
+#: seconds a store that was the only listener on its Redis stops publishing events
+QUIET = 1.0
 
 S = JobState
 SCRIPTS = (
@@ -126,6 +143,15 @@ class RedisStore:
             if cluster
             else aioredis.Redis.from_url(url, decode_responses=False)
         )
+        #: tells this store's own event messages from other processes'
+        self._origin = os.urandom(8).hex().encode()
+        self._channel = self._key("events")
+        self._events: Any = None  # a plain connection for PUBLISH (any Cluster node will do)
+        self._pending_ready = False
+        self._pending_done: list[int] = []
+        self._publisher: asyncio.Task[None] | None = None
+        self._watching = False
+        self._quiet_until = 0.0
         lib = resources.files("distqueue.store").joinpath("redis_scripts/_lib.lua").read_text()
         self._scripts: dict[str, AsyncScript] = {}
         for name in SCRIPTS:
@@ -144,7 +170,94 @@ class RedisStore:
         return store
 
     async def close(self) -> None:
+        if self._publisher is not None and not self._publisher.done():
+            with contextlib.suppress(Exception):  # best effort: the events of the last ops
+                await asyncio.wait_for(asyncio.shield(self._publisher), 2.0)
+        if self._events is not None:
+            await self._events.aclose()
+            self._events = None
         await self._redis.aclose()
+
+    # -- events between the processes sharing this Redis ---------------------------------
+
+    def _announce(self, *, ready: bool = False, done: Iterable[int] = ()) -> None:
+        """Publish soon (this loop turn's events together) that jobs became ready or
+        finished. Never delays the operation that calls it."""
+        if self._quiet_until and time.monotonic() < self._quiet_until:
+            return  # nobody else listened a moment ago: see _publish
+        self._pending_ready = self._pending_ready or ready
+        self._pending_done.extend(done)
+        if not (self._pending_ready or self._pending_done):
+            return
+        if self._publisher is None or self._publisher.done():
+            self._publisher = asyncio.get_running_loop().create_task(self._publish())
+
+    async def _publish(self) -> None:
+        await asyncio.sleep(0)  # let the other operations of this loop turn join in
+        while self._pending_ready or self._pending_done:
+            ready, done = self._pending_ready, self._pending_done[:EVENT_IDS]
+            self._pending_ready = False
+            del self._pending_done[:EVENT_IDS]
+            message = b"%s %d %s" % (self._origin, ready, ",".join(map(str, done)).encode())
+            try:
+                if self._events is None:
+                    self._events = aioredis.Redis.from_url(self.url, decode_responses=False)
+                receivers = await self._events.publish(self._channel, message)
+                # alone on this Redis: publish again in a second, to notice newcomers
+                # (until then they find our jobs by their own poll)
+                alone = int(receivers) <= (1 if self._watching else 0)
+                self._quiet_until = time.monotonic() + QUIET if alone else 0.0
+            except (aioredis.RedisError, OSError) as exc:
+                # the others find out at their next poll; nothing is lost
+                log.debug("publishing store events failed: %s", exc)
+                self._pending_ready, self._pending_done = False, []
+                return
+
+    async def watch(
+        self, on_ready: Callable[[], None], on_done: Callable[[Collection[int]], None]
+    ) -> None:
+        """Report the other processes' events until cancelled; resubscribe after a
+        lost connection (and report "ready" then: something may have been missed)."""
+        delay = 0.1
+        while True:
+            conn = aioredis.Redis.from_url(self.url, decode_responses=False)
+            pubsub = conn.pubsub()
+            try:
+                await pubsub.subscribe(self._channel)
+                self._watching = True
+                self._quiet_until = 0.0  # announce again: others may be listening now
+                on_ready()
+                delay = 0.1
+                async for message in pubsub.listen():
+                    if message.get("type") == "message":
+                        self._dispatch(message["data"], on_ready, on_done)
+            except (aioredis.RedisError, OSError) as exc:
+                log.warning("store events: %s; subscribing again in %.1fs", exc, delay)
+            finally:
+                self._watching = False
+                with contextlib.suppress(Exception):
+                    await pubsub.aclose()  # type: ignore[no-untyped-call]
+                with contextlib.suppress(Exception):
+                    await conn.aclose()
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
+
+    def _dispatch(
+        self, data: bytes, on_ready: Callable[[], None], on_done: Callable[[Collection[int]], None]
+    ) -> None:
+        origin, _, rest = data.partition(b" ")
+        if origin == self._origin:
+            return
+        try:
+            ready, ids = rest.split(b" ", 1)
+            done = [int(i) for i in ids.split(b",")] if ids else []
+        except ValueError:
+            log.debug("ignoring a malformed store event %r", data[:100])
+            return
+        if ready == b"1":
+            on_ready()
+        if done:
+            on_done(done)
 
     def _key(self, *parts: str) -> str:
         return ":".join((self.prefix, *parts))
@@ -173,8 +286,10 @@ class RedisStore:
         if not wire:
             return []
         rows = await self._run("enqueue", repr(now), codec.dumps(wire), *payloads)
-        return [Enqueued(id=int(r[0]), created=bool(r[1]), state=JobState(r[2].decode()))
-                for r in rows]  # fmt: skip
+        out = [Enqueued(id=int(r[0]), created=bool(r[1]), state=JobState(r[2].decode()))
+               for r in rows]  # fmt: skip
+        self._announce(ready=any(e.created and e.state is S.QUEUED for e in out))
+        return out
 
     async def claim(
         self,
@@ -216,10 +331,12 @@ class RedisStore:
         if not items:
             return []
         answers = await self._run("complete", *args)
-        return [
+        errors = [
             _refusal(job_id, token, answer)
             for (job_id, token, _), answer in zip(items, answers, strict=True)
         ]
+        self._announce(done=[i for (i, _, _), e in zip(items, errors, strict=True) if e is None])
+        return errors
 
     async def fail(
         self, job_id: int, token: int, error: JobError, now: float, *, retryable: bool = True
@@ -237,9 +354,10 @@ class RedisStore:
         if refusal is not None:
             raise refusal
         run_at = answer[2].decode()
-        return FailOutcome(
-            state=JobState(answer[1].decode()), run_at=float(run_at) if run_at else None
-        )
+        state = JobState(answer[1].decode())
+        if state in (S.DEAD, S.CANCELLED, S.SUCCEEDED):
+            self._announce(done=[job_id])
+        return FailOutcome(state=state, run_at=float(run_at) if run_at else None)
 
     async def progress(
         self, job_id: int, token: int, percent: float, message: str, now: float
@@ -256,7 +374,9 @@ class RedisStore:
                          cancel=sorted(int(r[0]) for r in rows if int(r[2])))  # fmt: skip
 
     async def expire(self, now: float) -> list[int]:
-        return [int(i) for i in await self._run("expire", repr(now), self.poison_limit)]
+        expired = [int(i) for i in await self._run("expire", repr(now), self.poison_limit)]
+        self._announce(ready=bool(expired), done=expired)  # some may have ended (poison)
+        return expired
 
     async def release(
         self,
@@ -269,10 +389,14 @@ class RedisStore:
         only = None if ids is None else sorted(ids)
         rows = await self._run("release", worker, repr(now), 1 if vanished else 0,
                                self.poison_limit, codec.dumps(only))  # fmt: skip
-        return [int(i) for i in rows]
+        released = [int(i) for i in rows]
+        self._announce(ready=bool(released), done=released)
+        return released
 
     async def promote(self, now: float) -> list[int]:
-        return [int(i) for i in await self._run("promote", repr(now))]
+        promoted = [int(i) for i in await self._run("promote", repr(now))]
+        self._announce(ready=bool(promoted))
+        return promoted
 
     async def next_wakeup(self) -> float | None:
         pipe = self._redis.pipeline(transaction=False)
@@ -288,7 +412,10 @@ class RedisStore:
             raise JobNotFound(job_id)
         if answer.startswith("illegal:"):
             raise IllegalTransition(f"job {job_id} is {answer[8:]}: cannot become cancelled")
-        return JobState(answer)
+        state = JobState(answer)
+        if state is S.CANCELLED:
+            self._announce(done=[job_id])
+        return state
 
     async def retry(self, job_id: int, now: float) -> None:
         answer = (await self._run("retry", check_id("job id", job_id))).decode()
@@ -298,6 +425,7 @@ class RedisStore:
             raise IllegalTransition(
                 f"job {job_id} is {answer[8:]}: only dead or cancelled jobs can be retried"
             )
+        self._announce(ready=True)
 
     async def get(self, job_id: int) -> Job | None:
         h = await self._redis.hgetall(self._key("job", str(check_id("job id", job_id))))

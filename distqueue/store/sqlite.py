@@ -16,7 +16,7 @@ import heapq
 import os
 import random
 import sqlite3
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -754,3 +754,9 @@ class SQLiteStore:
 
     async def delete(self, job_id: int) -> None:
         await self._writer.call(self._op_delete, check_id("job id", job_id))
+
+    async def watch(
+        self, on_ready: Callable[[], None], on_done: Callable[[Collection[int]], None]
+    ) -> None:
+        """Nothing to watch: only this process has the file open (see Store.watch)."""
+        return None

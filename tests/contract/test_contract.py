@@ -8,6 +8,7 @@ Time is passed in; nothing sleeps.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import random
 from typing import Any
@@ -386,6 +387,75 @@ class TestReopen:
         store = await backend.open()
         [b] = await ids_of(store, spec())
         assert b > a
+
+
+class TestWatch:
+    """Events between the processes sharing one store (Store.watch)."""
+
+    async def test_reports_what_other_openers_did(self, backend: Backend) -> None:
+        a = await backend.open()
+        if backend.name == "sqlite":  # one process owns the file: nothing to watch
+            await asyncio.wait_for(a.watch(lambda: None, lambda ids: None), 5)
+            return
+        b = await backend.open()
+        readies = asyncio.Queue[None]()
+        dones = asyncio.Queue[list[int]]()
+        seen_done: list[int] = []
+
+        def on_done(ids: Any) -> None:
+            seen_done.extend(ids)
+            dones.put_nowait(list(ids))
+
+        watcher = asyncio.ensure_future(a.watch(lambda: readies.put_nowait(None), on_done))
+        try:
+            await asyncio.wait_for(readies.get(), 10)  # subscribed (reported as ready)
+
+            async def next_done() -> list[int]:
+                return await asyncio.wait_for(dones.get(), 10)
+
+            # a's own work is not reported back to a (its publish is flushed by close)
+            [own] = await ids_of(a, spec(type="own"))
+            [job] = await a.claim("w", 1, T0)
+            await a.complete(job.id, job.token, None, T0)
+            await a.close()
+            # garbage on the channel is ignored, and the watch goes on
+            import redis.asyncio as aioredis
+
+            url = await _plain_url(backend)
+            raw = aioredis.Redis.from_url(url)
+            await raw.publish(f"{{{backend.prefix}}}:events", b"garbage \xff")
+            await raw.aclose()
+            # what b does reaches a: enqueue (ready), complete (done)
+            [x, y, z] = await ids_of(b, spec(), spec(), spec())
+            await asyncio.wait_for(readies.get(), 10)
+            jobs = {j.id: j for j in await b.claim("w", 3, T0)}
+            await b.complete(x, jobs[x].token, None, T0)
+            assert await next_done() == [x]
+            # a terminal failure, a cancel, a release (ready and done), a retry
+            await b.fail(y, jobs[y].token, ERR, T0, retryable=False)
+            assert await next_done() == [y]
+            while not readies.empty():
+                readies.get_nowait()
+            assert await b.release("w", T0) == [z]
+            await asyncio.wait_for(readies.get(), 10)
+            assert await next_done() == [z]
+            assert await b.cancel(z, T0) is S.CANCELLED
+            assert await next_done() == [z]
+            await b.retry(y, T0)
+            await asyncio.wait_for(readies.get(), 10)
+            assert own not in seen_done
+        finally:
+            watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watcher
+
+
+async def _plain_url(backend: Backend) -> str:
+    from tests.redis_server import redis_cluster_url, redis_url
+
+    if backend.name == "redis":
+        return redis_url()
+    return "redis://" + redis_cluster_url().split("://", 1)[1]
 
 
 async def test_out_of_range_ids_are_invalid_and_harmless(store: Store) -> None:

@@ -72,3 +72,28 @@ def test_two_servers_one_redis_one_killed_halfway(redis: str, server_proc, worke
         # the workers of the dead server failed over and are still working
         assert all(w.alive for w in workers)
         assert stats["workers"]["connected"] == 4
+
+
+def test_jobs_through_one_server_wake_workers_and_waiters_of_another(
+    redis: str, server_proc, worker_proc
+) -> None:  # type: ignore[no-untyped-def]
+    # Given two servers on one Redis that look at the store on their own only once a
+    # minute (--poll 60), and the only worker on server B
+    a = server_proc("--store", redis, "--poll", "60")
+    b = server_proc("--store", redis, "--poll", "60")
+    worker = worker_proc(b.address, "-c", "2")
+    worker.wait_connected()
+    # When a client submits through A and waits through A, one job after another
+    with Client(a.address, timeout=30) as client:
+        started = time.monotonic()
+        for i in range(20):
+            job_id = client.submit("echo", f"job {i}")
+            # Then B's blocked FETCH wakes on A's submit, and A's WAIT on B's ACK:
+            # the store's events. Without the first, the job waits for the worker's
+            # next FETCH (every 5 s) and this WAIT times out; without the second,
+            # each WAIT only sees the job at its 4 s deadline: 80 s for the 20.
+            job = client.wait(job_id, timeout=4)
+            assert job.state is JobState.SUCCEEDED and job.result == f"job {i}"
+            assert job.worker == worker.id
+        # a bound on liveness, not a speed claim: half of what polling alone needs
+        assert time.monotonic() - started < 40
