@@ -152,6 +152,7 @@ class RedisStore:
         self._publisher: asyncio.Task[None] | None = None
         self._watching = False
         self._quiet_until = 0.0
+        self._closed = False
         lib = resources.files("distqueue.store").joinpath("redis_scripts/_lib.lua").read_text()
         self._scripts: dict[str, AsyncScript] = {}
         for name in SCRIPTS:
@@ -170,6 +171,7 @@ class RedisStore:
         return store
 
     async def close(self) -> None:
+        self._closed = True
         if self._publisher is not None and not self._publisher.done():
             with contextlib.suppress(Exception):  # best effort: the events of the last ops
                 await asyncio.wait_for(asyncio.shield(self._publisher), 2.0)
@@ -183,8 +185,8 @@ class RedisStore:
     def _announce(self, *, ready: bool = False, done: Iterable[int] = ()) -> None:
         """Publish soon (this loop turn's events together) that jobs became ready or
         finished. Never delays the operation that calls it."""
-        if self._quiet_until and time.monotonic() < self._quiet_until:
-            return  # nobody else listened a moment ago: see _publish
+        if self._closed or (self._quiet_until and time.monotonic() < self._quiet_until):
+            return  # closed, or nobody else listened a moment ago: see _publish
         self._pending_ready = self._pending_ready or ready
         self._pending_done.extend(done)
         if not (self._pending_ready or self._pending_done):
@@ -207,7 +209,7 @@ class RedisStore:
                 # (until then they find our jobs by their own poll)
                 alone = int(receivers) <= (1 if self._watching else 0)
                 self._quiet_until = time.monotonic() + QUIET if alone else 0.0
-            except (aioredis.RedisError, OSError) as exc:
+            except Exception as exc:  # Redis gone, connection closed under us, ...
                 # the others find out at their next poll; nothing is lost
                 log.debug("publishing store events failed: %s", exc)
                 self._pending_ready, self._pending_done = False, []
