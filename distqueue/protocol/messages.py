@@ -32,37 +32,47 @@ def spec_from_wire(obj: Any, now: float, payload: bytes | None = None) -> tuple[
     Raises InvalidJob naming the bad field."""
     if not isinstance(obj, dict):
         raise InvalidJob("a job spec must be a JSON object")
-    unknown = set(obj) - SPEC_FIELDS
-    if unknown:
+    if not SPEC_FIELDS.issuperset(obj):
+        unknown = set(obj) - SPEC_FIELDS
         raise InvalidJob(f"unknown field(s) in job spec: {', '.join(sorted(unknown))}")
     if "type" not in obj:
         raise InvalidJob("a job spec needs a type")
-    run_at = _number(obj, "run_at")
-    delay = _number(obj, "delay")
-    if delay is not None:
+    get = obj.get
+    # the optional times, looked at only when given (most specs have none)
+    run_at = deadline = timeout = None
+    if get("run_at") is not None:
+        run_at = _number(obj, "run_at")
+    if get("delay") is not None:
+        delay = _number(obj, "delay")
+        assert delay is not None
         if run_at is not None:
             raise InvalidJob("give delay or run_at, not both")
         if delay < 0:
             raise InvalidJob("delay must not be negative")
         run_at = now + delay if delay > 0 else None
-    deadline = _number(obj, "deadline")
-    deadline_in = _number(obj, "deadline_in")
-    if deadline_in is not None:
+    if get("deadline") is not None:
+        deadline = _number(obj, "deadline")
+    if get("deadline_in") is not None:
+        deadline_in = _number(obj, "deadline_in")
+        assert deadline_in is not None
         if deadline is not None:
             raise InvalidJob("give deadline or deadline_in, not both")
         deadline = now + deadline_in
-    retries = obj.get("retries", 3)
-    priority = obj.get("priority", 5)
-    if isinstance(priority, bool) or not isinstance(priority, int | str):
-        raise InvalidJob(f"priority must be high, normal, low or 0-10, not {priority!r}")
-    check_type = obj.get("check_type", True)
+    if get("timeout") is not None:
+        timeout = _number(obj, "timeout")
+    retries = get("retries", 3)
+    priority = get("priority", 5)
+    if priority.__class__ is not int or not 0 <= priority <= 10:  # names, checks
+        if isinstance(priority, bool) or not isinstance(priority, int | str):
+            raise InvalidJob(f"priority must be high, normal, low or 0-10, not {priority!r}")
+        priority = parse_priority(priority)
+    check_type = get("check_type", True)
     if not isinstance(check_type, bool):
         raise InvalidJob("check_type must be true or false")
     spec = JobSpec(
-        type=obj["type"], args=obj.get("args"), payload=payload,
-        queue=obj.get("queue", "default"), priority=parse_priority(priority),
-        max_retries=retries, timeout=_number(obj, "timeout"), deadline=deadline,
-        run_at=run_at, unique_key=obj.get("unique_key"),
+        type=obj["type"], args=get("args"), payload=payload, queue=get("queue", "default"),
+        priority=priority, max_retries=retries, timeout=timeout, deadline=deadline,
+        run_at=run_at, unique_key=get("unique_key"),
     )  # fmt: skip
     spec.validate()
     return spec, check_type
