@@ -196,7 +196,9 @@ class Service:
             remaining = poll if deadline is None else min(poll, deadline - loop.time())
             if remaining <= 0:
                 raise Timeout(f"job {job_id} is still {job.state.value} after {timeout}s")
-            await self.done.wait(job_id, remaining)
+            finished = await self.done.wait(job_id, remaining)
+            if finished is not None and finished.state in TERMINAL_STATES:
+                return finished  # read for us right after the ACK: see ack_many
 
     async def cancel(self, job_id: int) -> JobState:
         state = await self.store.cancel(job_id, self.clock())
@@ -291,11 +293,28 @@ class Service:
     async def ack_many(
         self, worker: WorkerInfo, items: Sequence[tuple[int, int, Any]]
     ) -> list[DistQueueError | None]:
-        """Pipelined ACKs in one store operation; each answered on its own."""
-        errors = await self.store.complete_many(items, self.clock())
+        """Pipelined ACKs in one store operation; each answered on its own.
+
+        A job somebody WAITs for is read again right behind its ACK (queued on the
+        store together, so no extra round trip), and handed to the waiters finished."""
+        watched = [job_id for job_id, _, _ in items if job_id in self.done]
+        # the reads start once this task waits on the store, so the complete reaches
+        # the store first (and before any command that came after these ACKs)
+        reads = [asyncio.ensure_future(self.store.get(job_id)) for job_id in watched]
+        try:
+            errors = await self.store.complete_many(items, self.clock())
+        finally:
+            if reads:
+                await asyncio.wait(reads)
         done = [job_id for (job_id, _, _), err in zip(items, errors, strict=True) if err is None]
         worker.held.difference_update(done)
-        self.done.notify(done)
+        jobs = {}
+        for read in reads:
+            if not read.cancelled() and read.exception() is None:
+                job = read.result()
+                if job is not None and job.state in TERMINAL_STATES:
+                    jobs[job.id] = job
+        self.done.notify(done, jobs)
         return errors
 
     async def fail(

@@ -11,7 +11,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import deque
-from collections.abc import Collection, Iterable
+from collections.abc import Collection, Iterable, Mapping
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from distqueue.jobs import Job
 
 __all__ = ["POLL", "DoneWaiters", "ReadyWaiters"]
 
@@ -95,15 +99,20 @@ class DoneWaiters:
     """Clients waiting in WAIT for jobs to finish."""
 
     def __init__(self) -> None:
-        self._waiters: dict[int, list[asyncio.Future[None]]] = {}
+        self._waiters: dict[int, list[asyncio.Future[Job | None]]] = {}
 
-    async def wait(self, job_id: int, timeout: float) -> None:
-        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    def __contains__(self, job_id: object) -> bool:
+        return job_id in self._waiters
+
+    async def wait(self, job_id: int, timeout: float) -> Job | None:
+        """Return when the job may have finished (with the finished job when the
+        notifier had it at hand), or after ``timeout`` (None)."""
+        fut: asyncio.Future[Job | None] = asyncio.get_running_loop().create_future()
         self._waiters.setdefault(job_id, []).append(fut)
         try:
-            await asyncio.wait_for(fut, timeout)
+            return await asyncio.wait_for(fut, timeout)
         except TimeoutError:
-            pass
+            return None
         finally:
             futs = self._waiters.get(job_id)
             if futs is not None:
@@ -112,8 +121,10 @@ class DoneWaiters:
                 if not futs:
                     del self._waiters[job_id]
 
-    def notify(self, job_ids: Collection[int]) -> None:
+    def notify(self, job_ids: Collection[int], jobs: Mapping[int, Job] | None = None) -> None:
+        """These jobs may have finished; ``jobs``: some of them as they now are."""
         for job_id in job_ids:
+            job = None if jobs is None else jobs.get(job_id)
             for fut in self._waiters.pop(job_id, ()):
                 if not fut.done():
-                    fut.set_result(None)
+                    fut.set_result(job)

@@ -162,3 +162,27 @@ async def test_pipelined_acks_each_get_their_own_reply(server: Server) -> None:
         assert [await client.result(i) for i in (ids[0], ids[2])] == ["a", "c"]
         assert (await client.status(ids[1])).state is JobState.RUNNING
         await worker.close()
+
+
+async def test_wait_blocked_before_the_ack_gets_the_finished_job(server: Server) -> None:
+    async with AsyncClient(addr(server)) as client:
+        job_id = await client.submit("echo", "waited for")
+        worker = await worker_conn(server, "w7")
+        [[jid, token, _, _]] = await worker.call("FETCH", 1, 1)
+        waiting = asyncio.ensure_future(client.wait(job_id, timeout=10))
+        for _ in range(500):  # until the WAIT blocks on the server
+            if job_id in server.service.done:
+                break
+            await asyncio.sleep(0.01)
+        assert job_id in server.service.done
+        # a stale ACK wakes nobody with a finished job: the WAIT goes on waiting
+        replies = await worker.pipeline([["ACK", jid, token + 1, b'"stale"']])
+        assert type(replies[0]).__name__ == "LeaseLost"
+        await asyncio.sleep(0.05)
+        assert not waiting.done()
+        # the real ACK: the WAIT gets the job as the ACK left it, result and all
+        assert await worker.call("ACK", jid, token, b'"the result"') == b"OK"
+        job = await waiting
+        assert job.state is JobState.SUCCEEDED and job.result == "the result"
+        assert job.worker == "w7" and job.finished_at is not None
+        await worker.close()
