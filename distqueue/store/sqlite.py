@@ -60,6 +60,11 @@ TOTALS = (
 class SQLiteStore:
     """The embedded durable store. Open with ``await SQLiteStore.open(data_dir)``."""
 
+    #: operations called one after another (each reaching its first await) run in
+    #: that order: one writer thread takes them from one queue. The server relies on
+    #: it to let a FETCH's claim follow a SUBMIT's enqueue without waiting for it.
+    serial = True
+
     def __init__(
         self,
         data_dir: str | os.PathLike[str],

@@ -186,3 +186,31 @@ async def test_wait_blocked_before_the_ack_gets_the_finished_job(server: Server)
         assert job.state is JobState.SUCCEEDED and job.result == "the result"
         assert job.worker == "w7" and job.finished_at is not None
         await worker.close()
+
+
+async def test_blocked_fetch_takes_a_job_submitted_while_it_waits(server: Server) -> None:
+    server.service.config.poll = 60  # only a wake-up, not its own look, can find the job
+    async with AsyncClient(addr(server)) as client:
+        first = await client.submit("echo", "one", unique_key="u1")
+        worker = await worker_conn(server, "w8")
+        [[taken, token, *_]] = await worker.call("FETCH", 1, 1)
+        assert taken == first
+        assert await worker.call("ACK", taken, token, b'"one"') == b"OK"  # no lease left
+        fetching = asyncio.ensure_future(worker.call("FETCH", 1, 30))
+        for _ in range(500):  # until the FETCH blocks on the server
+            if len(server.service.ready):
+                break
+            await asyncio.sleep(0.01)
+        assert len(server.service.ready) == 1
+        # a submit that creates nothing (the same unique key) wakes it for nothing
+        assert await client.submit("echo", "again", unique_key="u1") == first
+        later = await client.submit("echo", "later", delay=60)  # not ready: not for it
+        await asyncio.sleep(0.05)
+        assert not fetching.done()
+        # a job it can take: the woken FETCH's claim finds it (a bound on liveness:
+        # without the wake-up it would answer only at its own 30 s deadline)
+        second = await client.submit("echo", "two")
+        [[got, *_]] = await asyncio.wait_for(fetching, 5)
+        assert got == second
+        assert (await client.status(later)).state is JobState.SCHEDULED
+        await worker.close()
