@@ -5,7 +5,7 @@ from __future__ import annotations
 import enum
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from distqueue.errors import InvalidJob
@@ -119,8 +119,14 @@ class JobSpec:
     #: idempotency key: a second submit with the same key returns the first job
     unique_key: str | None = None
 
+    #: validate() passed (the spec is frozen, so it stays valid): the server checks a
+    #: spec as it parses it, and the store's own check then costs nothing
+    _valid: bool = field(default=False, init=False, repr=False, compare=False)
+
     def validate(self) -> None:
         """Raise InvalidJob naming the first bad field."""
+        if self._valid:
+            return
         check_name("job type", self.type)
         check_name("queue", self.queue)
         if self.payload is not None and not isinstance(self.payload, bytes | bytearray):
@@ -144,6 +150,7 @@ class JobSpec:
             not isinstance(self.unique_key, str) or not 1 <= len(self.unique_key) <= 512
         ):
             raise InvalidJob("unique_key must be a string of 1-512 characters")
+        object.__setattr__(self, "_valid", True)
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
