@@ -55,6 +55,8 @@ __all__ = ["RedisStore"]
 log = logging.getLogger("distqueue.store")
 #: the most job ids in one event message
 EVENT_IDS = 5000
+#: seconds between two event messages of one store under load
+EVENT_GAP = 0.0005
 #: seconds a store that was the only listener on its Redis stops publishing events
 QUIET = 1.0
 
@@ -152,6 +154,7 @@ class RedisStore:
         self._publisher: asyncio.Task[None] | None = None
         self._watching = False
         self._quiet_until = 0.0
+        self._last_publish = 0.0
         self._closed = False
         lib = resources.files("distqueue.store").joinpath("redis_scripts/_lib.lua").read_text()
         self._scripts: dict[str, AsyncScript] = {}
@@ -195,8 +198,10 @@ class RedisStore:
             self._publisher = asyncio.get_running_loop().create_task(self._publish())
 
     async def _publish(self) -> None:
-        await asyncio.sleep(0)  # let the other operations of this loop turn join in
         while self._pending_ready or self._pending_done:
+            # this loop turn's other operations join in; under load, at most one
+            # message per EVENT_GAP (an idle system publishes at once)
+            await asyncio.sleep(max(0.0, self._last_publish + EVENT_GAP - time.monotonic()))
             ready, done = self._pending_ready, self._pending_done[:EVENT_IDS]
             self._pending_ready = False
             del self._pending_done[:EVENT_IDS]
@@ -204,6 +209,7 @@ class RedisStore:
             try:
                 if self._events is None:
                     self._events = aioredis.Redis.from_url(self.url, decode_responses=False)
+                self._last_publish = time.monotonic()
                 receivers = await self._events.publish(self._channel, message)
                 # alone on this Redis: publish again in a second, to notice newcomers
                 # (until then they find our jobs by their own poll)
