@@ -169,6 +169,13 @@ def worker_options(fn: Any) -> Any:
             help="Seconds running jobs get to finish on SIGTERM.",
         ),
         click.option("--no-builtins", is_flag=True, help="Do not serve the built-in types."),
+        click.option(
+            "--lease",
+            type=click.FloatRange(min=0.5),
+            default=None,
+            help="Direct mode (--store redis://...): seconds a job is leased; a worker"
+            " that dies loses its jobs after it [default: 30].",
+        ),
     ]
     for decorator in reversed(decorators):
         fn = decorator(fn)
@@ -185,6 +192,7 @@ def make_options(
     allow_shell: bool,
     grace: float,
     no_builtins: bool,
+    lease: float | None = None,
     worker_id: str | None = None,
 ) -> WorkerOptions:
     return WorkerOptions(
@@ -198,6 +206,7 @@ def make_options(
         allow_shell=allow_shell,
         grace=grace,
         builtins=not no_builtins,
+        lease=lease,
     )
 
 

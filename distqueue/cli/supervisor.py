@@ -14,6 +14,7 @@ import click
 
 from distqueue.cli.common import friendly_errors
 from distqueue.cli.server import _run, worker_options
+from distqueue.client.local import is_store_url
 
 #: restart backoff for a worker that keeps dying: first wait, longest wait (seconds)
 RESTART_MIN, RESTART_MAX = 0.5, 30.0
@@ -37,6 +38,8 @@ def worker_argv(kw: dict[str, Any]) -> tuple[list[str], dict[str, str]]:
         argv.append("--allow-shell")
     if kw["no_builtins"]:
         argv.append("--no-builtins")
+    if kw.get("lease") is not None:
+        argv += ["--lease", str(kw["lease"])]
     return argv, env
 
 
@@ -99,6 +102,8 @@ def workers(n: int, per_process: int, **kw: Any) -> None:
 
     Ctrl-C or SIGTERM stops them all cleanly; a second one stops them at once.
     """
+    if kw.get("lease") is not None and not is_store_url(kw["server_addr"]):
+        raise click.UsageError("--lease is for direct mode (--store redis://...)")
     argv, env = worker_argv(kw)
     sup = Supervisor(n, argv, env, per_process)
 

@@ -67,8 +67,10 @@ class LocalConnection:
         role: str = "client",
         hello: Sequence[Arg] = (),
         housekeeping: bool = False,
+        lease: float | None = None,
     ) -> None:
         self.url = url
+        self.lease = lease
         self.role = role
         self.hello_extra = list(hello)
         self.info: dict[str, Any] = {}
@@ -88,7 +90,10 @@ class LocalConnection:
         if self._session is not None:
             return
         self._store = await open_store(self.url)
-        self._service = Service(self._store, ServerConfig(data=self.url))
+        config = ServerConfig(data=self.url)
+        if self.lease is not None:
+            config.lease = self.lease
+        self._service = Service(self._store, config)
         await self._service.refresh_types()
         self._session = Session(self._service, f"local:{self.url}")
         self.info = codec.loads(await self.call(*hello_args(None, self.role, self.hello_extra)))

@@ -81,6 +81,8 @@ class WorkerOptions:
     id: str | None = None
     #: serve the built-in types (echo, wordcount, charcount, capitalize, gzip, gunzip)
     builtins: bool = True
+    #: direct mode only: seconds a claim leases a job (a server sets its own)
+    lease: float | None = None
 
 
 @dataclass(eq=False)
@@ -138,9 +140,16 @@ class Worker:
         self.control: Any
         if is_store_url(options.server):  # direct mode: no server, the store itself
             url = str(options.server)
-            self.fetcher = LocalConnection(url, role="worker", hello=hello)
-            self.control = LocalConnection(url, role="worker", hello=hello, housekeeping=True)
+            lease = options.lease
+            self.fetcher = LocalConnection(url, role="worker", hello=hello, lease=lease)
+            self.control = LocalConnection(url, role="worker", hello=hello, lease=lease,
+                                           housekeeping=True)  # fmt: skip
         else:
+            if options.lease is not None:
+                raise ValueError(
+                    "--lease is for direct mode (--store redis://...): a server sets the"
+                    " lease of its jobs (distqueue server --lease)"
+                )
             self.fetcher = AsyncConnection(options.server, token=options.token,
                                            role="worker", hello=hello)  # fmt: skip
             self.control = AsyncConnection(options.server, token=options.token,

@@ -40,3 +40,36 @@ async def test_async_client_in_direct_mode(own_redis: str) -> None:
         job = await client.status(job_id)
         assert job.state is JobState.QUEUED and job.args == ["straight to redis"]
         assert await client.cancel(job_id) == "cancelled"
+
+
+def test_direct_mode_lease_sets_how_soon_a_dead_workers_job_runs_again(
+    own_redis: str, worker_proc
+) -> None:  # type: ignore[no-untyped-def]
+    # Given a direct-mode worker with a 2 s lease running a job
+    first = worker_proc(own_redis, "--lease", "2", "-c", "1")
+    first.wait_connected()
+    with Client(own_redis) as client:
+        job_id = client.submit("sleep", 1.0, retries=3)
+        deadline = time.monotonic() + 30
+        while client.status(job_id).state is not JobState.RUNNING:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        assert client.status(job_id).worker == first.id
+        # When it dies with -9 (no connection to drop in direct mode: only the lease tells)
+        first.kill()
+        second = worker_proc(own_redis, "--lease", "2", "-c", "1")
+        # Then its job runs again on the other worker once the 2 s lease is out; with
+        # the default 30 s lease it would still be running (lost) at this bound
+        job = client.wait(job_id, timeout=20)
+        assert job.state is JobState.SUCCEEDED and job.worker == second.id
+        assert job.attempts == 2 and job.lost == 1
+
+
+def test_lease_is_refused_with_a_server(server_proc) -> None:  # type: ignore[no-untyped-def]
+    from tests.procs import cli
+
+    server = server_proc()
+    for command in (["worker"], ["workers", "2"]):
+        out = cli(*command, "--server", server.address, "--lease", "5", timeout=30)
+        assert out.returncode != 0
+        assert "--lease is for direct mode" in out.stderr and "Traceback" not in out.stderr
