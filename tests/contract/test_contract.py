@@ -389,6 +389,22 @@ class TestReopen:
         assert b > a
 
 
+class TestSameInstant:
+    """Jobs due at the same instant keep their submit order (ids 9 and 10 included:
+    a Redis sorted set orders equal scores by text, "10" before "9")."""
+
+    async def test_promoted_together_keep_their_order(self, store: Store) -> None:
+        ids = await ids_of(store, *[spec(run_at=T0 + 5) for _ in range(12)])
+        assert await store.promote(T0 + 5) == ids
+        assert [j.id for j in await store.claim("w", 12, T0 + 5)] == ids
+
+    async def test_expired_together_keep_their_order(self, store: Store) -> None:
+        ids = await ids_of(store, *[spec() for _ in range(12)])
+        assert [j.id for j in await store.claim("w", 12, T0, lease=30)] == ids
+        assert await store.expire(T0 + 31) == ids
+        assert [j.id for j in await store.claim("w2", 12, T0 + 31)] == ids
+
+
 class TestWatch:
     """Events between the processes sharing one store (Store.watch)."""
 

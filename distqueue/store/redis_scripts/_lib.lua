@@ -102,3 +102,21 @@ local function lose(id, now, poison_limit)
     requeue(id, 'running')
   end
 end
+
+-- The members of sorted set `key` scored at most `max`, in (score, numeric id)
+-- order: a sorted set orders equal scores by the member's text ("10" before "9"),
+-- and jobs due at the same instant must keep their submit order.
+local function due_in_order(key, max)
+  local flat = redis.call('ZRANGEBYSCORE', key, '-inf', max, 'WITHSCORES')
+  local due = {}
+  for i = 1, #flat, 2 do
+    due[#due + 1] = {tonumber(flat[i + 1]), tonumber(flat[i]), flat[i]}
+  end
+  table.sort(due, function(a, b)
+    if a[1] ~= b[1] then return a[1] < b[1] end
+    return a[2] < b[2]
+  end)
+  local ids = {}
+  for i, d in ipairs(due) do ids[i] = d[3] end
+  return ids
+end
