@@ -230,8 +230,6 @@ class Job:
     started_at: float | None
     #: epoch seconds the job reached a terminal state, or None
     finished_at: float | None
-
-    @property
-    def token(self) -> int:
-        """The fencing token of the current claim (= attempts)."""
-        return self.attempts
+    #: the fencing token of the current (or last) claim, 0 before the first: it grows
+    #: with every claim and is never handed out twice, even across a crash
+    token: int = 0

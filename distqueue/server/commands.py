@@ -387,7 +387,7 @@ async def cmd_progress(s: Session, args: list[bytes]) -> Any:
     if percent > 100:
         raise WrongArguments("percent must be 0-100")
     message = _text(args[3], "message") if len(args) > 3 else ""
-    await s.service.progress(job_id, token, percent, message)
+    await s.service.progress(_worker(s), job_id, token, percent, message)
     return OK
 
 

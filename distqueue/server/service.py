@@ -298,7 +298,7 @@ class Service:
             await self.ready.wait(worker.queues, worker.types, nap, since)
 
     async def ack(self, worker: WorkerInfo, job_id: int, token: int, result: Any) -> None:
-        await self.store.complete(job_id, token, result, self.clock())
+        await self.store.complete(job_id, token, result, self.clock(), worker=worker.id)
         worker.held.discard(job_id)
         self.done.notify([job_id])
 
@@ -314,7 +314,7 @@ class Service:
         # the store first (and before any command that came after these ACKs)
         reads = [asyncio.ensure_future(self.store.get(job_id)) for job_id in watched]
         try:
-            errors = await self.store.complete_many(items, self.clock())
+            errors = await self.store.complete_many(items, self.clock(), worker=worker.id)
         finally:
             if reads:
                 await asyncio.wait(reads)
@@ -332,14 +332,18 @@ class Service:
     async def fail(
         self, worker: WorkerInfo, job_id: int, token: int, error: JobError, retryable: bool
     ) -> FailOutcome:
-        outcome = await self.store.fail(job_id, token, error, self.clock(), retryable=retryable)
+        outcome = await self.store.fail(
+            job_id, token, error, self.clock(), retryable=retryable, worker=worker.id
+        )
         worker.held.discard(job_id)
         if outcome.state in TERMINAL_STATES:
             self.done.notify([job_id])
         return outcome
 
-    async def progress(self, job_id: int, token: int, percent: float, message: str) -> None:
-        await self.store.progress(job_id, token, percent, message, self.clock())
+    async def progress(
+        self, worker: WorkerInfo, job_id: int, token: int, percent: float, message: str
+    ) -> None:
+        await self.store.progress(job_id, token, percent, message, self.clock(), worker=worker.id)
 
     async def beat(self, worker: WorkerInfo, holding: set[int] | None = None) -> Heartbeat:
         """Extend the worker's leases. With ``holding`` (what the worker says it runs
@@ -356,10 +360,12 @@ class Service:
                 if job is not None and (job.started_at or now) <= now - ORPHAN_AGE:
                     orphans.append(job_id)
             if orphans:
-                released = await self.store.release(worker.id, now, ids=orphans)
+                # counted as lost: a job whose claims keep getting lost is poison too
+                released = await self.store.release(worker.id, now, ids=orphans, vanished=True)
                 log.warning("worker %s: returned %d jobs it never received: %s",
                             worker.id, len(released), released)  # fmt: skip
                 self.ready.notify_all()
+                self.done.notify(released)  # some may have ended (poison, cancelled)
                 held = {i: t for i, t in beat.held.items() if i not in released}
                 beat = Heartbeat(held=held, cancel=[i for i in beat.cancel if i in held])
         worker.held = set(beat.held)
@@ -372,6 +378,7 @@ class Service:
         worker.held.clear()
         if released:
             self.ready.notify_all()
+            self.done.notify(released)  # cancelled ones ended
         return released
 
     # -- housekeeping -----------------------------------------------------------------

@@ -7,9 +7,14 @@ Rules that hold for every operation of every backend:
 - A call that returns has made its effect durable (as durable as the backend is
   configured to be); a call that raises a DistQueueError changed nothing.
 - Time comes in as ``now`` (epoch seconds); no operation reads the clock.
-- A job's fencing token is its ``attempts`` count at the moment it was claimed.
-  ``complete``, ``fail`` and ``progress`` with any other token raise LeaseLost and
-  change nothing.
+- Every claim gives the job a new fencing token (``Job.token``): it grows with each
+  claim of the job and is never handed out twice, even when the process crashed
+  before the claim was committed (the embedded store puts its open count, an
+  epoch, in the high bits). ``complete``, ``fail`` and ``progress`` with any other
+  token — or, when ``worker`` is given, from any worker but the holder — raise
+  LeaseLost and change nothing.
+- A call that raises StoreError changed nothing and may be tried again: the store
+  is unavailable for now (Redis down, disk full) and comes back by itself.
 """
 
 from __future__ import annotations
@@ -108,16 +113,19 @@ class Store(Protocol):
         """
         ...
 
-    async def complete(self, job_id: int, token: int, result: Any, now: float) -> None:
+    async def complete(
+        self, job_id: int, token: int, result: Any, now: float, *, worker: str | None = None
+    ) -> None:
         """Mark a running job succeeded with ``result`` (a JSON value, or bytes).
 
         Raises JobNotFound, or LeaseLost if ``token`` is not the job's current claim
-        (the job is not running, or it was claimed again since).
+        (the job is not running, or it was claimed again since) or ``worker`` (when
+        given) is not the worker holding it.
         """
         ...
 
     async def complete_many(
-        self, items: Sequence[tuple[int, int, Any]], now: float
+        self, items: Sequence[tuple[int, int, Any]], now: float, *, worker: str | None = None
     ) -> list[DistQueueError | None]:
         """``complete`` for many ``(id, token, result)`` in one atomic step (pipelined
         ACKs). Each item succeeds or is refused on its own, in order, exactly as
@@ -127,7 +135,14 @@ class Store(Protocol):
         ...
 
     async def fail(
-        self, job_id: int, token: int, error: JobError, now: float, *, retryable: bool = True
+        self,
+        job_id: int,
+        token: int,
+        error: JobError,
+        now: float,
+        *,
+        retryable: bool = True,
+        worker: str | None = None,
     ) -> FailOutcome:
         """Record a failed attempt and decide what follows.
 
@@ -142,7 +157,14 @@ class Store(Protocol):
         ...
 
     async def progress(
-        self, job_id: int, token: int, percent: float, message: str, now: float
+        self,
+        job_id: int,
+        token: int,
+        percent: float,
+        message: str,
+        now: float,
+        *,
+        worker: str | None = None,
     ) -> None:
         """Record a running job's progress report. Raises JobNotFound or LeaseLost."""
         ...
@@ -171,7 +193,8 @@ class Store(Protocol):
         """Take back the jobs ``worker`` holds (only ``ids`` among them, if given).
 
         ``vanished=False`` (the worker returned them, e.g. on a graceful stop): they
-        are queued again and nothing is counted against them. ``vanished=True``
+        are queued again and nothing is counted against them, except that a job
+        whose cancel was asked for becomes cancelled (a cancel always sticks). ``vanished=True``
         (its connection dropped): each counts as lost, exactly as in ``expire``.
         Returns the ids taken back.
         """
@@ -229,7 +252,8 @@ class Store(Protocol):
     async def purge(self, now: float, retention: Retention | None = None) -> int:
         """Delete succeeded jobs finished more than ``retention.succeeded`` seconds
         before ``now``, and dead or cancelled ones older than ``retention.failed``.
-        Their unique keys become free. Returns how many were deleted.
+        Their unique keys become free. Returns how many were deleted. Works in
+        bounded batches: other operations run between them.
         """
         ...
 

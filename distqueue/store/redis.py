@@ -100,7 +100,8 @@ def _job(job_id: int, h: dict[Any, Any], payload_size: int | None = None) -> Job
         deadline=_f(h.get(b"deadline")), run_at=_f(h.get(b"run_at")),
         unique_key=s("unique_key"), state=JobState(s("state") or ""),
         attempts=int(s("attempts") or 0), failures=int(s("failures") or 0),
-        lost=int(s("lost") or 0), worker=s("worker"), lease_until=_f(h.get(b"lease_until")),
+        lost=int(s("lost") or 0), token=int(s("attempts") or 0), worker=s("worker"),
+        lease_until=_f(h.get(b"lease_until")),
         cancel_requested=s("cancel_requested") == "1", result=result,
         error=None if error is None else JobError.from_dict(codec.loads(error)),
         progress=None if progress is None else codec.loads(progress),
@@ -323,15 +324,17 @@ class RedisStore:
         hashes = await pipe.execute()
         return [_job(int(job_id), h) for (job_id, _), h in zip(rows, hashes, strict=True)]
 
-    async def complete(self, job_id: int, token: int, result: Any, now: float) -> None:
-        [error] = await self.complete_many([(job_id, token, result)], now)
+    async def complete(
+        self, job_id: int, token: int, result: Any, now: float, *, worker: str | None = None
+    ) -> None:
+        [error] = await self.complete_many([(job_id, token, result)], now, worker=worker)
         if error is not None:
             raise error
 
     async def complete_many(
-        self, items: Sequence[tuple[int, int, Any]], now: float
+        self, items: Sequence[tuple[int, int, Any]], now: float, *, worker: str | None = None
     ) -> list[DistQueueError | None]:
-        args: list[Any] = [repr(now)]
+        args: list[Any] = [repr(now), worker or ""]
         for job_id, token, result in items:
             check_id("job id", job_id), check_id("token", token)
             data, kind = encode_result(result)
@@ -347,7 +350,14 @@ class RedisStore:
         return errors
 
     async def fail(
-        self, job_id: int, token: int, error: JobError, now: float, *, retryable: bool = True
+        self,
+        job_id: int,
+        token: int,
+        error: JobError,
+        now: float,
+        *,
+        retryable: bool = True,
+        worker: str | None = None,
     ) -> FailOutcome:
         check_id("job id", job_id), check_id("token", token)
         if not isinstance(error, JobError):
@@ -356,7 +366,7 @@ class RedisStore:
         answer = await self._run(
             "fail", job_id, token, codec.dumps(error.to_dict()), repr(now),
             1 if retryable else 0, repr(p.base), repr(p.factor), repr(p.cap), repr(p.jitter),
-            repr(self._rng.random()),
+            repr(self._rng.random()), worker or "",
         )  # fmt: skip
         refusal = _refusal(job_id, token, answer[0])
         if refusal is not None:
@@ -368,11 +378,19 @@ class RedisStore:
         return FailOutcome(state=state, run_at=float(run_at) if run_at else None)
 
     async def progress(
-        self, job_id: int, token: int, percent: float, message: str, now: float
+        self,
+        job_id: int,
+        token: int,
+        percent: float,
+        message: str,
+        now: float,
+        *,
+        worker: str | None = None,
     ) -> None:
         check_id("job id", job_id), check_id("token", token)
         data = codec.dumps({"percent": percent, "message": message, "at": now}, "progress")
-        refusal = _refusal(job_id, token, await self._run("progress", job_id, token, data))
+        answer = await self._run("progress", job_id, token, data, worker or "")
+        refusal = _refusal(job_id, token, answer)
         if refusal is not None:
             raise refusal
 
@@ -398,7 +416,7 @@ class RedisStore:
         rows = await self._run("release", worker, repr(now), 1 if vanished else 0,
                                self.poison_limit, codec.dumps(only))  # fmt: skip
         released = [int(i) for i in rows]
-        self._announce(ready=bool(released), done=released)
+        self._announce(ready=bool(released), done=released)  # some may have ended
         return released
 
     async def promote(self, now: float) -> list[int]:

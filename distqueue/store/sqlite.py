@@ -50,7 +50,13 @@ __all__ = ["SQLiteStore"]
 S = JobState
 DB_NAME = "distqueue.db"
 LOCK_NAME = "distqueue.lock"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+#: a token is ``epoch << EPOCH_SHIFT | attempts``: the epoch grows at every open and
+#: every recovery, so a claim answered before a commit that never happened cannot
+#: hand its token out again
+EPOCH_SHIFT = 32
+#: the most jobs one purge transaction deletes
+PURGE_BATCH = 1000
 TOTALS = (
     "submitted", "succeeded", "failed", "retried", "dead", "cancelled", "lost", "expired",
     "purged",
@@ -87,6 +93,7 @@ class SQLiteStore:
         self._writer = Writer(
             f"distqueue-sqlite:{self.path}",
             begin=self._begin, commit=self._commit, rollback=self._rollback,
+            recover=self._recover,
         )  # fmt: skip
         # -- in-memory indexes, touched only on the writer thread --
         self._ready = ReadyQueues()
@@ -100,6 +107,8 @@ class SQLiteStore:
         self._next_id = 1
         self._next_seq = 1
         self._meta_dirty = False
+        #: this run's epoch << EPOCH_SHIFT (see EPOCH_SHIFT)
+        self._epoch_base = 0
 
     @classmethod
     async def open(cls, data_dir: str | os.PathLike[str], **options: Any) -> SQLiteStore:
@@ -141,10 +150,13 @@ class SQLiteStore:
             version = db.execute("PRAGMA user_version").fetchone()[0]
             if version > SCHEMA_VERSION:
                 raise StoreError(f"{self.path} was written by a newer distqueue (v{version})")
+            if version == 1:  # v2 added the token column (and the jobs_finished index)
+                db.execute("ALTER TABLE jobs ADD COLUMN token INTEGER")
             schema = resources.files("distqueue.store").joinpath("sqlite_schema.sql")
             db.executescript(schema.read_text())
             db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
             self._load()
+            self._new_epoch()
         except sqlite3.DatabaseError as exc:
             self._teardown()
             raise StoreError(f"cannot open {self.path}: {exc}") from None
@@ -176,6 +188,37 @@ class SQLiteStore:
         if self._db is not None and self._db.in_transaction:
             self._db.execute("ROLLBACK")
 
+    def _new_epoch(self) -> None:
+        """Start a new epoch, durably, before any claim of this run is answered."""
+        db = self._conn
+        row = db.execute("SELECT value FROM meta WHERE key = 'epoch'").fetchone()
+        epoch = (row[0] if row else 0) + 1
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('epoch', ?)", (epoch,))
+            db.execute("COMMIT")
+        except BaseException:
+            self._rollback()
+            raise
+        self._epoch_base = epoch << EPOCH_SHIFT
+
+    def _recover(self) -> None:
+        """After a failed batch (disk full, read-only file, I/O error): the file is
+        the truth, so forget the in-memory state, load it again, and start a new
+        epoch (claims answered in the failed batch hold tokens nobody can reuse).
+        Raises while the file cannot be written yet; the writer tries again later."""
+        self._rollback()
+        self._ready = ReadyQueues()
+        self._schedule = Schedule()
+        self._running = {}
+        self._by_worker = {}
+        self._lease_heap = []
+        self._counts = {}
+        self._totals = dict.fromkeys(TOTALS, 0)
+        self._meta_dirty = False
+        self._load()
+        self._new_epoch()
+
     def _load(self) -> None:
         """Rebuild the in-memory indexes from the file."""
         db = self._conn
@@ -200,8 +243,8 @@ class SQLiteStore:
         ):
             self._schedule.push(jid, run_at, queue, type_, prio)
         for row in db.execute(
-            "SELECT id, worker, attempts, lease_until, cancel_requested, queue, type, priority,"
-            " failures, max_retries, lost FROM jobs WHERE state = 'running'"
+            "SELECT id, worker, coalesce(token, attempts), lease_until, cancel_requested, queue,"
+            " type, priority, failures, max_retries, lost FROM jobs WHERE state = 'running'"
         ):
             self._add_running(row[0], Running(row[1:]))
 
@@ -230,9 +273,9 @@ class SQLiteStore:
         if not held:
             del self._by_worker[r.worker]
 
-    def _holder(self, jid: int, token: int) -> Running:
+    def _holder(self, jid: int, token: int, worker: str | None) -> Running:
         r = self._running.get(jid)
-        if r is None or r.token != token:
+        if r is None or r.token != token or (worker is not None and r.worker != worker):
             if r is None and self._state(jid) is None:
                 raise JobNotFound(jid)
             raise LeaseLost(jid, token)
@@ -384,25 +427,27 @@ class SQLiteStore:
         # one statement for the whole claim
         marks = ",".join("?" * len(chosen))
         rows = self._conn.execute(
-            "UPDATE jobs SET state = 'running', attempts = attempts + 1, worker = ?,"
-            " lease_until = ?, started_at = ?, cancel_requested = 0, progress = NULL,"
+            "UPDATE jobs SET state = 'running', attempts = attempts + 1, token = ? + attempts + 1,"
+            " worker = ?, lease_until = ?, started_at = ?, cancel_requested = 0, progress = NULL,"
             f" seq = NULL WHERE id IN ({marks}) RETURNING {FULL_COLS}",
-            (worker, lease_until, now, *(jid for jid, _ in chosen)),
+            (self._epoch_base, worker, lease_until, now, *(jid for jid, _ in chosen)),
         ).fetchall()
         jobs = {row[0]: job_from_row(row) for row in rows}
         out: list[Job] = []
         for jid, prio in chosen:
             job = jobs[jid]
             self._add_running(jid, Running((
-                worker, job.attempts, lease_until, False, job.queue, job.type, prio,
+                worker, job.token, lease_until, False, job.queue, job.type, prio,
                 job.failures, job.max_retries, job.lost,
             )))  # fmt: skip
             self._count(job.queue, S.QUEUED.value, S.RUNNING.value)
             out.append(job)
         return out
 
-    def _op_complete(self, jid: int, token: int, result: tuple[bytes, str], now: float) -> None:
-        r = self._holder(jid, token)
+    def _op_complete(
+        self, jid: int, token: int, result: tuple[bytes, str], now: float, worker: str | None
+    ) -> None:
+        r = self._holder(jid, token, worker)
         check_transition(jid, S.RUNNING, S.SUCCEEDED)
         self._conn.execute(
             "UPDATE jobs SET state = 'succeeded', result = ?, result_kind = ?, finished_at = ?,"
@@ -414,13 +459,13 @@ class SQLiteStore:
         self._total("succeeded")
 
     def _op_complete_many(
-        self, items: list[tuple[int, int, tuple[bytes, str]]], now: float
+        self, items: list[tuple[int, int, tuple[bytes, str]]], now: float, worker: str | None
     ) -> list[DistQueueError | None]:
         out: list[DistQueueError | None] = []
         rows = []
         for jid, token, result in items:
             try:
-                r = self._holder(jid, token)
+                r = self._holder(jid, token, worker)
             except DistQueueError as exc:
                 out.append(exc)
                 continue
@@ -439,9 +484,10 @@ class SQLiteStore:
         return out
 
     def _op_fail(
-        self, jid: int, token: int, error: JobError, now: float, retryable: bool
-    ) -> FailOutcome:
-        r = self._holder(jid, token)
+        self, jid: int, token: int, error: JobError, now: float, retryable: bool,
+        worker: str | None,
+    ) -> FailOutcome:  # fmt: skip
+        r = self._holder(jid, token, worker)
         failures = r.failures + 1
         if r.cancel:  # the user asked to stop it: never run it again, whatever the error
             new, run_at = S.CANCELLED, None
@@ -469,8 +515,8 @@ class SQLiteStore:
             self._finish(jid, r.queue, S.RUNNING, new, now)
         return FailOutcome(state=new, run_at=run_at)
 
-    def _op_progress(self, jid: int, token: int, progress: bytes) -> None:
-        self._holder(jid, token)
+    def _op_progress(self, jid: int, token: int, progress: bytes, worker: str | None) -> None:
+        self._holder(jid, token, worker)
         self._conn.execute("UPDATE jobs SET progress = ? WHERE id = ?", (progress, jid))
 
     def _op_heartbeat(self, worker: str, now: float, lease: float) -> Heartbeat:
@@ -512,6 +558,9 @@ class SQLiteStore:
             r = self._running[jid]
             if vanished:
                 self._lose(jid, r, now)
+            elif r.cancel:  # a cancel asked while it ran sticks: it never runs again
+                self._drop_running(jid, r)
+                self._finish(jid, r.queue, S.RUNNING, S.CANCELLED, now)
             else:
                 self._drop_running(jid, r)
                 self._requeue(jid, r.queue, r.type, r.priority, S.RUNNING)
@@ -608,12 +657,19 @@ class SQLiteStore:
             totals=dict(self._totals),
         )  # fmt: skip
 
-    def _op_purge(self, now: float, retention: Retention) -> int:
-        deleted = self._conn.execute(
-            "DELETE FROM jobs WHERE (state = 'succeeded' AND finished_at <= ?)"
-            " OR (state IN ('dead', 'cancelled') AND finished_at <= ?) RETURNING queue, state",
-            (now - retention.succeeded, now - retention.failed),
-        ).fetchall()
+    def _op_purge(self, now: float, retention: Retention, limit: int) -> int:
+        """Delete at most ``limit`` jobs past retention (bounded work per transaction)."""
+        deleted: list[tuple[str, str]] = []
+        for state, keep in (("succeeded", retention.succeeded), ("dead", retention.failed),
+                            ("cancelled", retention.failed)):  # fmt: skip
+            if len(deleted) >= limit:
+                break
+            deleted += self._conn.execute(
+                "DELETE FROM jobs WHERE id IN (SELECT id FROM jobs INDEXED BY jobs_finished"
+                " WHERE state = ? AND finished_at IS NOT NULL AND finished_at <= ? LIMIT ?)"
+                " RETURNING queue, state",
+                (state, now - keep, limit - len(deleted)),
+            ).fetchall()
         for queue, state in deleted:
             self._count(queue, state, None)
         if deleted:
@@ -668,13 +724,15 @@ class SQLiteStore:
         # answered before its commit: a claim lost in a crash is just queued again
         return await self._writer.call(self._op_claim, worker, n, now, qs, ts, lease, durable=False)
 
-    async def complete(self, job_id: int, token: int, result: Any, now: float) -> None:
+    async def complete(
+        self, job_id: int, token: int, result: Any, now: float, *, worker: str | None = None
+    ) -> None:
         check_id("job id", job_id), check_id("token", token)
         encoded = encode_result(result)
-        await self._writer.call(self._op_complete, job_id, token, encoded, now)
+        await self._writer.call(self._op_complete, job_id, token, encoded, now, worker)
 
     async def complete_many(
-        self, items: Sequence[tuple[int, int, Any]], now: float
+        self, items: Sequence[tuple[int, int, Any]], now: float, *, worker: str | None = None
     ) -> list[DistQueueError | None]:
         encoded = []
         for job_id, token, result in items:
@@ -682,22 +740,38 @@ class SQLiteStore:
             encoded.append((job_id, token, encode_result(result)))
         if not encoded:
             return []
-        return await self._writer.call(self._op_complete_many, encoded, now)
+        return await self._writer.call(self._op_complete_many, encoded, now, worker)
 
     async def fail(
-        self, job_id: int, token: int, error: JobError, now: float, *, retryable: bool = True
+        self,
+        job_id: int,
+        token: int,
+        error: JobError,
+        now: float,
+        *,
+        retryable: bool = True,
+        worker: str | None = None,
     ) -> FailOutcome:
         check_id("job id", job_id), check_id("token", token)
         if not isinstance(error, JobError):
             raise InvalidJob("error must be a JobError")
-        return await self._writer.call(self._op_fail, job_id, token, error, now, bool(retryable))
+        return await self._writer.call(
+            self._op_fail, job_id, token, error, now, bool(retryable), worker
+        )
 
     async def progress(
-        self, job_id: int, token: int, percent: float, message: str, now: float
+        self,
+        job_id: int,
+        token: int,
+        percent: float,
+        message: str,
+        now: float,
+        *,
+        worker: str | None = None,
     ) -> None:
         check_id("job id", job_id), check_id("token", token)
         data = codec.dumps({"percent": percent, "message": message, "at": now}, "progress")
-        await self._writer.call(self._op_progress, job_id, token, data)
+        await self._writer.call(self._op_progress, job_id, token, data, worker)
 
     async def heartbeat(self, worker: str, now: float, lease: float = DEFAULT_LEASE) -> Heartbeat:
         return await self._writer.call(self._op_heartbeat, worker, now, lease, durable=False)
@@ -747,7 +821,12 @@ class SQLiteStore:
         return await self._writer.call(self._op_stats)
 
     async def purge(self, now: float, retention: Retention | None = None) -> int:
-        return await self._writer.call(self._op_purge, now, retention or Retention())
+        total = 0
+        while True:  # one bounded transaction per batch: other work goes on between them
+            n = await self._writer.call(self._op_purge, now, retention or Retention(), PURGE_BATCH)
+            total += n
+            if n < PURGE_BATCH:
+                return total
 
     async def note_types(self, types: Collection[str], now: float) -> None:
         names = sorted({check_name("job type", t) for t in types})

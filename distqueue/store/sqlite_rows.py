@@ -14,7 +14,7 @@ _COLS = (
     "id, type, queue, priority, args, {payload}, length(payload), state, max_retries, timeout,"
     " deadline, run_at, unique_key, attempts, failures, lost, worker, lease_until,"
     " cancel_requested, {result}, result_kind, error, progress, created_at, started_at,"
-    " finished_at"
+    " finished_at, coalesce(token, attempts)"
 )
 FULL_COLS = _COLS.format(payload="payload", result="result")
 SUMMARY_COLS = _COLS.format(payload="NULL", result="NULL")
@@ -34,7 +34,7 @@ def job_from_row(row: Sequence[Any]) -> Job:
         worker=row[16], lease_until=row[17], cancel_requested=bool(row[18]),
         result=result, error=None if row[21] is None else JobError.from_dict(codec.loads(row[21])),
         progress=None if row[22] is None else codec.loads(row[22]),
-        created_at=row[23], started_at=row[24], finished_at=row[25],
+        created_at=row[23], started_at=row[24], finished_at=row[25], token=row[26],
     )  # fmt: skip
 
 

@@ -1,4 +1,4 @@
--- The embedded store's schema (PRAGMA user_version = 1).
+-- The embedded store's schema (PRAGMA user_version = 2; sqlite.py migrates version 1).
 -- One row per job; the state machine lives in distqueue/lifecycle.py.
 CREATE TABLE IF NOT EXISTS jobs (
     id               INTEGER PRIMARY KEY,      -- assigned by the store, never reused
@@ -26,7 +26,9 @@ CREATE TABLE IF NOT EXISTS jobs (
     progress         BLOB,                     -- JSON {percent, message}
     created_at       REAL    NOT NULL,
     started_at       REAL,
-    finished_at      REAL
+    finished_at      REAL,
+    token            INTEGER                   -- the current claim's fencing token:
+                                               -- epoch << 32 | attempts (NULL: = attempts)
 );
 CREATE UNIQUE INDEX IF NOT EXISTS jobs_unique_key ON jobs (unique_key)
     WHERE unique_key IS NOT NULL;
@@ -35,6 +37,10 @@ CREATE UNIQUE INDEX IF NOT EXISTS jobs_unique_key ON jobs (unique_key)
 -- retrying, scheduled and cancelled jobs are found without a scan.
 CREATE INDEX IF NOT EXISTS jobs_state ON jobs (state, id)
     WHERE state IN ('scheduled', 'retrying', 'dead', 'cancelled');
+-- Finished jobs by state and finish time: purge deletes old ones in small batches
+-- through it instead of scanning the table.
+CREATE INDEX IF NOT EXISTS jobs_finished ON jobs (state, finished_at)
+    WHERE finished_at IS NOT NULL;
 CREATE TABLE IF NOT EXISTS meta (
     key   TEXT PRIMARY KEY,
     value INTEGER NOT NULL

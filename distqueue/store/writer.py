@@ -16,6 +16,7 @@ import contextlib
 import logging
 import queue
 import threading
+import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -29,6 +30,8 @@ log = logging.getLogger("distqueue.store")
 _STOP = object()
 #: the most operations committed in one transaction
 MAX_BATCH = 4096
+#: seconds between two tries to recover a failed store: first, longest
+RECOVER_MIN, RECOVER_MAX = 0.05, 2.0
 
 
 class _Op:
@@ -64,9 +67,13 @@ class Writer:
 
     An operation that raises a DistQueueError must have changed nothing (operations
     validate before they write); its caller gets the error and the batch goes on.
-    Any other exception (an I/O error, a bug) leaves the batch half-applied, so the
-    batch is rolled back, every caller in it gets a StoreError, and the writer is
-    broken from then on: the process must reopen the store from disk.
+    Any other exception (a full disk, a read-only file, an I/O error) leaves the
+    batch half-applied, so the batch is rolled back and every caller in it gets a
+    StoreError (retryable: nothing of theirs was stored). The writer is then
+    *unavailable* until ``recover`` succeeds: it rebuilds the state from the file
+    (which holds every committed batch and nothing else). Each later batch tries
+    it first (with a capped backoff between tries) and fails fast with a StoreError
+    while it cannot; so the store comes back by itself once the fault is gone.
     """
 
     def __init__(
@@ -76,14 +83,21 @@ class Writer:
         begin: Callable[[], None],
         commit: Callable[[], None],
         rollback: Callable[[], None],
+        recover: Callable[[], None],
     ) -> None:
         self._begin = begin
         self._commit = commit
         self._rollback = rollback
+        self._recover = recover
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._closed = False
+        #: why the store is unavailable (None while it works); set on the thread
         self._broken: str | None = None
+        #: monotonic time the current outage began (0.0: none)
+        self._outage_since = 0.0
+        self._next_recovery = 0.0
+        self._recover_delay = RECOVER_MIN
         self._started = threading.Event()
         self._start_error: BaseException | None = None
         self._init: Callable[[], None] = lambda: None
@@ -109,8 +123,6 @@ class Writer:
         """
         if self._closed:
             raise StoreError("the store is closed")
-        if self._broken is not None:
-            raise StoreError(f"the store failed and must be reopened: {self._broken}")
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[T] = loop.create_future()
         self._queue.put(_Op(fn, args, loop, fut, durable))
@@ -158,10 +170,39 @@ class Writer:
                 # close() puts _STOP after its flag is set, so nothing follows it
                 return
 
+    @property
+    def unavailable(self) -> str | None:
+        """Why the store cannot serve right now (None while it can)."""
+        return self._broken
+
+    def _try_recover(self) -> bool:
+        """Bring a failed store back if its backoff allows a try now; True if it did."""
+        now = time.monotonic()
+        if now < self._next_recovery:
+            return False
+        try:
+            self._recover()
+        except Exception as exc:
+            self._failed(exc, now)
+            return False
+        self._broken = None
+        return True
+
+    def _failed(self, exc: BaseException, now: float) -> None:
+        """Note a failure: logged once per outage; the next recovery waits a while
+        (growing while the failures go on)."""
+        self._broken = f"{type(exc).__name__}: {exc}"
+        if not self._outage_since:
+            self._outage_since = now
+            log.error("store writes fail (%s); nothing of the failed batch was stored;"
+                      " retrying until they work", self._broken)  # fmt: skip
+        self._next_recovery = now + self._recover_delay
+        self._recover_delay = min(RECOVER_MAX, self._recover_delay * 2)
+
     def _run_batch(self, ops: list[_Op]) -> None:
         done: list[tuple[_Op, Any, BaseException | None]] = []
-        if self._broken is not None:
-            err = StoreError(f"the store failed and must be reopened: {self._broken}")
+        if self._broken is not None and not self._try_recover():
+            err = StoreError(f"the store is unavailable, retrying: {self._broken}")
             done = [(op, None, err) for op in ops]
         else:
             early: list[tuple[_Op, Any, BaseException | None]] = []
@@ -179,13 +220,20 @@ class Writer:
                     self._deliver(early)
                     early_sent = True
                 self._commit()
-            except BaseException as exc:
-                log.exception("store batch failed; the store is now broken")
-                self._broken = f"{type(exc).__name__}: {exc}"
+            except Exception as exc:
+                # the batch is half-applied in memory: roll the file back, and the
+                # next batch first rebuilds the memory from it (recover)
                 with contextlib.suppress(Exception):
                     self._rollback()
-                err = StoreError(f"the store failed and must be reopened: {self._broken}")
+                self._failed(exc, time.monotonic())
+                err = StoreError(f"the store failed, nothing was stored: {exc}")
                 done = [(op, None, err) for op in ops if op.durable or not early_sent]
+            else:
+                if self._outage_since:
+                    log.warning("store writes work again after %.1fs",
+                                time.monotonic() - self._outage_since)  # fmt: skip
+                    self._outage_since = 0.0
+                    self._recover_delay = RECOVER_MIN
         self._deliver(done)
 
     @staticmethod

@@ -153,6 +153,8 @@ class JobContext:
     payload: bytes | None
     #: called with (percent, message) to report progress
     report: Callable[[float, str], None] = field(repr=False, default=lambda p, m: None)
+    #: this claim's fencing token (different for every attempt, never reused)
+    token: int = 0
     _files: list[Path] = field(default_factory=list, repr=False)
 
     def progress(self, percent: float, message: str = "") -> None:

@@ -98,6 +98,8 @@ class JobRun:
     deadline: float | None
     #: the fetch generation it arrived in (a BEAT sent later must list it)
     generation: int
+    #: which attempt this is (1 = the first)
+    attempts: int = 1
     #: why it was stopped: "timeout", "cancelled", "lost", "shutdown"; "" = not stopped
     stop_reason: str = ""
     #: stops the job's code (kills a child, a process group, cancels a task)
@@ -270,7 +272,7 @@ class Worker:
                 run = JobRun(
                     id=job_id, token=token, type=meta["type"], args=meta.get("args"),
                     payload=payload, timeout=meta.get("timeout"), deadline=meta.get("deadline"),
-                    generation=self._generation,
+                    generation=self._generation, attempts=meta.get("attempts", 1),
                 )  # fmt: skip
                 if run.type in INLINE and run.type not in self.tasks and self.options.builtins:
                     self._run_inline(run)
@@ -326,8 +328,9 @@ class Worker:
             loop.call_soon_threadsafe(self._progress, run, percent, message)
 
         ctx = JobContext(
-            id=run.id, attempts=run.token, type=run.type, payload=run.payload, report=report
-        )
+            id=run.id, attempts=run.attempts, type=run.type, payload=run.payload,
+            report=report, token=run.token,
+        )  # fmt: skip
         try:
             if self._expired(run):
                 return

@@ -115,7 +115,7 @@ class TestClaim:
         payload = os.urandom(5 * 1024 * 1024)
         [job_id] = await ids_of(store, spec(payload=payload, args={"k": [1, "x", None]}))
         [job] = await store.claim("w", 1, T0, lease=7.5)
-        assert (job.id, job.attempts, job.token) == (job_id, 1, 1)
+        assert (job.id, job.attempts) == (job_id, 1) and job.token > 0
         assert job.state is S.RUNNING and job.worker == "w" and job.lease_until == T0 + 7.5
         assert job.payload == payload and job.args == {"k": [1, "x", None]}
 
@@ -151,9 +151,9 @@ class TestComplete:
         [first] = await store.claim("w1", 1, T0, lease=5)
         await store.expire(T0 + 6)
         [second] = await store.claim("w2", 1, T0 + 6)
-        assert second.token == first.token + 1
+        assert second.token > first.token and second.attempts == first.attempts + 1
         before = await store.get(first.id)
-        for token in (first.token, 99):
+        for token in (first.token, second.token + 99):
             with pytest.raises(LeaseLost):
                 await store.complete(first.id, token, "late", T0 + 7)
             with pytest.raises(LeaseLost):
@@ -168,6 +168,25 @@ class TestComplete:
     async def test_unknown_id(self, store: Store) -> None:
         with pytest.raises(JobNotFound):
             await store.complete(12345, 1, None, T0)
+
+    async def test_only_the_holder_may_answer(self, store: Store) -> None:
+        """With ``worker`` given, the right token from another worker is refused too."""
+        await ids_of(store, spec(), spec())
+        a, b = await store.claim("w1", 2, T0)
+        before = await store.get(a.id)
+        with pytest.raises(LeaseLost):
+            await store.complete(a.id, a.token, "not mine", T0, worker="w2")
+        with pytest.raises(LeaseLost):
+            await store.fail(a.id, a.token, ERR, T0, worker="w2")
+        with pytest.raises(LeaseLost):
+            await store.progress(a.id, a.token, 50, "x", T0, worker="w2")
+        [refused] = await store.complete_many([(a.id, a.token, 1)], T0, worker="w2")
+        assert isinstance(refused, LeaseLost)
+        assert await store.get(a.id) == before
+        await store.complete(a.id, a.token, "mine", T0, worker="w1")
+        await store.fail(b.id, b.token, ERR, T0, worker="w1")
+        assert await state(store, a.id) is S.SUCCEEDED
+        assert await state(store, b.id) is S.RETRYING
 
     async def test_non_json_result_is_refused(self, store: Store) -> None:
         await ids_of(store, spec())
@@ -283,6 +302,21 @@ class TestCancelRetry:
         await store.expire(T0 + 6)  # its worker vanished after the cancel
         assert await state(store, b) is S.CANCELLED
 
+    async def test_cancel_sticks_through_a_hand_back(self, store: Store) -> None:
+        """A cancel asked while the job ran is never undone: the worker returning the
+        job (BYE, a drain, an orphan) or vanishing ends it cancelled, not queued."""
+        a, b, c = await ids_of(store, spec(), spec(), spec())
+        await store.claim("w", 3, T0, lease=30)
+        for job_id in (a, b, c):
+            assert await store.cancel(job_id, T0) is S.RUNNING
+        assert await store.release("w", T0, ids=[a]) == [a]  # an orphan returned
+        assert await store.release("w", T0, ids=[b], vanished=True) == [b]
+        assert await store.release("w", T0) == [c]  # BYE
+        for job_id in (a, b, c):
+            assert await state(store, job_id) is S.CANCELLED
+        assert await store.claim("w", 3, T0) == []
+        assert (await store.stats()).by_state["cancelled"] == 3
+
     async def test_cancel_finished_or_unknown(self, store: Store) -> None:
         [job_id] = await ids_of(store, spec())
         [job] = await store.claim("w", 1, T0)
@@ -304,7 +338,7 @@ class TestCancelRetry:
         with pytest.raises(IllegalTransition):
             await store.retry(q, T0)
         [job] = await store.claim("w", 1, T0)
-        assert job.id == d and job.token == 2
+        assert job.id == d and job.attempts == 2
 
 
 class TestReading:
@@ -376,6 +410,21 @@ class TestReopen:
         assert dup.id == ids[0] and not dup.created
         assert [j.id for j in await store.claim("w", 5, T0 + 5)] == [ids[0], ids[2]]
         assert await store.promote(T0 + 5) == [ids[3]]
+
+    async def test_tokens_never_reused_across_a_restart(self, backend: Backend) -> None:
+        """A claim answered just before a crash may never have been committed; the
+        token the next claim of that job gets must still differ from it."""
+        store = await backend.open()
+        [job_id] = await ids_of(store, spec())
+        [first] = await store.claim("w1", 1, T0, lease=1)
+        await store.expire(T0 + 2)
+        await store.close()
+        store = await backend.open()
+        [second] = await store.claim("w2", 1, T0 + 3)
+        assert second.id == job_id and second.token > first.token
+        with pytest.raises(LeaseLost):
+            await store.complete(job_id, first.token, "stale", T0 + 3)
+        await store.complete(job_id, second.token, "ok", T0 + 3)
 
     async def test_ids_never_reused(self, backend: Backend) -> None:
         store = await backend.open()

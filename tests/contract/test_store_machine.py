@@ -49,6 +49,7 @@ class M:
     key: str | None = None
     run_at: float | None = None
     seq: int = 0
+    attempts: int = 0
     token: int = 0
     holder: str | None = None
     lease_until: float = 0.0
@@ -160,8 +161,9 @@ class StoreMachine(RuleBasedStateMachine):
         assert [j.id for j in got] == [m.id for m in ready[:n]]
         for job in got:
             m = self.jobs[job.id]
-            assert job.attempts == m.token + 1
-            m.state, m.token, m.holder = S.RUNNING, job.attempts, worker
+            # a new token at every claim, greater than any the job had before
+            assert job.attempts == m.attempts + 1 and job.token > m.token
+            m.state, m.attempts, m.token, m.holder = S.RUNNING, job.attempts, job.token, worker
             m.lease_until = self.now + LEASE
 
     @precondition(lambda self: bool(self._running()))
@@ -216,6 +218,22 @@ class StoreMachine(RuleBasedStateMachine):
                 self.run(self.store.complete(m.id, token, "late", self.now))
         assert self._snapshot(m.id) == before
 
+    @precondition(lambda self: bool(self._running()))
+    @rule(data=st.data(), op=st.sampled_from(["complete", "fail", "progress"]))
+    def another_worker_changes_nothing(self, data: st.DataObject, op: str) -> None:
+        m = data.draw(st.sampled_from(self._running()))
+        other = next(w for w in WORKERS if w != m.holder)
+        before = self._snapshot(m.id)
+        with pytest.raises(LeaseLost):
+            if op == "fail":
+                err = JobError(kind="x", message="y")
+                self.run(self.store.fail(m.id, m.token, err, self.now, worker=other))
+            elif op == "progress":
+                self.run(self.store.progress(m.id, m.token, 50.0, "half", self.now, worker=other))
+            else:
+                self.run(self.store.complete(m.id, m.token, "late", self.now, worker=other))
+        assert self._snapshot(m.id) == before
+
     @rule(job_id=st.integers(10_000, 10_005))
     def unknown_job_is_not_found(self, job_id: int) -> None:
         with pytest.raises(JobNotFound):
@@ -257,6 +275,8 @@ class StoreMachine(RuleBasedStateMachine):
         for i in mine:
             if vanished:
                 self._lose(self.jobs[i])
+            elif self.jobs[i].cancel:  # a cancel sticks through a hand-back
+                self._finish(self.jobs[i], S.CANCELLED)
             else:
                 self._queue_again(self.jobs[i])
 
@@ -313,7 +333,7 @@ class StoreMachine(RuleBasedStateMachine):
         for job in listed:
             m = self.jobs[job.id]
             assert job.state is m.state, (job.id, job.state, m.state)
-            assert job.attempts == m.token
+            assert (job.attempts, job.token) == (m.attempts, m.token)
             assert job.lost == m.lost
             if m.state is S.RUNNING:
                 assert job.worker == m.holder

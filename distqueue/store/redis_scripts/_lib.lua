@@ -76,11 +76,14 @@ local function unlease(id, worker)
   if worker then redis.call('SREM', P .. ':worker:' .. worker, id) end
 end
 
--- the holder check of complete/fail/progress: 'ok', 'notfound' or 'stale'
-local function holder(id, token)
-  local j = redis.call('HMGET', jobkey(id), 'state', 'attempts')
+-- the holder check of complete/fail/progress: 'ok', 'notfound' or 'stale'; worker ''
+-- skips the check of who holds the lease (the token alone decides)
+local function holder(id, token, worker)
+  local j = redis.call('HMGET', jobkey(id), 'state', 'attempts', 'worker')
   if not j[1] then return 'notfound' end
-  if j[1] ~= 'running' or j[2] ~= token then return 'stale' end
+  if j[1] ~= 'running' or j[2] ~= token or (worker ~= '' and j[3] ~= worker) then
+    return 'stale'
+  end
   return 'ok'
 end
 

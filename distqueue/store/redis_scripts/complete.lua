@@ -1,11 +1,11 @@
--- complete_many: ARGV now, then per item: id, token, result, result_kind
+-- complete_many: ARGV now, worker (or ''), then per item: id, token, result, result_kind
 -- -> one reply per item: 'ok', 'notfound' or 'stale'
-local now = ARGV[1]
+local now, worker = ARGV[1], ARGV[2]
 local out = {}
 local done = 0
-for i = 2, #ARGV, 4 do
+for i = 3, #ARGV, 4 do
   local id, token = ARGV[i], ARGV[i + 1]
-  local h = holder(id, token)
+  local h = holder(id, token, worker)
   if h == 'ok' then
     local j = redis.call('HMGET', jobkey(id), 'queue', 'worker')
     unlease(id, j[2])

@@ -1,7 +1,7 @@
--- fail: ARGV id, token, error JSON, now, retryable (0/1), base, factor, cap, jitter, u
--- -> {'ok', state, run_at or ''} or {'notfound'} / {'stale'}
+-- fail: ARGV id, token, error JSON, now, retryable (0/1), base, factor, cap, jitter, u,
+-- worker (or '') -> {'ok', state, run_at or ''} or {'notfound'} / {'stale'}
 local id, token, err, now = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
-local h = holder(id, token)
+local h = holder(id, token, ARGV[11])
 if h ~= 'ok' then return {h} end
 local j = redis.call('HMGET', jobkey(id), 'queue', 'worker', 'failures', 'max_retries',
   'cancel_requested')

@@ -16,6 +16,10 @@ for _, n in ipairs(chosen) do
   local id = tostring(n)
   if vanished == '1' then
     lose(id, now, limit)
+  elseif hget(id, 'cancel_requested') == '1' then
+    -- a cancel asked while it ran sticks: it never runs again
+    unlease(id, worker)
+    finish(id, hget(id, 'queue'), 'running', 'cancelled', now, nil)
   else
     unlease(id, worker)
     requeue(id, 'running')
