@@ -23,7 +23,7 @@ from distqueue.config import ServerConfig
 from distqueue.errors import DistQueueError, UnknownCommand
 from distqueue.protocol.resp import Simple
 from distqueue.server.commands import COMMANDS, Session, check_allowed
-from distqueue.server.service import Service
+from distqueue.server.service import Service, keep_trying
 from distqueue.store import Store, open_store
 
 __all__ = ["LocalConnection", "is_store_url"]
@@ -33,7 +33,7 @@ HOUSEKEEPING_EVERY = 0.25
 
 
 def is_store_url(address: str | None) -> bool:
-    schemes = ("redis", "rediss", "unix", "redis+cluster")
+    schemes = ("redis", "rediss", "unix", "redis+cluster", "redis+sentinel")
     return address is not None and address.split("://", 1)[0] in schemes
 
 
@@ -101,10 +101,14 @@ class LocalConnection:
             self._tick = asyncio.create_task(self._keep_house(), name="housekeeping")
 
     async def _keep_house(self) -> None:
-        assert self._service is not None
-        while True:
-            await self._service.tick()
-            await asyncio.sleep(HOUSEKEEPING_EVERY)
+        service = self._service
+        assert service is not None
+
+        async def step() -> float:
+            await service.tick()
+            return HOUSEKEEPING_EVERY
+
+        await keep_trying(step, service.health)  # a store outage is waited out
 
     async def call(self, *args: Arg) -> Any:
         """One command; raise the error a server would have answered."""

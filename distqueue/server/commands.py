@@ -175,6 +175,7 @@ def cmd_hello(s: Session, args: list[bytes]) -> Any:
     reply: dict[str, Any] = {
         "server": "distqueue", "version": __version__, "protocol": PROTOCOL_VERSION,
         "role": role, "lease": s.service.config.lease,
+        "max_payload": s.service.config.max_payload, "max_fetch": MAX_FETCH,
     }  # fmt: skip
     if role == "worker":
         if "TYPES" not in opts:
@@ -336,7 +337,7 @@ async def cmd_fetch(s: Session, args: list[bytes]) -> Any:
     jobs = await s.service.fetch(_worker(s), n, timeout)
     return [
         [
-            job.id, job.attempts,
+            job.id, job.token,
             codec.dumps({
                 "type": job.type, "args": job.args, "queue": job.queue,
                 "priority": job.priority, "timeout": job.timeout, "deadline": job.deadline,

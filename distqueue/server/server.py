@@ -11,16 +11,25 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import sys
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import AsyncGenerator, Callable
 from typing import Any, TextIO
 
 from distqueue.clock import Clock, system_clock
 from distqueue.config import ServerConfig
+from distqueue.errors import StoreError
 from distqueue.server.connection import Connection
-from distqueue.server.service import Service
+from distqueue.server.service import (
+    BACKOFF_MAX,
+    BACKOFF_MIN,
+    Service,
+    StoreHealth,
+    keep_trying,
+)
 from distqueue.store import Store, open_store
 
 __all__ = ["Server", "format_stats"]
@@ -45,6 +54,8 @@ class Server:
         self._side_tasks: list[asyncio.Task[None]] = []
         self._stop = asyncio.Event()
         self.stop_reason = ""
+        #: it stopped because something failed (the CLI exits non-zero)
+        self.failed = False
 
     @property
     def service(self) -> Service:
@@ -53,12 +64,15 @@ class Server:
     async def start(self) -> None:
         """Open the store, listen, start the side tasks."""
         _raise_file_limit()
+        health = StoreHealth()
         if self._store is None:
-            self._store = await open_store(
-                self.config.data, synchronous=self.config.durability.upper()
-            )
+            self._store = await self._open_store(health)
         self._service = Service(self._store, self.config, self.clock)
-        await self._service.refresh_types()
+        self._service.health = health
+        try:
+            await self._service.refresh_types()
+        except StoreError as exc:  # housekeeping loads them again once the store answers
+            health.failed(exc)
         self._service.start_watching()
         loop = asyncio.get_running_loop()
         self._server = await loop.create_server(
@@ -71,6 +85,30 @@ class Server:
         ]
         for task in self._side_tasks:
             task.add_done_callback(self._side_task_ended)
+
+    async def _open_store(self, health: StoreHealth) -> Store:
+        """Open the store. A shared store (Redis) that cannot be reached yet is waited
+        for, with backoff; the embedded store's errors (in use by another process, not
+        a distqueue file) are final."""
+        delay = BACKOFF_MIN
+        while True:
+            try:
+                store = await open_store(
+                    self.config.data, synchronous=self.config.durability.upper()
+                )
+            except StoreError as exc:
+                url = self.config.data
+                if "://" not in url or url.startswith("sqlite://"):  # embedded
+                    raise
+                health.failed(exc)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stop.wait(), delay)
+                if self._stop.is_set():
+                    raise StoreError(f"stopped while waiting for the store: {exc}") from None
+                delay = min(BACKOFF_MAX, delay * 2)
+            else:
+                health.ok()
+                return store
 
     def request_stop(self, reason: str = "asked to stop") -> None:
         if not self._stop.is_set():
@@ -121,45 +159,47 @@ class Server:
             await self._stop.wait()
             if console_task is not None:
                 console_task.cancel()
-        print(f"distqueue server stopping: {self.stop_reason}", file=out, flush=True)
-        await self.shutdown()
+                await asyncio.gather(console_task, return_exceptions=True)
+            print(f"distqueue server stopping: {self.stop_reason}", file=out, flush=True)
+            # still under the handlers: a second Ctrl-C does not break off the shutdown
+            await self.shutdown()
 
     # -- side tasks ---------------------------------------------------------------------
 
     async def _housekeeping(self) -> None:
-        while True:
-            nap = await self.service.tick()
-            await asyncio.sleep(nap)
+        await keep_trying(self.service.tick, self.service.health)
 
     async def _retention(self) -> None:
-        while True:
+        async def purge() -> float:
             purged = await self.service.store.purge(self.clock(), self.config.retention)
             if purged:
                 log.info("purged %d finished jobs past retention", purged)
-            await asyncio.sleep(PURGE_EVERY)
+            return PURGE_EVERY
+
+        await keep_trying(purge, self.service.health)
 
     def _side_task_ended(self, task: asyncio.Task[None]) -> None:
+        # side tasks retry store faults forever (keep_trying): one that ends is a bug
         if task.cancelled() or self._stop.is_set():
             return
         exc = task.exception()
         log.error("side task %s died; stopping the server", task.get_name(), exc_info=exc)
+        self.failed = True
         self.request_stop(f"{task.get_name()} failed: {exc}")
 
     async def _console(self, stream: TextIO, out: TextIO) -> None:
-        loop = asyncio.get_running_loop()
         print("type 'stats' for a snapshot, 'quit' to stop", file=out, flush=True)
-        while True:
-            line = await loop.run_in_executor(None, stream.readline)
-            if not line:
-                return  # end of input: keep serving
-            word = line.strip().lower()
-            if word == "stats":
-                print(format_stats(await self.service.stats()), file=out, flush=True)
-            elif word in ("quit", "exit"):
-                self.request_stop("quit on the console")
-                return
-            elif word:
-                print(f"unknown console command {word!r}: try stats or quit", file=out, flush=True)
+        async with contextlib.aclosing(_lines(stream)) as lines:
+            async for line in lines:  # until the end of input: then keep serving
+                word = line.strip().lower()
+                if word == "stats":
+                    print(format_stats(await self.service.stats()), file=out, flush=True)
+                elif word in ("quit", "exit"):
+                    self.request_stop("quit on the console")
+                    return
+                elif word:
+                    print(f"unknown console command {word!r}: try stats or quit",
+                          file=out, flush=True)  # fmt: skip
 
 
 def format_stats(stats: dict[str, Any]) -> str:
@@ -197,6 +237,71 @@ def _signals(handler: Callable[[str], None]) -> Any:
     finally:
         for sig in installed:
             loop.remove_signal_handler(sig)
+
+
+async def _lines(stream: TextIO) -> AsyncGenerator[str, None]:
+    """The lines of the console ``stream``, read so that nothing waits for a line
+    nobody types: never in the loop's executor, whose threads asyncio.run waits for
+    at exit (one blocked in readline would hold up a stop until Enter is pressed).
+
+    A terminal or pipe is watched by the loop (``add_reader``; the descriptor stays
+    blocking, so the terminal is left as it was); anything the loop cannot watch (a
+    file, /dev/null, a stream without a descriptor) is read by a daemon thread, which
+    never keeps the process alive.
+    """
+    loop = asyncio.get_running_loop()
+    chunks: asyncio.Queue[bytes] = asyncio.Queue()  # b"" = end of input
+    encoding = getattr(stream, "encoding", None) or "utf-8"
+    try:
+        fd = stream.fileno()
+    except (AttributeError, OSError, ValueError):  # io.UnsupportedOperation
+        fd = -1
+
+    def readable() -> None:
+        try:
+            data = os.read(fd, 65536)  # the loop saw data (or the end): this does not block
+        except BlockingIOError:
+            return
+        except OSError:  # EIO: the terminal hung up
+            data = b""
+        if not data:
+            loop.remove_reader(fd)
+        chunks.put_nowait(data)
+
+    def pump() -> None:
+        while True:
+            try:
+                data = os.read(fd, 65536) if fd >= 0 else stream.readline().encode(encoding)
+            except (OSError, ValueError):
+                data = b""
+            try:
+                loop.call_soon_threadsafe(chunks.put_nowait, data)
+            except RuntimeError:  # the loop is closed: nobody is listening any more
+                return
+            if not data:
+                return
+
+    watched = False
+    if fd >= 0:
+        try:
+            loop.add_reader(fd, readable)
+            watched = True
+        except (OSError, ValueError, NotImplementedError):  # PermissionError: a file
+            pass
+    if not watched:
+        threading.Thread(target=pump, name="dq-console", daemon=True).start()
+    buffer = b""
+    try:
+        while data := await chunks.get():
+            buffer += data
+            *lines, buffer = buffer.split(b"\n")
+            for line in lines:
+                yield line.decode(encoding, errors="replace")
+        if buffer:
+            yield buffer.decode(encoding, errors="replace")
+    finally:
+        if watched:
+            loop.remove_reader(fd)
 
 
 def _raise_file_limit() -> None:

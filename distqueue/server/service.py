@@ -10,8 +10,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 import time
-from collections.abc import Collection, Coroutine, Sequence
+from collections.abc import Awaitable, Callable, Collection, Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,15 +24,16 @@ from distqueue.errors import (
     JobFailed,
     JobNotFound,
     NotFinished,
+    StoreError,
     Timeout,
     UnknownType,
 )
 from distqueue.jobs import TERMINAL_STATES, Job, JobError, JobSpec, JobState
 from distqueue.server.waiters import POLL, DoneWaiters, ReadyWaiters
-from distqueue.store.base import FailOutcome, Heartbeat, Store
+from distqueue.store.base import FailOutcome, Heartbeat, Stats, Store
 from distqueue.worker.builtins import ALL_BUILTINS
 
-__all__ = ["BUILTIN_TYPES", "Service", "WorkerInfo"]
+__all__ = ["BUILTIN_TYPES", "Service", "StoreHealth", "WorkerInfo"]
 
 log = logging.getLogger("distqueue.server")
 
@@ -41,6 +43,67 @@ BUILTIN_TYPES = ALL_BUILTINS
 ORPHAN_AGE = 5.0
 #: seconds between reloads of the known types from a (possibly shared) store
 TYPES_REFRESH = 5.0
+#: retry backoff of background store work while the store fails: first, longest wait
+BACKOFF_MIN, BACKOFF_MAX = 0.1, 5.0
+#: seconds a worker whose connection dropped (no BYE) keeps its jobs, so a worker that
+#: reconnects at once keeps them too; at most a third of the lease
+RECONNECT_GRACE = 3.0
+
+
+class StoreHealth:
+    """Whether the store answers, judged by the calls that need it; an outage is
+    logged once when it starts and once when it ends, never per attempt."""
+
+    def __init__(self, what: str = "store") -> None:
+        self.what = what
+        #: the last error while the store fails, None while it works
+        self.error: str | None = None
+        #: epoch seconds the current outage began
+        self.since: float | None = None
+        #: outages seen since start
+        self.outages = 0
+        self._began = 0.0
+
+    def failed(self, exc: BaseException) -> None:
+        message = str(exc) or type(exc).__name__
+        if self.error is None:
+            self.outages += 1
+            self.since, self._began = time.time(), time.monotonic()
+            if isinstance(exc, StoreError):
+                log.error("%s unavailable: %s; retrying with backoff", self.what, message)
+            else:  # not a store fault: a bug; show where, once
+                log.error("%s work failed; retrying with backoff", self.what, exc_info=exc)
+        self.error = message
+
+    def ok(self) -> None:
+        if self.error is not None:
+            log.warning("%s available again after %.1fs", self.what,
+                        time.monotonic() - self._began)  # fmt: skip
+            self.error, self.since = None, None
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"ok": self.error is None, "error": self.error, "since": self.since,
+                "outages": self.outages}  # fmt: skip
+
+
+async def keep_trying(
+    step: Callable[[], Awaitable[float]], health: StoreHealth, stop: asyncio.Event | None = None
+) -> None:
+    """Run ``step`` forever, sleeping the seconds it returns; when it raises, report
+    it to ``health`` and try again after a capped, jittered backoff. Never returns
+    on an error: a store that fails for a while is weather, not death."""
+    delay = BACKOFF_MIN
+    while stop is None or not stop.is_set():
+        try:
+            nap = await step()
+        except Exception as exc:
+            health.failed(exc)
+            nap = delay * random.uniform(0.5, 1.0)
+            delay = min(BACKOFF_MAX, delay * 2)
+        else:
+            health.ok()
+            delay = BACKOFF_MIN
+        await asyncio.sleep(nap)
 
 
 @dataclass(kw_only=True, eq=False)
@@ -87,6 +150,7 @@ class Service:
         self._types: dict[str, float] = {}
         self._types_loaded = 0.0
         self.started = time.monotonic()
+        self.health = StoreHealth()
         self._background: set[asyncio.Task[Any]] = set()
         self._watcher: asyncio.Task[None] | None = None
 
@@ -114,8 +178,13 @@ class Service:
 
     def _reap(self, task: asyncio.Task[Any]) -> None:
         self._background.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.error("background task failed", exc_info=task.exception())
+        if task.cancelled():
+            return
+        exc = task.exception()
+        if isinstance(exc, StoreError):
+            self.health.failed(exc)  # logged once per outage
+        elif exc is not None:
+            log.error("background task failed", exc_info=exc)
 
     async def drain_background(self) -> None:
         """Wait for background work (releases of closed workers) to finish."""
@@ -226,12 +295,20 @@ class Service:
         await self.store.delete(job_id)
 
     async def stats(self) -> dict[str, Any]:
-        stats = await self.store.stats()
+        """The numbers STATS shows; while the store fails, its counts are empty and
+        ``store.ok`` is false (the rest still answers)."""
+        try:
+            stats = await self.store.stats()
+        except StoreError as exc:
+            self.health.failed(exc)
+            stats = Stats(by_state={s.value: 0 for s in JobState}, by_queue={},
+                          queued_by_priority={})  # fmt: skip
         succeeded = stats.totals.get("succeeded", 0)
         dead = stats.totals.get("dead", 0)
         workers = list(self.workers.values())
         active = sum(1 for w in workers if w.held)
         return {
+            "store": self.health.to_wire(),
             "jobs": stats.by_state,
             "queues": stats.by_queue,
             "queued_by_priority": {str(p): n for p, n in stats.queued_by_priority.items()},
@@ -268,11 +345,18 @@ class Service:
 
     async def disconnect_worker(self, worker: WorkerInfo) -> None:
         """One of the worker's connections closed; when it was the last one, take back
-        its jobs at once: counted as lost if it vanished, not if it said BYE."""
+        its jobs: at once if it said BYE (nothing counted against them); if it
+        vanished, after a short grace (counted as lost), unless the same worker
+        connected again meanwhile — a network blip costs nothing."""
         worker.connections -= 1
         if worker.connections > 0:
             return
-        self.workers.pop(worker.id, None)
+        if self.workers.get(worker.id) is worker:
+            del self.workers[worker.id]
+        if not worker.said_bye:
+            await asyncio.sleep(min(RECONNECT_GRACE, self.config.lease / 3))
+            if worker.id in self.workers:
+                return  # it is back: its jobs are still its own
         released = await self.store.release(worker.id, self.clock(), vanished=not worker.said_bye)
         if released:
             self.ready.notify_all()

@@ -16,10 +16,11 @@ import heapq
 import os
 import random
 import sqlite3
+import threading
 from collections.abc import Callable, Collection, Sequence
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from distqueue import codec
 from distqueue.errors import (
@@ -47,16 +48,18 @@ from distqueue.store.writer import Writer
 
 __all__ = ["SQLiteStore"]
 
+T = TypeVar("T")
+
 S = JobState
 DB_NAME = "distqueue.db"
 LOCK_NAME = "distqueue.lock"
 SCHEMA_VERSION = 2
-#: a token is ``epoch << EPOCH_SHIFT | attempts``: the epoch grows at every open and
-#: every recovery, so a claim answered before a commit that never happened cannot
-#: hand its token out again
+#: a token is ``(epoch - 1) << EPOCH_SHIFT | attempts``: the epoch grows at every open
+#: and every recovery, so a claim answered before a commit that never happened cannot
+#: hand its token out again (a new store's first run has tokens = attempts: 1, 2, ...)
 EPOCH_SHIFT = 32
-#: the most jobs one purge transaction deletes
-PURGE_BATCH = 1000
+#: the most jobs one promote or expire operation moves, and one purge deletes
+BATCH = PURGE_BATCH = 1000
 TOTALS = (
     "submitted", "succeeded", "failed", "retried", "dead", "cancelled", "lost", "expired",
     "purged",
@@ -107,8 +110,12 @@ class SQLiteStore:
         self._next_id = 1
         self._next_seq = 1
         self._meta_dirty = False
-        #: this run's epoch << EPOCH_SHIFT (see EPOCH_SHIFT)
+        #: (this run's epoch - 1) << EPOCH_SHIFT (see EPOCH_SHIFT)
         self._epoch_base = 0
+        #: the reader threads' connections (see _reader)
+        self._local = threading.local()
+        self._readers_lock = threading.Lock()
+        self._reader_conns: list[sqlite3.Connection] = []
 
     @classmethod
     async def open(cls, data_dir: str | os.PathLike[str], **options: Any) -> SQLiteStore:
@@ -152,6 +159,8 @@ class SQLiteStore:
                 raise StoreError(f"{self.path} was written by a newer distqueue (v{version})")
             if version == 1:  # v2 added the token column (and the jobs_finished index)
                 db.execute("ALTER TABLE jobs ADD COLUMN token INTEGER")
+                # v1's tokens were the attempts: epoch 1's, so this run starts at 2
+                db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('epoch', 1)")
             schema = resources.files("distqueue.store").joinpath("sqlite_schema.sql")
             db.executescript(schema.read_text())
             db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
@@ -165,6 +174,10 @@ class SQLiteStore:
             raise
 
     def _teardown(self) -> None:
+        with self._readers_lock:
+            for conn in self._reader_conns:
+                conn.close()
+            self._reader_conns.clear()
         if self._db is not None:
             self._db.close()
             self._db = None
@@ -200,7 +213,7 @@ class SQLiteStore:
         except BaseException:
             self._rollback()
             raise
-        self._epoch_base = epoch << EPOCH_SHIFT
+        self._epoch_base = (epoch - 1) << EPOCH_SHIFT
 
     def _recover(self) -> None:
         """After a failed batch (disk full, read-only file, I/O error): the file is
@@ -538,10 +551,10 @@ class SQLiteStore:
             )
         return Heartbeat(held=held, cancel=sorted(cancel))
 
-    def _op_expire(self, now: float) -> list[int]:
+    def _op_expire(self, now: float, limit: int) -> list[int]:
         heap = self._lease_heap
         out: list[int] = []
-        while heap and heap[0][0] <= now:
+        while heap and heap[0][0] <= now and len(out) < limit:
             until, jid, token = heapq.heappop(heap)
             r = self._running.get(jid)
             if r is not None and r.token == token and r.lease_until == until:
@@ -566,13 +579,15 @@ class SQLiteStore:
                 self._requeue(jid, r.queue, r.type, r.priority, S.RUNNING)
         return chosen
 
-    def _op_promote(self, now: float) -> list[int]:
+    def _op_promote(self, now: float, limit: int) -> list[int]:
         out: list[int] = []
         for jid, queue, type_, prio in self._schedule.due(now):
             old = self._state(jid)
             assert old is not None
             self._requeue(jid, queue, type_, prio, old)
             out.append(jid)
+            if len(out) == limit:
+                break
         return out
 
     def _op_next_wakeup(self) -> float | None:
@@ -620,11 +635,24 @@ class SQLiteStore:
         self._requeue(jid, row[1], row[2], row[3], state)
         self._total("retried")
 
-    def _op_get(self, jid: int) -> Job | None:
-        row = self._conn.execute(f"SELECT {FULL_COLS} FROM jobs WHERE id = ?", (jid,)).fetchone()
-        return None if row is None else job_from_row(row)
+    # -- reads: on reader threads, each with its own connection (see Writer.read) -----
 
-    def _op_list(
+    def _reader(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            conn.execute("PRAGMA query_only=1")
+            self._local.conn = conn
+            with self._readers_lock:
+                self._reader_conns.append(conn)
+        return conn
+
+    def _read_get(self, jid: int) -> Job | None:
+        row = self._reader().execute(f"SELECT {FULL_COLS} FROM jobs WHERE id = ?", (jid,))
+        found = row.fetchone()
+        return None if found is None else job_from_row(found)
+
+    def _read_list(
         self, state: str | None, queue: str | None, type_: str | None, limit: int,
         before: int | None,
     ) -> list[Job]:  # fmt: skip
@@ -642,7 +670,7 @@ class SQLiteStore:
         if where:
             sql += " WHERE " + " AND ".join(where)
         sql += " ORDER BY id DESC LIMIT ?"
-        return [job_from_row(row) for row in self._conn.execute(sql, (*params, limit))]
+        return [job_from_row(row) for row in self._reader().execute(sql, (*params, limit))]
 
     def _op_stats(self) -> Stats:
         by_state = {s.value: 0 for s in JobState}
@@ -777,7 +805,17 @@ class SQLiteStore:
         return await self._writer.call(self._op_heartbeat, worker, now, lease, durable=False)
 
     async def expire(self, now: float) -> list[int]:
-        return await self._writer.call(self._op_expire, now)
+        return await self._batches(self._op_expire, now)
+
+    async def _batches(self, op: Callable[[float, int], list[int]], now: float) -> list[int]:
+        """Run ``op`` in bounded batches (each its own writer operation, so other work
+        goes on between them) until a short batch says nothing more is due."""
+        out: list[int] = []
+        while True:
+            batch = await self._writer.call(op, now, BATCH)
+            out += batch
+            if len(batch) < BATCH:
+                return out
 
     async def release(
         self,
@@ -791,7 +829,7 @@ class SQLiteStore:
         return await self._writer.call(self._op_release, worker, now, chosen, vanished)
 
     async def promote(self, now: float) -> list[int]:
-        return await self._writer.call(self._op_promote, now)
+        return await self._batches(self._op_promote, now)
 
     async def next_wakeup(self) -> float | None:
         return await self._writer.call(self._op_next_wakeup)
@@ -803,7 +841,13 @@ class SQLiteStore:
         await self._writer.call(self._op_retry, check_id("job id", job_id), now)
 
     async def get(self, job_id: int) -> Job | None:
-        return await self._writer.call(self._op_get, check_id("job id", job_id))
+        return await self._read(self._read_get, check_id("job id", job_id))
+
+    async def _read(self, fn: Callable[..., T], *args: Any) -> T:
+        try:
+            return await self._writer.read(fn, *args)
+        except sqlite3.Error as exc:
+            raise StoreError(f"reading {self.path} failed: {exc}") from None
 
     async def list(
         self,
@@ -815,7 +859,7 @@ class SQLiteStore:
         before: int | None = None,
     ) -> list[Job]:
         state_name = check_list(state, limit, before)
-        return await self._writer.call(self._op_list, state_name, queue, type, limit, before)
+        return await self._read(self._read_list, state_name, queue, type, limit, before)
 
     async def stats(self) -> Stats:
         return await self._writer.call(self._op_stats)

@@ -28,7 +28,7 @@ CREATE TABLE IF NOT EXISTS jobs (
     started_at       REAL,
     finished_at      REAL,
     token            INTEGER                   -- the current claim's fencing token:
-                                               -- epoch << 32 | attempts (NULL: = attempts)
+                                               -- (epoch - 1) << 32 | attempts (NULL: = attempts)
 );
 CREATE UNIQUE INDEX IF NOT EXISTS jobs_unique_key ON jobs (unique_key)
     WHERE unique_key IS NOT NULL;

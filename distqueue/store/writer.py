@@ -13,11 +13,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import queue
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 from distqueue.errors import DistQueueError, StoreError
@@ -32,6 +34,8 @@ _STOP = object()
 MAX_BATCH = 4096
 #: seconds between two tries to recover a failed store: first, longest
 RECOVER_MIN, RECOVER_MAX = 0.05, 2.0
+#: threads that run reads (read()) beside the writer thread
+READERS = 2
 
 
 class _Op:
@@ -102,6 +106,13 @@ class Writer:
         self._start_error: BaseException | None = None
         self._init: Callable[[], None] = lambda: None
         self._finish: Callable[[], None] = lambda: None
+        # reads see every operation queued before them (read your writes, in order):
+        # operations are numbered as they are queued and counted once settled
+        self._numbers = itertools.count(1)
+        self._queued = 0
+        self._settled = 0
+        self._settled_changed = threading.Condition()
+        self._readers = ThreadPoolExecutor(READERS, thread_name_prefix=f"{name}-read")
 
     async def start(self, init: Callable[[], None], finish: Callable[[], None]) -> None:
         """Start the thread, run ``init`` on it; ``finish`` runs on it when it stops."""
@@ -125,16 +136,35 @@ class Writer:
             raise StoreError("the store is closed")
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[T] = loop.create_future()
+        self._queued = next(self._numbers)
         self._queue.put(_Op(fn, args, loop, fut, durable))
         return await fut
+
+    async def read(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run the read-only ``fn(*args)`` on a reader thread (its own connection), so
+        a large read never holds up the writer. It runs once every operation queued
+        before it has been committed (or has failed): a read sees what came before."""
+        if self._closed:
+            raise StoreError("the store is closed")
+        after = self._queued
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._readers, self._read, after, fn, args)
+
+    def _read(self, after: int, fn: Callable[..., T], args: tuple[Any, ...]) -> T:
+        with self._settled_changed:
+            while self._settled < after and self._thread.is_alive():
+                self._settled_changed.wait(0.5)
+        return fn(*args)
 
     async def close(self) -> None:
         """Run what is queued, then stop the thread. Idempotent."""
         if self._closed:
             return
         self._closed = True
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(None, self._readers.shutdown)  # reads in flight end
         self._queue.put(_STOP)
-        await asyncio.get_running_loop().run_in_executor(None, self._thread.join)
+        await loop.run_in_executor(None, self._thread.join)
 
     # -- the thread ------------------------------------------------------------------
 
@@ -235,6 +265,9 @@ class Writer:
                     self._outage_since = 0.0
                     self._recover_delay = RECOVER_MIN
         self._deliver(done)
+        with self._settled_changed:
+            self._settled += len(ops)
+            self._settled_changed.notify_all()
 
     @staticmethod
     def _deliver(done: list[tuple[_Op, Any, BaseException | None]]) -> None:

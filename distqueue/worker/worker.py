@@ -32,7 +32,14 @@ from typing import Any
 from distqueue import codec
 from distqueue.client.connection import AsyncConnection
 from distqueue.client.local import LocalConnection, is_store_url
-from distqueue.errors import DistQueueError, InvalidJob, ServerUnavailable
+from distqueue.errors import (
+    DistQueueError,
+    InvalidJob,
+    JobNotFound,
+    LeaseLost,
+    ServerUnavailable,
+    StoreError,
+)
 from distqueue.worker.builtins import ALL_BUILTINS, BUILTINS, SHELL
 from distqueue.worker.executors import (
     Outcome,
@@ -56,6 +63,31 @@ RECONNECT_MIN, RECONNECT_MAX = 0.1, 5.0
 INLINE = frozenset(BUILTINS)
 #: seconds one FETCH blocks on the server before it is sent again
 FETCH_WAIT = 5.0
+#: retry backoff while the store fails (STORE replies): first wait, longest wait
+STORE_RETRY_MIN, STORE_RETRY_MAX = 0.1, 5.0
+
+
+class _Outage:
+    """A store outage as one worker loop sees it: logged once when it starts and once
+    when it ends; ``pause()`` waits a capped, growing, jittered while between tries."""
+
+    def __init__(self, what: str) -> None:
+        self.what = what
+        self.since: float | None = None
+        self.delay = STORE_RETRY_MIN
+
+    async def pause(self, exc: BaseException) -> None:
+        if self.since is None:
+            self.since = time.monotonic()
+            log.warning("%s: the store is unavailable (%s); retrying", self.what, exc)
+        await asyncio.sleep(self.delay * random.uniform(0.5, 1.0))
+        self.delay = min(STORE_RETRY_MAX, self.delay * 2)
+
+    def over(self) -> None:
+        if self.since is not None:
+            log.info("%s: the store answers again after %.1fs", self.what,
+                     time.monotonic() - self.since)  # fmt: skip
+            self.since, self.delay = None, STORE_RETRY_MIN
 
 
 @dataclass(kw_only=True)
@@ -162,6 +194,9 @@ class Worker:
         self.unreported: list[list[Any]] = []
         self.processed = 0
         self.lease = 30.0
+        #: the largest result the server accepts, and the most jobs one FETCH may ask
+        self.max_result = 64 * 1024 * 1024
+        self.max_fetch = 1000
         self._generation = 0
         self._stopping = asyncio.Event()
         self._drained = False
@@ -213,7 +248,8 @@ class Worker:
                 await self._connect()
                 delay = RECONNECT_MIN
                 await self._session()
-            except ServerUnavailable as exc:
+            except (ServerUnavailable, StoreError) as exc:
+                # StoreError: direct mode, the store could not be opened (Redis down)
                 await self.fetcher.close()
                 await self.control.close()
                 if self._stopping.is_set():
@@ -229,7 +265,10 @@ class Worker:
             first = self.control.address
             self.fetcher.addresses = [first] + [a for a in self.control.addresses if a != first]
         await self.fetcher.connect()
-        self.lease = float(self.control.info.get("lease", 30.0))
+        info = self.control.info
+        self.lease = float(info.get("lease", 30.0))
+        self.max_result = int(info.get("max_payload", self.max_result))
+        self.max_fetch = int(info.get("max_fetch", self.max_fetch))
         where = self.control.address or (getattr(self.control, "url", "?"), "")
         log.info("worker %s connected to %s:%s", self.id, *where)
 
@@ -259,13 +298,19 @@ class Worker:
             await asyncio.gather(fetch, *side, return_exceptions=True)
 
     async def _fetch_loop(self) -> None:
+        outage = _Outage("fetch")
         while True:
             free = self.options.concurrency - len(self.running)
             if free <= 0:
                 self._slot_freed.clear()
                 await self._slot_freed.wait()
                 continue
-            jobs = await self.fetcher.call("FETCH", free, FETCH_WAIT)
+            try:
+                jobs = await self.fetcher.call("FETCH", min(free, self.max_fetch), FETCH_WAIT)
+            except StoreError as exc:
+                await outage.pause(exc)
+                continue
+            outage.over()
             self._generation += 1
             for job_id, token, meta_json, payload in jobs:
                 meta = codec.loads(meta_json, "job")
@@ -283,13 +328,22 @@ class Worker:
                 task.add_done_callback(self._job_tasks.discard)
 
     async def _heartbeat(self) -> None:
+        outage = _Outage("heartbeat")
+        nap = self.lease / 3
         while True:
-            await asyncio.sleep(self.lease / 3)
+            await asyncio.sleep(nap)
             generation = self._generation
             # what it runs and what it still has to report keep their leases; the
             # server returns any other job it holds for us (a lost FETCH answer)
             holding = set(self.running) | {c[1] for c in self.unreported if c[0] != "PROGRESS"}
-            reply = await self.control.call("BEAT", "HOLDING", *sorted(holding))
+            try:
+                reply = await self.control.call("BEAT", "HOLDING", *sorted(holding))
+            except StoreError as exc:  # the leases may run out: try again soon
+                nap = min(self.lease / 6, 1.0)
+                await outage.pause(exc)
+                continue
+            outage.over()
+            nap = self.lease / 3
             beat = codec.loads(reply, "BEAT reply")
             held = set(beat["held"])
             for job_id in beat["cancel"]:
@@ -302,18 +356,56 @@ class Worker:
                     run.stop("lost")
 
     async def _reporter(self) -> None:
+        """Send the reports; keep each until the server accepts it or refuses it for
+        good (STALE: the job went elsewhere). A STORE refusal is sent again later."""
+        outage = _Outage("reports")
         while True:
             if not self.unreported:
                 self._reports_ready.clear()
                 await self._reports_ready.wait()
                 continue
-            batch = list(self.unreported)
-            replies = await self.control.pipeline(batch)  # ServerUnavailable: kept
-            del self.unreported[: len(batch)]
-            for command, reply in zip(batch, replies, strict=True):
-                if isinstance(reply, DistQueueError) and command[0] != "PROGRESS":
-                    # typically STALE: the job was taken back and went elsewhere
-                    log.warning("%s of job %s refused: %s", command[0], command[1], reply)
+            store_error = await self._send_reports()  # ServerUnavailable: all kept
+            if store_error is not None:
+                await outage.pause(store_error)
+            else:
+                outage.over()
+
+    async def _send_reports(self) -> StoreError | None:
+        """Send what is unreported once; keep what must be sent again (in front, so a
+        job's reports stay in order). Returns a STORE refusal if there was one."""
+        batch = list(self.unreported)
+        replies = await self.control.pipeline(batch)
+        again: list[list[Any]] = []
+        store_error = None
+        for command, reply in zip(batch, replies, strict=True):
+            if not isinstance(reply, DistQueueError) or command[0] == "PROGRESS":
+                continue
+            if isinstance(reply, StoreError):
+                again.append(command)
+                store_error = reply
+            elif isinstance(reply, LeaseLost | JobNotFound):
+                # the job was taken back and went elsewhere: not ours to report
+                log.warning("%s of job %s refused: %s", command[0], command[1], reply)
+            elif command[0] == "ACK":  # the result itself was refused: fail it for good
+                log.warning("result of job %s refused: %s", command[1], reply)
+                again.append(
+                    self._fail_command(
+                        command[1],
+                        command[2],
+                        "ResultRefused",
+                        f"the server refused the result: {reply}",
+                    )
+                )
+            else:
+                log.warning("%s of job %s refused: %s", command[0], command[1], reply)
+        self.unreported[: len(batch)] = again
+        return store_error
+
+    @staticmethod
+    def _fail_command(job_id: int, token: int, kind: str, message: str) -> list[Any]:
+        """A FAIL report that no retry can help (the job becomes dead)."""
+        error = {"kind": kind, "message": message, "traceback": "", "retryable": False}
+        return ["FAIL", job_id, token, codec.dumps(error)]
 
     def _report(self, command: list[Any]) -> None:
         self.unreported.append(command)
@@ -411,10 +503,20 @@ class Worker:
         self.processed += 1
         if outcome.error is not None:
             self._report(["FAIL", run.id, run.token, codec.dumps(outcome.error)])
-        elif isinstance(outcome.result, bytes):
-            self._report(["ACK", run.id, run.token, outcome.result, "bytes"])
+            return
+        if isinstance(outcome.result, bytes):
+            ack: list[Any] = ["ACK", run.id, run.token, outcome.result, "bytes"]
         else:
-            self._report(["ACK", run.id, run.token, codec.dumps(outcome.result)])
+            ack = ["ACK", run.id, run.token, codec.dumps(outcome.result)]
+        size = len(ack[3])
+        if size > self.max_result:  # the server would refuse it: retrying cannot help
+            ack = self._fail_command(
+                run.id,
+                run.token,
+                "ResultTooLarge",
+                f"result too large: {size} bytes > limit {self.max_result}",
+            )
+        self._report(ack)
 
     def _progress(self, run: JobRun, percent: float, message: str) -> None:
         if run.id in self.running and not run.stop_reason:
@@ -446,9 +548,11 @@ class Worker:
                 await asyncio.wait_for(self.control.connect(), 5.0)
             deadline = time.monotonic() + 5.0
             while self.unreported and time.monotonic() < deadline:
-                batch = list(self.unreported)
-                await self.control.pipeline(batch)
-                del self.unreported[: len(batch)]
+                if await self._send_reports() is not None:
+                    await asyncio.sleep(0.2)  # the store is failing: a little later
+            if self.unreported:
+                log.warning("stopping with %d reports the server did not take: their jobs"
+                            " run again elsewhere", len(self.unreported))  # fmt: skip
             await self.control.call("BYE")
         except (DistQueueError, TimeoutError) as exc:
             log.warning("could not say goodbye: %s", exc)
