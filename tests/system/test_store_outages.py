@@ -5,6 +5,7 @@ running again and again. Real processes, a real redis-server of the test's own."
 from __future__ import annotations
 
 import gzip
+import os
 import signal
 import subprocess
 import tempfile
@@ -94,7 +95,7 @@ def redis() -> Iterator[OwnRedis]:
     r.kill()
 
 
-def test_a_redis_restart_stops_no_server_and_no_worker(redis: OwnRedis, server_proc, worker_proc) -> None:  # type: ignore[no-untyped-def]
+def test_a_redis_restart_stops_nothing(redis: OwnRedis, server_proc, worker_proc) -> None:  # type: ignore[no-untyped-def]
     server = server_proc("--store", redis.url)
     connected = worker_proc(server.address, "-c", "8")
     direct = worker_proc(redis.url, "-c", "8")  # direct mode: on the store itself
@@ -119,3 +120,71 @@ def test_a_redis_restart_stops_no_server_and_no_worker(redis: OwnRedis, server_p
         assert client.stats()["store"]["outages"] == 1
     assert server.alive and connected.alive and direct.alive
     assert "store unavailable" in server.output
+
+
+@pytest.fixture
+def small_disk(tmp_path):  # type: ignore[no-untyped-def]
+    """A 24 MiB tmpfs: a disk that can be filled and freed (needs root, as CI has)."""
+    if os.geteuid() != 0:
+        if os.environ.get("CI"):
+            pytest.fail("the full-disk test needs root to mount a tmpfs (CI runs as root)")
+        pytest.skip("the full-disk test needs root to mount a tmpfs")
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=24m", "tmpfs", str(mount)], check=True)
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def fill(path: str) -> None:
+    """Write zeros to ``path`` until the disk is full."""
+    with open(path, "wb") as f:
+        try:
+            while True:
+                f.write(b"\0" * (1 << 20))
+                f.flush()
+        except OSError:
+            pass
+
+
+def test_a_full_disk_stops_nothing_and_loses_nothing(small_disk, server_proc, worker_proc) -> None:  # type: ignore[no-untyped-def]
+    server = server_proc(data=small_disk / "data")
+    with Client(server.address) as client:
+        before = [client.submit("echo", str(i), check_type=False, queue="later")
+                  for i in range(200)]  # fmt: skip
+        filler = str(small_disk / "filler")
+        fill(filler)
+        accepted, refused = [], 0
+        for _ in range(50):  # payloads the full disk cannot take
+            try:
+                accepted.append(client.submit("echo", "x", payload=os.urandom(64 * 1024),
+                                              queue="later"))  # fmt: skip
+            except StoreError:
+                refused += 1
+        assert len(accepted) + refused == 50 and refused != 0
+        wait_until(lambda: not client.stats()["store"]["ok"], what="STATS to see the fault")
+        assert server.alive
+        os.unlink(filler)
+        # the store comes back by itself: the next writes work
+        after = wait_until(lambda: _try_submit(client), what="a submit to work again")
+        wait_until(lambda: client.stats()["store"]["ok"], what="STATS to see the store back")
+        worker_proc(server.address, "-q", "later")
+        ids = [*before, *accepted, after]
+        wait_until(lambda: all_finished(client, ids), what="every acknowledged job")
+        assert [client.result(i) for i in before] == [str(i) for i in range(200)]
+        assert [client.result(i) for i in accepted] == ["x"] * len(accepted)
+        assert client.result(after) == "again"
+        # what was refused was not stored: exactly the acknowledged jobs exist
+        stats = client.stats()
+        assert stats["totals"]["submitted"] == len(ids)
+        assert stats["jobs"]["succeeded"] == len(ids)
+    assert server.alive
+
+
+def _try_submit(client: Client) -> int | None:
+    try:
+        return client.submit("echo", "again", queue="later")
+    except StoreError:
+        return None
