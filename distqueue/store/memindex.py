@@ -65,14 +65,23 @@ class ReadyQueues:
     ) -> Iterator[tuple[int, int, float | None]]:
         """Yield (id, priority, deadline) of the most urgent, oldest ready jobs of these
         queues and types (None = any), removing each as it is yielded."""
-        pairs = [
-            dqs for (q, t), dqs in self._queues.items()
-            if (queues is None or q in queues) and (types is None or t in types)
-        ]  # fmt: skip
+        if (
+            queues is not None
+            and types is not None
+            and len(queues) * len(types) < len(self._queues)
+        ):  # the worker's own pairs: never a walk over every pair ever seen
+            keys = [(q, t) for q in queues for t in types if (q, t) in self._queues]
+        else:
+            keys = [
+                (q, t) for q, t in self._queues
+                if (queues is None or q in queues) and (types is None or t in types)
+            ]  # fmt: skip
+        pairs = [(key, self._queues[key]) for key in keys]
         live = self._entry
         while True:
             best: tuple[int, int, int, deque[int]] | None = None
-            for dqs in pairs:
+            empty = []
+            for key, dqs in pairs:
                 for prio in range(N_PRIORITIES):
                     dq = dqs[prio]
                     while dq and live.get(dq[0] & ID_MASK) != dq[0]:
@@ -82,6 +91,12 @@ class ReadyQueues:
                         if best is None or (prio, seq) < (best[0], best[1]):
                             best = (prio, seq, jid, dq)
                         break
+                else:  # nothing ready in this pair: forget it until a job comes
+                    empty.append(key)
+            if empty:
+                for key in empty:
+                    del self._queues[key]
+                pairs = [(key, dqs) for key, dqs in pairs if key in self._queues]
             if best is None:
                 return
             prio, _, jid, dq = best

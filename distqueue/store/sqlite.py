@@ -419,9 +419,12 @@ class SQLiteStore:
         queues: frozenset[str] | None,
         types: frozenset[str] | None,
         lease: float,
-    ) -> list[Job]:
+    ) -> list[Job] | None:
+        """The claim; None when it ended BATCH jobs past their deadline and took none
+        yet (the caller claims again: a bounded operation each time)."""
         lease_until = now + lease
         chosen: list[tuple[int, int]] = []  # (id, priority) in hand-out order
+        ended = 0
         for jid, prio, deadline in self._ready.take(queues, types):
             if deadline is not None and deadline < now:
                 row = self._conn.execute("SELECT queue FROM jobs WHERE id = ?", (jid,)).fetchone()
@@ -430,6 +433,9 @@ class SQLiteStore:
                 )
                 self._finish(jid, row[0], S.QUEUED, S.DEAD, now, expired)
                 self._total("expired")
+                ended += 1
+                if ended == BATCH and not chosen:  # bounded work: claim() goes on
+                    return None
                 continue
             check_transition(jid, S.QUEUED, S.RUNNING)
             chosen.append((jid, prio))
@@ -749,8 +755,14 @@ class SQLiteStore:
             return []
         qs = None if queues is None else frozenset(queues)
         ts = None if types is None else frozenset(types)
-        # answered before its commit: a claim lost in a crash is just queued again
-        return await self._writer.call(self._op_claim, worker, n, now, qs, ts, lease, durable=False)
+        while True:  # each operation ends at most BATCH jobs past their deadline
+            # answered before its commit: a claim lost in a crash is just queued again
+            # (and its token is never handed out again: see EPOCH_SHIFT)
+            jobs = await self._writer.call(
+                self._op_claim, worker, n, now, qs, ts, lease, durable=False
+            )
+            if jobs is not None:
+                return jobs
 
     async def complete(
         self, job_id: int, token: int, result: Any, now: float, *, worker: str | None = None

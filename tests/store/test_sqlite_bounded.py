@@ -1,0 +1,67 @@
+"""The embedded store does bounded work per writer operation, whatever is stored:
+every operation runs on the one writer thread, so an unbounded one stalls every
+client. Checked structurally (what one operation may touch), never by the clock."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from distqueue.jobs import JobSpec, JobState
+from distqueue.policy import Retention
+from distqueue.store.sqlite import BATCH, SQLiteStore
+
+T0 = 1_000_000.0
+
+
+async def test_one_claim_operation_ends_at_most_a_batch_of_expired_jobs(tmp_path: Path) -> None:
+    store = await SQLiteStore.open(tmp_path, synchronous="OFF")
+    try:
+        n = 2 * BATCH + 500
+        await store.enqueue([JobSpec(type="t", deadline=T0 + 1) for _ in range(n)], T0)
+        [live] = await store.enqueue([JobSpec(type="t")], T0)
+        # one operation: ends BATCH of them, takes nothing yet, says "go on"
+        assert await store._writer.call(store._op_claim, "w", 1, T0 + 5, None, None, 30.0) is None
+        # the public claim goes on in bounded operations until it finds the live job
+        [job] = await store.claim("w", 1, T0 + 5)
+        assert job.id == live.id
+        stats = await store.stats()
+        assert stats.by_state["dead"] == n and stats.totals["expired"] == n
+    finally:
+        await store.close()
+
+
+async def test_promote_expire_and_purge_move_a_batch_per_operation(tmp_path: Path) -> None:
+    store = await SQLiteStore.open(tmp_path, synchronous="OFF")
+    try:
+        n = 2 * BATCH + 7
+        ids = [e.id for e in await store.enqueue(
+            [JobSpec(type="t", run_at=T0 + 1) for _ in range(n)], T0)]  # fmt: skip
+        assert (
+            len(await store._writer.call(store._op_promote, T0 + 1, BATCH)) == BATCH
+        )  # one bounded operation
+        assert sorted(await store.promote(T0 + 1)) == ids[BATCH:]
+        jobs = await store.claim("w", n, T0 + 1, lease=1)
+        assert len(jobs) == n
+        assert len(await store._writer.call(store._op_expire, T0 + 3, BATCH)) == BATCH
+        assert len(await store.expire(T0 + 3)) == n - BATCH
+        jobs = await store.claim("w", n, T0 + 3)
+        for job in jobs:
+            await store.complete(job.id, job.token, None, T0 + 3)
+        keep = Retention(succeeded=1, failed=1)
+        assert await store._writer.call(store._op_purge, T0 + 10, keep, BATCH) == BATCH
+        assert await store.purge(T0 + 10, keep) == n - BATCH
+        assert (await store.stats()).by_state == {s.value: 0 for s in JobState}
+    finally:
+        await store.close()
+
+
+async def test_a_claim_forgets_queue_type_pairs_that_emptied(tmp_path: Path) -> None:
+    store = await SQLiteStore.open(tmp_path, synchronous="OFF")
+    try:
+        await store.enqueue([JobSpec(type=f"type-{i}") for i in range(300)], T0)
+        assert len(await store.claim("w", 300, T0)) == 300
+        assert len(await store.claim("w", 1, T0)) == 0
+        # 300 one-off types leave nothing for the next claims to walk
+        assert store._ready._queues == {}
+    finally:
+        await store.close()
