@@ -266,14 +266,22 @@ class Service:
         raise NotFinished(f"job {job_id} is {job.state.value}, not finished")
 
     async def wait(self, job_id: int, timeout: float | None) -> Job:
-        """Return the job once it is finished; Timeout after ``timeout`` seconds."""
+        """Return the job once it is finished; Timeout after ``timeout`` seconds. A
+        store outage meanwhile is waited out too (its StoreError only if the
+        time runs out during it)."""
         loop = asyncio.get_running_loop()
         deadline = None if timeout is None else loop.time() + timeout
         while True:
-            job = await self.status(job_id)
+            poll = self.config.poll
+            try:
+                job = await self.status(job_id)
+            except StoreError:
+                if deadline is not None and loop.time() + poll > deadline:
+                    raise
+                await asyncio.sleep(poll)
+                continue
             if job.state in TERMINAL_STATES:
                 return job
-            poll = self.config.poll
             remaining = poll if deadline is None else min(poll, deadline - loop.time())
             if remaining <= 0:
                 raise Timeout(f"job {job_id} is still {job.state.value} after {timeout}s")

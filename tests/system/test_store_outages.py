@@ -9,6 +9,7 @@ import os
 import signal
 import subprocess
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -102,6 +103,13 @@ def test_a_redis_restart_stops_nothing(redis: OwnRedis, server_proc, worker_proc
     with Client(server.address) as client:
         before = [client.submit("sleep", "0.01") for _ in range(100)]
         wait_until(lambda: all_finished(client, before), what="the first 100 jobs")
+        # a client blocked in WAIT across the outage gets its answer afterwards
+        later = client.submit("echo", "later", queue="later")
+        waited: list[Any] = []
+        waiter = threading.Thread(
+            target=lambda: waited.append(Client(server.address).wait(later, timeout=120))
+        )
+        waiter.start()
 
         redis.kill()
         # while Redis is away: every process stays up, says so, and refuses writes
@@ -117,6 +125,9 @@ def test_a_redis_restart_stops_nothing(redis: OwnRedis, server_proc, worker_proc
         wait_until(lambda: all_finished(client, after), what="the 100 jobs after")
         jobs = [client.status(i) for i in before + after]
         assert [j.state for j in jobs] == [JobState.SUCCEEDED] * 200
+        worker_proc(server.address, "-q", "later")
+        waiter.join(60)
+        assert [j.state for j in waited] == [JobState.SUCCEEDED]
         assert client.stats()["store"]["outages"] == 1
     assert server.alive and connected.alive and direct.alive
     assert "store unavailable" in server.output
