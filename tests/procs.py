@@ -73,6 +73,12 @@ class Proc:
         if self.popen.poll() is None:
             os.kill(self.popen.pid, sig)
 
+    def killpg(self, sig: int) -> None:
+        """``sig`` to its whole process group, as a terminal sends Ctrl-C (SIGINT) to
+        the foreground group (it was started in a session, so a group, of its own)."""
+        if self.popen.poll() is None:
+            os.killpg(self.popen.pid, sig)
+
     def kill(self) -> None:
         """SIGKILL, and reap it."""
         self.signal(signal.SIGKILL)

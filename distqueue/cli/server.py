@@ -14,6 +14,7 @@ import click
 from distqueue.cli.common import friendly_errors
 from distqueue.config import DEFAULT_PORT, ServerConfig
 from distqueue.server.server import Server
+from distqueue.worker.child import die_with_parent
 from distqueue.worker.worker import Worker, WorkerOptions
 
 
@@ -220,13 +221,24 @@ def make_options(
     show_default=True,
     help="Independent workers in this one process (each its own id and slots).",
 )
+@click.option(
+    "--parent",
+    "parent_pid",
+    type=int,
+    default=None,
+    hidden=True,
+    help="Run under `distqueue workers` (this pid): stop on its SIGTERMs only, ignore"
+    " SIGINT, and stop when it is gone.",
+)
 @friendly_errors
-def worker(worker_id: str | None, instances: int, **kw: Any) -> None:
+def worker(worker_id: str | None, instances: int, parent_pid: int | None, **kw: Any) -> None:
     """Run a worker: fetch jobs, run them, report back.
 
     SIGTERM (or Ctrl-C) stops it cleanly: no new jobs, running ones get --grace
     seconds, the rest go back to the queue. A second signal stops it at once.
     """
+    if parent_pid is not None:  # its supervisor passes every stop on: one stop, one signal
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     if worker_id is not None and instances > 1:
         raise click.UsageError("--id names one worker: not with --instances")
@@ -236,14 +248,31 @@ def worker(worker_id: str | None, instances: int, **kw: Any) -> None:
         loop = asyncio.get_running_loop()
 
         def stop_all() -> None:
+            """First call: a graceful stop; later calls: stop at once."""
             for w in ws:
                 w.stop()
 
-        for sig in (signal.SIGTERM, signal.SIGINT):
+        async def watch_parent(pid: int) -> None:
+            while os.getppid() == pid:
+                await asyncio.sleep(1.0)
+            stop_all()
+
+        # under a supervisor, SIGINT stays ignored: it passes a Ctrl-C on as SIGTERM
+        sigs = [signal.SIGTERM] if parent_pid is not None else [signal.SIGTERM, signal.SIGINT]
+        for sig in sigs:
             loop.add_signal_handler(sig, stop_all)
+        watcher = None
+        if parent_pid is not None:
+            # its supervisor gone, even kill -9'd: a graceful stop, as if it had asked
+            if not die_with_parent(signal.SIGTERM):  # not Linux: look every second
+                watcher = asyncio.create_task(watch_parent(parent_pid), name="parent")
+            elif os.getppid() != parent_pid:  # it went before the kernel was told
+                stop_all()
         for w in ws:
             click.echo(f"distqueue worker {w.id} serving {', '.join(w.types)}", err=True)
         await asyncio.gather(*(w.run() for w in ws))
+        if watcher is not None:
+            watcher.cancel()
         for w in ws:
             click.echo(f"distqueue worker {w.id} stopped after {w.processed} jobs", err=True)
 

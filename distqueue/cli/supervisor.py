@@ -1,4 +1,11 @@
-"""``distqueue workers N``: N worker processes on this machine, kept running."""
+"""``distqueue workers N``: N worker processes on this machine, kept running.
+
+A stop is the supervisor's to pass on: each worker runs in a session of its own,
+so a Ctrl-C at the terminal (SIGINT to the foreground process group) reaches the
+supervisor alone, which sends every worker one SIGTERM per signal it gets: the
+first a graceful stop, the second a stop at once. The workers (``--parent``)
+ignore SIGINT and stop when the supervisor is gone, even kill -9'd.
+"""
 
 from __future__ import annotations
 
@@ -26,7 +33,7 @@ def worker_argv(kw: dict[str, Any]) -> tuple[list[str], dict[str, str]]:
     """The ``distqueue worker`` command line (and environment) for these options."""
     argv = [sys.executable, "-m", "distqueue", "worker", "--queues", kw["queues"],
             "--concurrency", str(kw["concurrency"]), "--pool", kw["pool"],
-            "--grace", str(kw["grace"])]  # fmt: skip
+            "--grace", str(kw["grace"]), "--parent", str(os.getpid())]  # fmt: skip
     env = dict(os.environ)
     if kw["server_addr"]:
         argv += ["--server", kw["server_addr"]]
@@ -52,11 +59,19 @@ class Supervisor:
         self.env = env
         self.procs: dict[int, asyncio.subprocess.Process] = {}
         self.stopping = asyncio.Event()
+        #: stop signals passed on so far (a worker started meanwhile gets as many)
+        self.signals = 0
         self.restarts = 0
 
     def stop(self) -> None:
         """First call: SIGTERM every worker (graceful); later calls: again (hurry)."""
+        if self.stopping.is_set():
+            click.echo("distqueue workers: stopping at once", err=True)
+        else:
+            click.echo("distqueue workers: stopping; running jobs get their --grace"
+                       " (Ctrl-C again to stop at once)", err=True)  # fmt: skip
         self.stopping.set()
+        self.signals += 1
         for proc in self.procs.values():
             if proc.returncode is None:
                 proc.send_signal(signal.SIGTERM)
@@ -70,9 +85,12 @@ class Supervisor:
             started = time.monotonic()
             argv = [*self.argv, "--instances", str(self.sizes[slot])]
             proc = await asyncio.create_subprocess_exec(
-                *argv, env=self.env, stdin=asyncio.subprocess.DEVNULL
+                *argv, env=self.env, stdin=asyncio.subprocess.DEVNULL, start_new_session=True
             )
             self.procs[slot] = proc
+            for _ in range(self.signals):  # a stop that came while it was being started
+                if proc.returncode is None:
+                    proc.send_signal(signal.SIGTERM)
             code = await proc.wait()
             if self.stopping.is_set():
                 return

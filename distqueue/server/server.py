@@ -244,10 +244,10 @@ async def _lines(stream: TextIO) -> AsyncGenerator[str, None]:
     nobody types: never in the loop's executor, whose threads asyncio.run waits for
     at exit (one blocked in readline would hold up a stop until Enter is pressed).
 
-    A terminal or pipe is watched by the loop (``add_reader``; the descriptor stays
-    blocking, so the terminal is left as it was); anything the loop cannot watch (a
-    file, /dev/null, a stream without a descriptor) is read by a daemon thread, which
-    never keeps the process alive.
+    A terminal or pipe is watched by the loop (``add_reader``); anything the loop
+    cannot watch (a file, /dev/null, a stream without a descriptor) is read by a
+    daemon thread, which never keeps the process alive. The descriptor's blocking
+    mode is left as it was: a terminal's is shared with stdout, stderr and the shell.
     """
     loop = asyncio.get_running_loop()
     chunks: asyncio.Queue[bytes] = asyncio.Queue()  # b"" = end of input
@@ -259,7 +259,7 @@ async def _lines(stream: TextIO) -> AsyncGenerator[str, None]:
 
     def readable() -> None:
         try:
-            data = os.read(fd, 65536)  # the loop saw data (or the end): this does not block
+            data = os.read(fd, 65536)  # the loop saw data (or the end): this cannot block
         except BlockingIOError:
             return
         except OSError:  # EIO: the terminal hung up
@@ -282,12 +282,16 @@ async def _lines(stream: TextIO) -> AsyncGenerator[str, None]:
                 return
 
     watched = False
+    blocking = True
     if fd >= 0:
         try:
+            blocking = os.get_blocking(fd)
             loop.add_reader(fd, readable)
             watched = True
         except (OSError, ValueError, NotImplementedError):  # PermissionError: a file
             pass
+        else:  # uvloop (libuv) made it non-blocking: for stderr too, if it is a terminal
+            os.set_blocking(fd, blocking)
     if not watched:
         threading.Thread(target=pump, name="dq-console", daemon=True).start()
     buffer = b""
@@ -302,6 +306,8 @@ async def _lines(stream: TextIO) -> AsyncGenerator[str, None]:
     finally:
         if watched:
             loop.remove_reader(fd)
+            with contextlib.suppress(OSError):
+                os.set_blocking(fd, blocking)
 
 
 def _raise_file_limit() -> None:

@@ -3,14 +3,22 @@
 Reads jobs from stdin and answers on stdout, in length-prefixed frames (a JSON
 header, then a body of raw bytes: the payload in, a file result out). Task
 output printed to stdout goes to stderr instead, so it cannot break the frames.
+
+Only its worker stops it: it ignores SIGINT and SIGTERM (a Ctrl-C meant for the
+worker must not break off the job it runs: the worker drains and then kills it),
+and it dies with its worker, which closes its stdin or, if it dies, leaves the
+kernel to kill it (Linux) or a watcher thread to notice (elsewhere).
 """
 
 from __future__ import annotations
 
+import ctypes
 import os
+import signal
 import struct
 import sys
 import threading
+import time
 from typing import Any, BinaryIO
 
 import orjson
@@ -19,6 +27,46 @@ from distqueue.worker.executors import call_sync
 from distqueue.worker.registry import JobContext, import_tasks, run_with_context
 
 _LEN = struct.Struct(">I")
+
+#: the environment variable with the pid of the worker that started this child
+PARENT_ENV = "DISTQUEUE_POOL_PARENT"
+#: prctl(2) option: the signal this process gets when its parent exits (Linux)
+PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent(sig: int) -> bool:
+    """Ask the kernel to send ``sig`` to this process when its parent exits (Linux
+    only: False elsewhere, or if it is refused). The caller should check afterwards
+    that its parent is still the one it expects: one that died before is missed."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        return int(libc.prctl(PR_SET_PDEATHSIG, sig, 0, 0, 0)) == 0
+    except (OSError, AttributeError):
+        return False
+
+
+def watch_parent(parent: int, interval: float = 0.5) -> None:
+    """Exit at once when ``parent`` is no longer this process's parent (a thread)."""
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(interval)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="dq-parent", daemon=True).start()
+
+
+def _follow_parent() -> None:
+    """Stopped by the worker alone, and never outliving it."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    parent = int(os.environ.pop(PARENT_ENV, "0")) or os.getppid()
+    if not die_with_parent(signal.SIGKILL):
+        watch_parent(parent)
+    elif os.getppid() != parent:  # it died before the kernel was told
+        os._exit(1)
 
 
 def _read(stream: BinaryIO, n: int) -> bytes:
@@ -29,6 +77,7 @@ def _read(stream: BinaryIO, n: int) -> bytes:
 
 
 def main(modules: list[str]) -> None:
+    _follow_parent()
     out = os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)  # prints from tasks land on stderr
     sys.stdout = sys.stderr

@@ -221,7 +221,12 @@ class _Child:
 
 class ProcessPool:
     """N child processes (``python -m distqueue.worker.child``), one job each at a
-    time. A child that is killed (timeout, cancel) is replaced by a fresh one."""
+    time. A child that is killed (timeout, cancel) is replaced by a fresh one.
+
+    The children are stopped by this process alone: each runs in a session of its
+    own, so a Ctrl-C at the terminal (SIGINT to the foreground process group) or a
+    SIGTERM to the worker's group reaches the worker and not the job it runs, and
+    they ignore both; they die with their worker (see distqueue.worker.child)."""
 
     def __init__(self, size: int, modules: list[str]) -> None:
         self.size = size
@@ -237,6 +242,7 @@ class ProcessPool:
         proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "distqueue.worker.child", *self.modules,
             stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, limit=1 << 20,
+            start_new_session=True, env={**os.environ, "DISTQUEUE_POOL_PARENT": str(os.getpid())},
         )  # fmt: skip
         child = _Child(proc)
         self._children.add(child)
