@@ -70,3 +70,10 @@ def boom(message: str = "boom") -> None:
 @distqueue.task
 def whoami() -> int:
     return os.getpid()
+
+
+@distqueue.task
+def my_claim() -> dict[str, int]:
+    """What the running job knows of its claim."""
+    ctx = distqueue.current_job()
+    return {"attempts": ctx.attempts, "token": ctx.token}

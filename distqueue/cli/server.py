@@ -115,7 +115,10 @@ def server(
     )
     if console is None:
         console = sys.stdin.isatty()
-    _run(Server(config).serve(console=sys.stdin if console else None))
+    srv = Server(config)
+    _run(srv.serve(console=sys.stdin if console else None))
+    if srv.failed:  # it stopped because something broke, not because it was asked to
+        sys.exit(1)
 
 
 def worker_options(fn: Any) -> Any:

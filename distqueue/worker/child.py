@@ -101,7 +101,7 @@ def main(modules: list[str]) -> None:
             return
         ctx = JobContext(
             id=header["id"], attempts=header["attempts"], type=header["type"],
-            payload=payload if header.get("has_payload") else None,
+            token=header.get("token", 0), payload=payload if header.get("has_payload") else None,
             report=lambda p, msg: send({"event": "progress", "percent": p, "message": msg}),
         )  # fmt: skip
         outcome = run_with_context(ctx, call_sync, tasks[header["type"]], header["args"])

@@ -258,7 +258,7 @@ class ProcessPool:
         proc = child.proc
         assert proc.stdin is not None and proc.stdout is not None
         header = {"type": task.name, "args": args, "id": ctx.id, "attempts": ctx.attempts,
-                  "has_payload": ctx.payload is not None}  # fmt: skip
+                  "token": ctx.token, "has_payload": ctx.payload is not None}  # fmt: skip
         try:
             await write_frame(proc.stdin, header, ctx.payload or b"")
             while True:

@@ -246,3 +246,14 @@ def test_workers_supervisor_restarts_and_stops(server_proc) -> None:  # type: ig
             wait_until(lambda: client.stats()["workers"]["connected"] == 0, 30, "all gone")
     finally:
         sup.stop()
+
+
+@pytest.mark.parametrize("pool", ["thread", "process"])
+def test_a_task_sees_its_attempt_and_token(server_proc, worker_proc, pool: str) -> None:  # type: ignore[no-untyped-def]
+    server = server_proc()
+    worker_proc(server.address, *TASKS, "--pool", pool).wait_connected()
+    with Client(server.address) as client:
+        job_id = client.submit(T + "my_claim")
+        seen = client.result(job_id, wait=30)
+        job = client.status(job_id)
+        assert seen == {"attempts": 1, "token": job.token} and job.token == 1
