@@ -1,0 +1,1 @@
+"""Fault injection: real processes under nemeses, checked against a recorded history."""
