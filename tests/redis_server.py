@@ -15,6 +15,8 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 
@@ -120,3 +122,73 @@ def redis_cluster_url() -> str:
             time.sleep(0.1)
         _cluster_url = f"redis+cluster://127.0.0.1:{ports[0]}"
     return _cluster_url
+
+
+# -- helpers for fault tests: every process here is the caller's own, on a free port --
+
+
+def wait_until(check: Callable[[], bool], timeout: float, what: str, every: float = 0.05) -> None:
+    """Call ``check`` until it is true; RuntimeError naming ``what`` after ``timeout``
+    seconds. Errors from ``check`` count as not yet."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if check():
+                return
+        except Exception:
+            pass
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"gave up after {timeout:.0f}s waiting for {what}")
+        time.sleep(every)
+
+
+def redis_command(port: int, *args: str | int | float) -> Any:
+    """One command to 127.0.0.1:port (redis-py, a connection of its own); its reply."""
+    import redis
+
+    client = redis.Redis(port=port, socket_timeout=5, decode_responses=True)
+    try:
+        return client.execute_command(*args)  # type: ignore[no-untyped-call]
+    finally:
+        client.close()
+
+
+def sentinel_binary() -> list[str]:
+    """How to start a Sentinel: Debian's redis-sentinel, else redis-server --sentinel."""
+    found = shutil.which("redis-sentinel")
+    return [found] if found else ["redis-server"]
+
+
+def start_sentinel(
+    port: int,
+    directory: str,
+    master_port: int,
+    *,
+    name: str = "mymaster",
+    down_after_ms: int = 500,
+    failover_timeout_ms: int = 5000,
+) -> subprocess.Popen[bytes]:
+    """A Redis Sentinel on 127.0.0.1:port watching the master on master_port (quorum
+    1: it alone decides a failover); waits until it answers and names the master."""
+    conf = os.path.join(directory, f"sentinel-{port}.conf")
+    with open(conf, "w") as f:
+        f.write(
+            f"port {port}\nbind 127.0.0.1\ndir {directory}\n"
+            f"sentinel monitor {name} 127.0.0.1 {master_port} 1\n"
+            f"sentinel down-after-milliseconds {name} {down_after_ms}\n"
+            f"sentinel failover-timeout {name} {failover_timeout_ms}\n"
+            f"sentinel parallel-syncs {name} 1\n"
+        )
+    binary = sentinel_binary()
+    argv = [*binary, conf] + (["--sentinel"] if binary == ["redis-server"] else [])
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_until(
+            lambda: redis_command(port, "SENTINEL", "GET-MASTER-ADDR-BY-NAME", name)
+            == ["127.0.0.1", str(master_port)],
+            20, f"the sentinel on port {port}",
+        )  # fmt: skip
+    except RuntimeError:
+        proc.kill()
+        raise
+    return proc

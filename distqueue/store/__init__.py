@@ -10,7 +10,11 @@ __all__ = ["Enqueued", "FailOutcome", "Heartbeat", "Stats", "Store", "open_store
 
 
 async def open_store(url: str, **options: Any) -> Store:
-    """Open a store: a directory or ``sqlite:///DIR`` (embedded), ``redis://HOST:PORT/DB``.
+    """Open a store: a directory or ``sqlite:///DIR`` (embedded), ``redis://HOST:PORT/DB``,
+    ``redis+cluster://HOST:PORT`` (any node of a Redis Cluster) or
+    ``redis+sentinel://HOST:PORT[,HOST:PORT...]/MASTER_NAME[/DB]`` (the master the
+    Sentinels name); a Redis URL may end in ``?wait=N`` (every change waits for N
+    replicas, docs/scaling.md).
 
     Raises StoreError when it cannot be opened, ValueError for an unknown scheme.
     """
@@ -21,7 +25,7 @@ async def open_store(url: str, **options: Any) -> Store:
         from distqueue.store.sqlite import SQLiteStore
 
         return await SQLiteStore.open(rest, **options)
-    if scheme in ("redis", "rediss", "unix", "redis+cluster"):
+    if scheme in ("redis", "rediss", "unix", "redis+cluster", "redis+sentinel"):
         from distqueue.store.redis import RedisStore
 
         options.pop("synchronous", None)  # Redis' durability is its own (appendfsync)
@@ -29,5 +33,6 @@ async def open_store(url: str, **options: Any) -> Store:
             return await RedisStore.open("redis://" + rest, cluster=True, **options)
         return await RedisStore.open(url, **options)
     raise ValueError(
-        f"unknown store {url!r}: expected a directory, sqlite:///DIR or redis://HOST:PORT/DB"
+        f"unknown store {url!r}: expected a directory, sqlite:///DIR, redis://HOST:PORT/DB, "
+        "redis+cluster://HOST:PORT or redis+sentinel://HOST:PORT/MASTER_NAME"
     )

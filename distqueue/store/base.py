@@ -5,7 +5,8 @@ Rules that hold for every operation of every backend:
 - Each call is atomic: it happens whole or not at all, and concurrent calls see
   each other's effects as if they ran one after another.
 - A call that returns has made its effect durable (as durable as the backend is
-  configured to be); a call that raises a DistQueueError changed nothing.
+  configured to be); a call that raises a DistQueueError changed nothing (but see
+  StoreError below).
 - Time comes in as ``now`` (epoch seconds); no operation reads the clock.
 - Every claim gives the job a new fencing token (``Job.token``): it grows with each
   claim of the job and is never handed out twice, even when the process crashed
@@ -13,8 +14,12 @@ Rules that hold for every operation of every backend:
   epoch, in the high bits). ``complete``, ``fail`` and ``progress`` with any other
   token — or, when ``worker`` is given, from any worker but the holder — raise
   LeaseLost and change nothing.
-- A call that raises StoreError changed nothing and may be tried again: the store
-  is unavailable for now (Redis down, disk full) and comes back by itself.
+- A call that raises StoreError may be tried again: the store is unavailable for
+  now (Redis down, disk full) and comes back by itself. The embedded store's
+  StoreError means nothing changed. On Redis it means *maybe*: a connection that
+  dropped after Redis ran the script loses the answer, not the change (nothing is
+  retried automatically, so nothing happens twice); an enqueue sent again with a
+  unique key is safe.
 """
 
 from __future__ import annotations

@@ -3,9 +3,18 @@
 Every state change is one script (redis_scripts/*.lua, key schema in _lib.lua),
 so it is atomic however many servers and workers share the Redis. Reads that
 span keys (stats) use MULTI/EXEC. Open with ``await RedisStore.open(url)``,
-``redis://host:port/db``, or ``redis+cluster://host:port`` for a Redis Cluster
-(any node); every key carries the hash tag of its prefix, so one store's keys
-share one Cluster slot.
+``redis://host:port/db``, ``redis+cluster://host:port`` for a Redis Cluster
+(any node; every key carries the hash tag of its prefix, so one store's keys
+share one Cluster slot) or ``redis+sentinel://host:port[,host:port...]/master[/db]``
+for the master a Redis Sentinel names (followed through failovers). ``?wait=N``
+on the URL makes every change wait for N replicas (``WAIT``, see docs/scaling.md).
+
+Faults. Every script does bounded work (promote, expire and purge a batch at a
+time, the Python side looping), so no call holds Redis for long. Every Redis
+error becomes a StoreError; redis-py reconnects by itself, and nothing is retried
+automatically (see NO_RETRY). The store's epoch key tells a Redis that lost its
+data from an empty store: the scripts then refuse to change anything, rather than
+hand out job ids again.
 
 Several processes share one Redis: each publishes what it did that others may
 be waiting for (jobs made ready, jobs finished) on the channel ``{prefix}:events``,
@@ -21,14 +30,20 @@ import contextlib
 import logging
 import os
 import random
+import re
 import time
-from collections.abc import Callable, Collection, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Collection, Iterable, Sequence
 from importlib import resources
-from typing import Any
+from typing import Any, TypeVar
+from urllib.parse import parse_qsl, urlencode
 
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
+from redis.asyncio.retry import Retry
+from redis.asyncio.sentinel import Sentinel
+from redis.backoff import NoBackoff
 from redis.commands.core import AsyncScript
+from redis.exceptions import RedisClusterException
 
 from distqueue import codec
 from distqueue.errors import (
@@ -59,12 +74,65 @@ EVENT_IDS = 5000
 EVENT_GAP = 0.0005
 #: seconds a store that was the only listener on its Redis stops publishing events
 QUIET = 1.0
+#: the most jobs one promote, expire or purge script call moves or deletes; the
+#: methods call again until a batch comes back short. 500 requeued jobs take Redis
+#: a few milliseconds, so other clients run between the calls.
+BATCH = 500
+#: the most jobs one claim script call leases (a claim of more calls it again)
+CLAIM_BATCH = 250
+#: the most ids one filtered list script call looks at
+LIST_SCAN = 1000
+#: the most members one migrate call pads (see _migrate)
+MIGRATE_SCAN = 500
+#: the key format this code writes (P:format in _lib.lua)
+FORMAT = b"2"
+#: connections one store opens to a (plain) Redis at most; more calls at once wait
+#: for one, up to POOL_WAIT seconds
+MAX_CONNECTIONS, POOL_WAIT = 100, 30.0
+#: the default of ``wait_timeout``: milliseconds WAIT waits for the replicas
+WAIT_TIMEOUT_MS = 1000
+#: redis-py's default port of a Sentinel
+SENTINEL_PORT = 26379
+#: No automatic retries, anywhere. redis-py (8.1 here) retries a command 10 times
+#: by default after a ConnectionError or TimeoutError - ``Redis(...)`` and
+#: ``RedisCluster`` do; ``Redis.from_url`` happens to build connections that do not
+#: - and so would send an EVALSHA again whose connection dropped, or whose reply
+#: timed out, after Redis had run it: an enqueue would create its jobs twice, a
+#: claim lease jobs to nobody. So retries are off, explicitly, and a failed script
+#: call raises StoreError, which here means "maybe": the change may or may not have
+#: happened, and the caller decides (an enqueue is sent again safely with a unique
+#: key; a claim's jobs come back when their lease runs out). Reads are idempotent:
+#: _read sends one again, once, after a dropped connection. A connection that died
+#: while idle in the pool (Redis restarted) is replaced by redis-py before use.
+NO_RETRY = Retry(NoBackoff(), 0)
+#: options of every plain (and Sentinel) client: no retries, bytes, and no
+#: "maintenance notifications" (a RESP3 feature of managed Redis): redis-py 8.1
+#: skips its check of a pooled connection before use (the one that replaces a
+#: connection that died idle) while they may be on, as its default "auto" counts.
+CLIENT_OPTIONS: dict[str, Any] = {"decode_responses": False, "retry": NO_RETRY}
+try:
+    from redis.maint_notifications import MaintNotificationsConfig
+except ImportError:  # pragma: no cover - redis-py before 7 has no such thing
+    pass
+else:
+    CLIENT_OPTIONS["maint_notifications_config"] = MaintNotificationsConfig(enabled=False)
+#: what a failing Redis call may raise (RedisClusterException is not a RedisError)
+REDIS_ERRORS = (aioredis.RedisError, RedisClusterException, OSError)
+#: the answer of a script whose epoch is not the store's (_lib.lua)
+_EPOCH_REPLY = re.compile(r"\bDQEPOCH ?(\S*)")
+VANISHED = (
+    "the Redis data vanished (the epoch key is gone): Redis restarted without its "
+    "data? Refusing to re-issue job ids; restart this process to start a new, empty store"
+)
 
+T = TypeVar("T")
 S = JobState
 SCRIPTS = (
     "enqueue", "claim", "complete", "fail", "progress", "heartbeat", "expire", "release",
-    "promote", "cancel", "retry", "purge", "list", "types",
+    "promote", "cancel", "retry", "purge", "list", "types", "migrate",
 )  # fmt: skip
+#: the scripts that change nothing: no WAIT after them
+READ_ONLY = frozenset({"list"})
 TOTALS = ("submitted", "succeeded", "failed", "retried", "dead", "cancelled", "lost",
           "expired", "purged")  # fmt: skip
 SUMMARY_FIELDS = (
@@ -110,6 +178,60 @@ def _job(job_id: int, h: dict[Any, Any], payload_size: int | None = None) -> Job
     )  # fmt: skip
 
 
+def _store_error(exc: BaseException) -> StoreError:
+    return StoreError(f"redis: {str(exc) or '(no message)'} ({type(exc).__name__})")
+
+
+def _redact(url: str) -> str:
+    """The URL without its password."""
+    return re.sub(r"(://[^/@]*?:)[^/@]*@", r"\1***@", url)
+
+
+def _split_options(url: str) -> tuple[str, dict[str, str]]:
+    """The URL without distqueue's own query options (wait, wait_timeout), and them."""
+    base, sep, query = url.partition("?")
+    if not sep:
+        return url, {}
+    ours: dict[str, str] = {}
+    rest: list[tuple[str, str]] = []
+    for key, value in parse_qsl(query, keep_blank_values=True):
+        if key in ("wait", "wait_timeout"):
+            ours[key] = value
+        else:
+            rest.append((key, value))
+    return (base + "?" + urlencode(rest) if rest else base), ours
+
+
+def _sentinel_url(url: str) -> tuple[list[tuple[str, int]], str, dict[str, Any]]:
+    """``redis+sentinel://[[user]:password@]host:port[,host:port...]/master[/db]``:
+    the Sentinels, the master's name and the master's connection options."""
+    rest = url.split("://", 1)[1]
+    netloc, _, path = rest.partition("/")
+    options: dict[str, Any] = {}
+    if "@" in netloc:
+        userinfo, netloc = netloc.rsplit("@", 1)
+        user, _, password = userinfo.partition(":")
+        options.update(username=user or None, password=password or None)
+    hosts: list[tuple[str, int]] = []
+    for item in netloc.split(","):
+        host, colon, port = item.strip().rpartition(":")
+        if not colon:
+            host, port = port, ""
+        try:
+            hosts.append((host.strip("[]"), int(port) if port else SENTINEL_PORT))
+        except ValueError:
+            raise ValueError(f"bad Sentinel address {item!r} in {_redact(url)}") from None
+    parts = [p for p in path.split("/") if p]
+    if not hosts or not all(h for h, _ in hosts) or not 1 <= len(parts) <= 2:
+        raise ValueError(
+            f"bad Sentinel URL {_redact(url)}: expected "
+            "redis+sentinel://HOST:PORT[,HOST:PORT...]/MASTER_NAME[/DB]"
+        )
+    if len(parts) == 2:
+        options["db"] = int(parts[1])
+    return hosts, parts[0], options
+
+
 def _refusal(job_id: int, token: int, answer: bytes) -> DistQueueError | None:
     if answer == b"ok":
         return None
@@ -132,7 +254,10 @@ class RedisStore:
         poison_limit: int = DEFAULT_POISON_LIMIT,
         rng: random.Random | None = None,
         cluster: bool = False,
+        wait: int | None = None,
+        wait_timeout: int | None = None,
     ) -> None:
+        url, query = _split_options(url)
         self.url = url
         if "{" in prefix or "}" in prefix:
             raise ValueError("the prefix is wrapped in a hash tag: give it without braces")
@@ -140,12 +265,42 @@ class RedisStore:
         self.retry_policy = retry_policy or RetryPolicy()
         self.poison_limit = poison_limit
         self._rng = rng or random.Random()
-        # a Cluster client routes every call by its key's slot: one store, one slot
-        self._redis: Any = (
-            RedisCluster.from_url(url, decode_responses=False)
-            if cluster
-            else aioredis.Redis.from_url(url, decode_responses=False)
-        )
+        #: replicas every change waits for (WAIT), 0 for none; and for how long (ms)
+        self.wait = int(query.get("wait", 0)) if wait is None else wait
+        self.wait_timeout = (
+            int(query.get("wait_timeout", WAIT_TIMEOUT_MS)) if wait_timeout is None
+            else wait_timeout
+        )  # fmt: skip
+        if self.wait < 0 or self.wait_timeout <= 0:
+            raise ValueError("wait must be 0 or more replicas, wait_timeout over 0 ms")
+        if cluster and self.wait:
+            raise ValueError("wait is not supported on a Redis Cluster")
+        #: set by open(): the epoch this process opened the store with
+        self._epoch = ""
+        self._vanished_logged = False
+        self._sentinel: Sentinel | None = None
+        self._master = ""
+        self._options: dict[str, Any] = dict(CLIENT_OPTIONS)
+        if url.startswith("redis+sentinel://"):
+            hosts, self._master, master_options = _sentinel_url(url)
+            self._options.update(master_options)
+            self._sentinel = Sentinel(  # type: ignore[no-untyped-call]
+                hosts,
+                sentinel_kwargs={"socket_timeout": 1.0, "socket_connect_timeout": 1.0,
+                                 "retry": NO_RETRY},
+            )  # fmt: skip
+            # a client whose every new connection asks the Sentinels for the master
+            self._redis: Any = self._sentinel.master_for(self._master, **self._options)
+        elif cluster:
+            # a Cluster client routes every call by its key's slot: one store, one slot
+            self._redis = RedisCluster.from_url(url, decode_responses=False, retry=NO_RETRY)
+        else:
+            # a call waits for a free connection instead of failing with "Too many
+            # connections" when more than MAX_CONNECTIONS are in flight (a loaded server)
+            pool = aioredis.BlockingConnectionPool.from_url(
+                url, max_connections=MAX_CONNECTIONS, timeout=POOL_WAIT, **self._options
+            )
+            self._redis = aioredis.Redis.from_pool(pool)  # owns it: aclose() closes it
         #: tells this store's own event messages from other processes'
         self._origin = os.urandom(8).hex().encode()
         self._channel = self._key("events")
@@ -157,22 +312,66 @@ class RedisStore:
         self._quiet_until = 0.0
         self._last_publish = 0.0
         self._closed = False
-        lib = resources.files("distqueue.store").joinpath("redis_scripts/_lib.lua").read_text()
+        scripts = resources.files("distqueue.store").joinpath("redis_scripts")
+        lib = scripts.joinpath("_lib.lua").read_text()
         self._scripts: dict[str, AsyncScript] = {}
         for name in SCRIPTS:
-            body = resources.files("distqueue.store").joinpath(f"redis_scripts/{name}.lua")
-            self._scripts[name] = self._redis.register_script(lib + "\n" + body.read_text())
+            body = scripts.joinpath(f"{name}.lua").read_text()
+            self._scripts[name] = self._redis.register_script(lib + "\n" + body)
+        self._init_script = self._redis.register_script(scripts.joinpath("init.lua").read_text())
 
     @classmethod
     async def open(cls, url: str, **options: Any) -> RedisStore:
-        """Connect and check the server answers; StoreError if it does not."""
+        """Connect and open the store under the prefix: its epoch, or a new store when
+        nothing is there; StoreError if Redis does not answer."""
         store = cls(url, **options)
         try:
-            await store._redis.ping()
+            await store._open_epoch()
         except Exception as exc:
             await store.close()
-            raise StoreError(f"cannot reach Redis at {url}: {exc}") from None
+            raise StoreError(f"cannot open the store at Redis {_redact(url)}: {exc}") from None
         return store
+
+    async def _open_epoch(self) -> None:
+        """Take the store's epoch, creating it for a new store (an empty prefix) or
+        for data an earlier version wrote; bring that data to the current format."""
+        try:
+            (epoch, how, key_format), acked = await self._eval_wait(
+                self._init_script, [os.urandom(8).hex()]
+            )
+        except REDIS_ERRORS as exc:
+            raise _store_error(exc) from None
+        if how != b"existing":
+            self._check_replicas(acked)  # a new epoch: on the replicas too
+        self._epoch = epoch.decode()
+        if how == b"upgraded":
+            log.warning("store %s: data without an epoch key (an earlier version's): it "
+                        "is this store's now, epoch %s", self.prefix, self._epoch)  # fmt: skip
+        if key_format != FORMAT:
+            await self._migrate()
+
+    async def _migrate(self) -> None:
+        """Pad the ids in P:scheduled and P:leases of an earlier version's store (see
+        zid in _lib.lua), in bounded steps. Idempotent: any process opening the
+        store before P:format is set does it (again)."""
+        for key in ("scheduled", "leases"):
+            cursor = b"0"
+            while True:
+                cursor = await self._run("migrate", key, cursor, MIGRATE_SCAN)
+                if cursor in (b"0", 0):
+                    break
+        try:
+            await self._redis.set(self._key("format"), FORMAT)
+        except REDIS_ERRORS as exc:
+            raise _store_error(exc) from None
+        log.info("store %s: key format %s", self.prefix, FORMAT.decode())
+
+    def _client(self) -> Any:
+        """A new client for events: the current master (Sentinel), else the URL's
+        server (on a Cluster any node: a PUBLISH reaches every node)."""
+        if self._sentinel is not None:
+            return self._sentinel.master_for(self._master, **self._options)
+        return aioredis.Redis.from_url(self.url, **self._options)
 
     async def close(self) -> None:
         self._closed = True
@@ -180,9 +379,14 @@ class RedisStore:
             with contextlib.suppress(Exception):  # best effort: the events of the last ops
                 await asyncio.wait_for(asyncio.shield(self._publisher), 2.0)
         if self._events is not None:
-            await self._events.aclose()
+            with contextlib.suppress(*REDIS_ERRORS):
+                await self._events.aclose()
             self._events = None
-        await self._redis.aclose()
+        with contextlib.suppress(*REDIS_ERRORS):
+            await self._redis.aclose()
+        if self._sentinel is not None:
+            with contextlib.suppress(*REDIS_ERRORS):
+                await self._sentinel.aclose()
 
     # -- events between the processes sharing this Redis ---------------------------------
 
@@ -209,7 +413,7 @@ class RedisStore:
             message = b"%s %d %s" % (self._origin, ready, ",".join(map(str, done)).encode())
             try:
                 if self._events is None:
-                    self._events = aioredis.Redis.from_url(self.url, decode_responses=False)
+                    self._events = self._client()
                 self._last_publish = time.monotonic()
                 receivers = await self._events.publish(self._channel, message)
                 # alone on this Redis: publish again in a second, to notice newcomers
@@ -229,7 +433,7 @@ class RedisStore:
         lost connection (and report "ready" then: something may have been missed)."""
         delay = 0.1
         while True:
-            conn = aioredis.Redis.from_url(self.url, decode_responses=False)
+            conn = self._client()
             pubsub = conn.pubsub()
             try:
                 await pubsub.subscribe(self._channel)
@@ -240,12 +444,12 @@ class RedisStore:
                 async for message in pubsub.listen():
                     if message.get("type") == "message":
                         self._dispatch(message["data"], on_ready, on_done)
-            except (aioredis.RedisError, OSError) as exc:
+            except REDIS_ERRORS as exc:
                 log.warning("store events: %s; subscribing again in %.1fs", exc, delay)
             finally:
                 self._watching = False
                 with contextlib.suppress(Exception):
-                    await pubsub.aclose()  # type: ignore[no-untyped-call]
+                    await pubsub.aclose()
                 with contextlib.suppress(Exception):
                     await conn.aclose()
             await asyncio.sleep(delay)
@@ -272,10 +476,83 @@ class RedisStore:
         return ":".join((self.prefix, *parts))
 
     async def _run(self, name: str, *args: Any) -> Any:
+        """One script call: atomic and bounded in Redis. Raises StoreError when Redis
+        fails (then the script may or may not have run: see NO_RETRY), when WAIT
+        found too few replicas, or when the store's data vanished (then it did not)."""
+        for _ in range(3):
+            epoch = self._epoch
+            try:
+                return await self._eval(name, [epoch, *args])
+            except aioredis.ResponseError as exc:
+                found = _EPOCH_REPLY.search(str(exc))
+                if found is None:
+                    raise _store_error(exc) from None
+                self._epoch_changed(found.group(1))  # the script changed nothing
+            except REDIS_ERRORS as exc:
+                raise _store_error(exc) from None
+        raise StoreError(f"store {self.prefix}: its epoch keeps changing under this process")
+
+    async def _eval(self, name: str, args: list[Any]) -> Any:
+        script = self._scripts[name]
+        if not self.wait or name in READ_ONLY:
+            return await script(keys=[self.prefix], args=args)
+        answer, acked = await self._eval_wait(script, args)
+        self._check_replicas(acked)
+        return answer
+
+    async def _eval_wait(self, script: AsyncScript, args: list[Any]) -> tuple[Any, int]:
+        """Run a script, then (with ``wait``) WAIT on its own connection in the same
+        round trip; its answer, and how many replicas confirmed (``wait`` without)."""
+        if not self.wait:
+            return await script(keys=[self.prefix], args=args), 0
+        # "async with": a pipeline that failed loading its scripts keeps its connection
+        async with self._redis.pipeline(transaction=False) as pipe:
+            await script(keys=[self.prefix], args=args, client=pipe)
+            pipe.execute_command("WAIT", self.wait, self.wait_timeout)
+            answer, acked = await pipe.execute(raise_on_error=False)
+        for reply in (answer, acked):
+            if isinstance(reply, Exception):
+                raise reply
+        return answer, int(acked)
+
+    def _check_replicas(self, acked: int) -> None:
+        if acked < self.wait:
+            raise StoreError(
+                f"redis: only {acked} of {self.wait} replicas confirmed the change within "
+                f"{self.wait_timeout} ms: it is on the master, and a failover may lose it"
+            )
+
+    def _epoch_changed(self, current: str) -> None:
+        """A script found the store's epoch is not ours: gone (Redis lost its data:
+        refuse, and say so once), or another process started a new store after the
+        loss (adopt it, and say so)."""
+        if not current:
+            if not self._vanished_logged:
+                self._vanished_logged = True
+                log.error("store %s: %s", self.prefix, VANISHED)
+            raise StoreError(VANISHED)
+        if current != self._epoch:
+            log.warning(
+                "store %s: its epoch changed from %s to %s: Redis lost the store's data and "
+                "another process started a new, empty store; going on with that one",
+                self.prefix, self._epoch, current,
+            )  # fmt: skip
+            self._epoch = current
+        self._vanished_logged = False
+
+    async def _read(self, read: Callable[[], Awaitable[T]]) -> T:
+        """A read, which changes nothing: sent again once after a dropped connection;
+        a Redis error is a StoreError."""
         try:
-            return await self._scripts[name](keys=[self.prefix], args=list(args))
-        except aioredis.RedisError as exc:
-            raise StoreError(f"redis: {exc}") from None
+            return await read()
+        except aioredis.ConnectionError:
+            pass
+        except REDIS_ERRORS as exc:
+            raise _store_error(exc) from None
+        try:
+            return await read()
+        except REDIS_ERRORS as exc:
+            raise _store_error(exc) from None
 
     # -- the Store protocol -------------------------------------------------------------
 
@@ -312,16 +589,35 @@ class RedisStore:
     ) -> list[Job]:
         if check_claim(worker, n, lease) == 0:
             return []
-        qs = None if queues is None else sorted(queues)
-        ts = None if types is None else sorted(types)
-        rows = await self._run("claim", worker, n, repr(now), repr(now + lease),
-                               codec.dumps(qs), codec.dumps(ts))  # fmt: skip
+        qs = codec.dumps(None if queues is None else sorted(set(queues)))
+        ts = codec.dumps(None if types is None else sorted(set(types)))
+        jobs: list[Job] = []
+        while len(jobs) < n:  # CLAIM_BATCH jobs per script call at most
+            want = min(CLAIM_BATCH, n - len(jobs))
+            try:
+                rows = await self._run("claim", worker, want, repr(now), repr(now + lease),
+                                       qs, ts)  # fmt: skip
+            except StoreError:
+                if not jobs:
+                    raise
+                return jobs  # what the earlier calls leased is the caller's: "up to n"
+            jobs += await self._claimed(rows)
+            if len(rows) < want:
+                break
+        return jobs
+
+    async def _claimed(self, rows: list[Any]) -> list[Job]:
+        """The jobs a claim script leased, read whole."""
         if not rows:
             return []
-        pipe = self._redis.pipeline(transaction=False)
-        for job_id, _ in rows:
-            pipe.hgetall(self._key("job", str(job_id)))
-        hashes = await pipe.execute()
+
+        async def read() -> list[Any]:
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for job_id, _ in rows:
+                    pipe.hgetall(self._key("job", str(job_id)))
+                return await pipe.execute()  # type: ignore[no-any-return]
+
+        hashes = await self._read(read)
         return [_job(int(job_id), h) for (job_id, _), h in zip(rows, hashes, strict=True)]
 
     async def complete(
@@ -400,9 +696,16 @@ class RedisStore:
                          cancel=sorted(int(r[0]) for r in rows if int(r[2])))  # fmt: skip
 
     async def expire(self, now: float) -> list[int]:
-        expired = [int(i) for i in await self._run("expire", repr(now), self.poison_limit)]
-        self._announce(ready=bool(expired), done=expired)  # some may have ended (poison)
-        return expired
+        # A batch at a time (see BATCH). Should one fail, the batches before it are
+        # done: harmless, as every lease they took back was due.
+        expired: list[int] = []
+        while True:
+            batch = [int(i) for i in
+                     await self._run("expire", repr(now), self.poison_limit, BATCH)]  # fmt: skip
+            self._announce(ready=bool(batch), done=batch)  # some may have ended (poison)
+            expired += batch
+            if len(batch) < BATCH:
+                return expired
 
     async def release(
         self,
@@ -420,15 +723,22 @@ class RedisStore:
         return released
 
     async def promote(self, now: float) -> list[int]:
-        promoted = [int(i) for i in await self._run("promote", repr(now))]
-        self._announce(ready=bool(promoted))
-        return promoted
+        promoted: list[int] = []
+        while True:  # a batch at a time, as expire
+            batch = [int(i) for i in await self._run("promote", repr(now), BATCH)]
+            self._announce(ready=bool(batch))
+            promoted += batch
+            if len(batch) < BATCH:
+                return promoted
 
     async def next_wakeup(self) -> float | None:
-        pipe = self._redis.pipeline(transaction=False)
-        pipe.zrange(self._key("scheduled"), 0, 0, withscores=True)
-        pipe.zrange(self._key("leases"), 0, 0, withscores=True)
-        heads = await pipe.execute()
+        async def read() -> list[Any]:
+            async with self._redis.pipeline(transaction=False) as pipe:
+                pipe.zrange(self._key("scheduled"), 0, 0, withscores=True)
+                pipe.zrange(self._key("leases"), 0, 0, withscores=True)
+                return await pipe.execute()  # type: ignore[no-any-return]
+
+        heads = await self._read(read)
         times = [float(h[0][1]) for h in heads if h]
         return min(times) if times else None
 
@@ -454,7 +764,8 @@ class RedisStore:
         self._announce(ready=True)
 
     async def get(self, job_id: int) -> Job | None:
-        h = await self._redis.hgetall(self._key("job", str(check_id("job id", job_id))))
+        key = self._key("job", str(check_id("job id", job_id)))
+        h = await self._read(lambda: self._redis.hgetall(key))
         return None if not h else _job(job_id, h)
 
     async def list(
@@ -467,14 +778,24 @@ class RedisStore:
         before: int | None = None,
     ) -> list[Job]:
         state_name = check_list(state, limit, before) or ""
-        ids = await self._run("list", state_name, queue or "", type or "", limit,
-                              "" if before is None else before)  # fmt: skip
-        pipe = self._redis.pipeline(transaction=False)
-        for job_id in ids:
-            key = self._key("job", job_id.decode())
-            pipe.hmget(key, SUMMARY_FIELDS)
-            pipe.hstrlen(key, "payload")
-        replies = await pipe.execute()
+        ids: list[bytes] = []
+        cursor: bytes = b"" if before is None else str(before).encode()
+        while True:  # a filtered list looks at LIST_SCAN ids per call at most
+            found, cursor = await self._run("list", state_name, queue or "", type or "",
+                                            limit - len(ids), cursor, LIST_SCAN)  # fmt: skip
+            ids += found
+            if not cursor or len(ids) >= limit:
+                break
+
+        async def read() -> list[Any]:
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for job_id in ids:
+                    key = self._key("job", job_id.decode())
+                    pipe.hmget(key, SUMMARY_FIELDS)
+                    pipe.hstrlen(key, "payload")
+                return await pipe.execute()  # type: ignore[no-any-return]
+
+        replies = await self._read(read)
         jobs = []
         for i, job_id in enumerate(ids):
             values, size = replies[2 * i], replies[2 * i + 1]
@@ -485,11 +806,14 @@ class RedisStore:
         return jobs
 
     async def stats(self) -> Stats:
-        pipe = self._redis.pipeline(transaction=True)
-        pipe.hgetall(self._key("counts"))
-        pipe.hgetall(self._key("prio"))
-        pipe.hgetall(self._key("totals"))
-        counts, prio, totals = await pipe.execute()
+        async def read() -> list[Any]:
+            async with self._redis.pipeline(transaction=True) as pipe:
+                pipe.hgetall(self._key("counts"))
+                pipe.hgetall(self._key("prio"))
+                pipe.hgetall(self._key("totals"))
+                return await pipe.execute()  # type: ignore[no-any-return]
+
+        counts, prio, totals = await self._read(read)
         by_state = {s.value: 0 for s in JobState}
         by_queue: dict[str, dict[str, int]] = {}
         for key, value in counts.items():
@@ -506,7 +830,12 @@ class RedisStore:
 
     async def purge(self, now: float, retention: Retention | None = None) -> int:
         r = retention or Retention()
-        return int(await self._run("purge", repr(now - r.succeeded), repr(now - r.failed)))
+        purged = 0
+        while True:  # a batch at a time, as expire
+            n = int(await self._run("purge", repr(now - r.succeeded), repr(now - r.failed), BATCH))
+            purged += n
+            if n < BATCH:
+                return purged
 
     async def delete(self, job_id: int) -> None:
         answer = (await self._run("purge", "one", check_id("job id", job_id))).decode()
@@ -523,5 +852,6 @@ class RedisStore:
             await self._run("types", repr(now), *names)
 
     async def known_types(self) -> dict[str, float]:
-        h = await self._redis.hgetall(self._key("types"))
+        key = self._key("types")
+        h = await self._read(lambda: self._redis.hgetall(key))
         return {(k.decode() if isinstance(k, bytes) else k): float(v) for k, v in h.items()}

@@ -101,14 +101,17 @@ def test_a_redis_restart_stops_nothing(redis: OwnRedis, server_proc, worker_proc
     connected = worker_proc(server.address, "-c", "8")
     direct = worker_proc(redis.url, "-c", "8")  # direct mode: on the store itself
     with Client(server.address) as client:
-        before = [client.submit("sleep", "0.01") for _ in range(100)]
+        before = [client.submit("sleep", 0.01) for _ in range(100)]
         wait_until(lambda: all_finished(client, before), what="the first 100 jobs")
         # a client blocked in WAIT across the outage gets its answer afterwards
         later = client.submit("echo", "later", queue="later")
         waited: list[Any] = []
-        waiter = threading.Thread(
-            target=lambda: waited.append(Client(server.address).wait(later, timeout=120))
-        )
+
+        def wait_for_later() -> None:
+            with Client(server.address) as other:
+                waited.append(other.wait(later, timeout=120))
+
+        waiter = threading.Thread(target=wait_for_later)
         waiter.start()
 
         redis.kill()
@@ -121,7 +124,7 @@ def test_a_redis_restart_stops_nothing(redis: OwnRedis, server_proc, worker_proc
 
         redis.start()
         wait_until(lambda: client.stats()["store"]["ok"], what="STATS to see the store back")
-        after = [client.submit("sleep", "0.01") for _ in range(100)]
+        after = [client.submit("sleep", 0.01) for _ in range(100)]
         wait_until(lambda: all_finished(client, after), what="the 100 jobs after")
         jobs = [client.status(i) for i in before + after]
         assert [j.state for j in jobs] == [JobState.SUCCEEDED] * 200

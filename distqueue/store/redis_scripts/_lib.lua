@@ -2,13 +2,16 @@
 --
 -- Key schema. KEYS[1] is the prefix with its hash tag, "{dq}" by default: every key
 -- of one store shares that tag, so each script's keys live in one Cluster slot.
+--   P:epoch                  random value made when the store was created (init.lua);
+--                            its absence means Redis lost the store's data
+--   P:format                 '2': the members of P:scheduled and P:leases are padded
 --   P:next_id                counter of job ids (never reused)
 --   P:seq                    counter giving ready jobs their FIFO order
 --   P:job:<id>               hash: every field of a job (strings; floats as %.17g)
 --   P:ready:<queue>\t<type>  zset of queued ids, score priority * 2^48 + seq
---   P:pairs                  set of "<queue>\t<type>" that have a ready zset
---   P:scheduled              zset of scheduled and retrying ids by run_at
---   P:leases                 zset of running ids by lease_until
+--   P:pairs                  set of "<queue>\t<type>" whose ready zset is not empty
+--   P:scheduled              zset of scheduled and retrying ids by run_at  (members
+--   P:leases                 zset of running ids by lease_until             are zids)
 --   P:worker:<w>             set of the ids worker w holds
 --   P:unique                 hash unique_key -> id
 --   P:state:<state>          zset of ids in that state (score = id), for LIST
@@ -18,10 +21,26 @@
 --   P:prio                   hash priority -> queued jobs
 --   P:totals                 hash of running totals (submitted, succeeded, ...)
 --   P:types                  hash job type -> last time a worker declared it
+--
+-- Every script does bounded work: at most the n, the batch or the ids it is given.
+-- ARGV[1] of every script is the epoch its caller opened the store with; it is taken
+-- off ARGV here, so each script's own arguments start at ARGV[1]. A script whose
+-- epoch is not the store's changes nothing and answers the error 'DQEPOCH <the
+-- store's epoch, empty when it is gone>'.
 local P = KEYS[1]
+local EPOCH = table.remove(ARGV, 1)
 local PRIO_SHIFT = 281474976710656 -- 2^48: priority outranks any seq
+do
+  local current = redis.call('GET', P .. ':epoch')
+  if current ~= EPOCH then return redis.error_reply('DQEPOCH ' .. (current or '')) end
+end
 
 local function num(x) return string.format('%.17g', x) end
+-- an id as a member of P:scheduled and P:leases: zero-padded to 20 digits, so that
+-- members with equal scores (due at the same instant) sort by id, "9" before "10"
+local function zid(id) return string.format('%020d', tonumber(id)) end
+-- the id of such a member (also takes an id that is not padded)
+local function unzid(member) return string.match(member, '^0*(%d+)$') end
 local function jobkey(id) return P .. ':job:' .. id end
 local function hget(id, f) return redis.call('HGET', jobkey(id), f) end
 
@@ -47,8 +66,12 @@ local function push_ready(id, queue, type, prio)
   redis.call('HINCRBY', P .. ':prio', prio, 1)
 end
 
+-- a pair leaves P:pairs with its last ready job, so a claim never walks dead pairs
 local function drop_ready(id, queue, type, prio)
-  redis.call('ZREM', P .. ':ready:' .. queue .. '\t' .. type, id)
+  local pair = queue .. '\t' .. type
+  local key = P .. ':ready:' .. pair
+  redis.call('ZREM', key, id)
+  if redis.call('ZCARD', key) == 0 then redis.call('SREM', P .. ':pairs', pair) end
   redis.call('HINCRBY', P .. ':prio', prio, -1)
 end
 
@@ -72,7 +95,7 @@ local function finish(id, queue, old, new, now, err)
 end
 
 local function unlease(id, worker)
-  redis.call('ZREM', P .. ':leases', id)
+  redis.call('ZREM', P .. ':leases', zid(id))
   if worker then redis.call('SREM', P .. ':worker:' .. worker, id) end
 end
 
@@ -106,20 +129,12 @@ local function lose(id, now, poison_limit)
   end
 end
 
--- The members of sorted set `key` scored at most `max`, in (score, numeric id)
--- order: a sorted set orders equal scores by the member's text ("10" before "9"),
--- and jobs due at the same instant must keep their submit order.
-local function due_in_order(key, max)
-  local flat = redis.call('ZRANGEBYSCORE', key, '-inf', max, 'WITHSCORES')
-  local due = {}
-  for i = 1, #flat, 2 do
-    due[#due + 1] = {tonumber(flat[i + 1]), tonumber(flat[i]), flat[i]}
-  end
-  table.sort(due, function(a, b)
-    if a[1] ~= b[1] then return a[1] < b[1] end
-    return a[2] < b[2]
-  end)
-  local ids = {}
-  for i, d in ipairs(due) do ids[i] = d[3] end
+-- The ids of at most `batch` members of sorted set `key` (P:scheduled or P:leases)
+-- scored at most `max`, in (score, numeric id) order: the members are zids, so the
+-- sorted set itself orders equal scores by id, and a batch boundary that falls among
+-- jobs due at the same instant leaves the rest, in id order, to the next batch.
+local function due_in_order(key, max, batch)
+  local ids = redis.call('ZRANGEBYSCORE', key, '-inf', max, 'LIMIT', 0, batch)
+  for i, member in ipairs(ids) do ids[i] = unzid(member) end
   return ids
 end

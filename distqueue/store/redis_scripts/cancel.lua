@@ -11,7 +11,7 @@ end
 if state == 'queued' then
   drop_ready(id, j[2], j[3], j[4])
 elseif state == 'scheduled' or state == 'retrying' then
-  redis.call('ZREM', P .. ':scheduled', id)
+  redis.call('ZREM', P .. ':scheduled', zid(id))
 else
   return 'illegal:' .. state
 end

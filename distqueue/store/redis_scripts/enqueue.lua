@@ -39,7 +39,7 @@ for _, s in ipairs(specs) do
     set_state(id, s.queue, nil, state)
     if delayed then
       redis.call('HSET', jobkey(id), 'run_at', num(s.run_at))
-      redis.call('ZADD', P .. ':scheduled', s.run_at, id)
+      redis.call('ZADD', P .. ':scheduled', s.run_at, zid(id))
     else
       push_ready(id, s.queue, s.type, s.priority)
     end

@@ -24,6 +24,6 @@ local run_at = now + ceiling * (1 - tonumber(ARGV[9]) * tonumber(ARGV[10]))
 set_state(id, j[1], 'running', 'retrying')
 redis.call('HSET', jobkey(id), 'run_at', num(run_at))
 redis.call('HDEL', jobkey(id), 'lease_until')
-redis.call('ZADD', P .. ':scheduled', run_at, id)
+redis.call('ZADD', P .. ':scheduled', run_at, zid(id))
 total('retried')
 return {'ok', 'retrying', num(run_at)}

@@ -4,7 +4,7 @@ local out = {}
 for _, id in ipairs(redis.call('SMEMBERS', P .. ':worker:' .. worker)) do
   local j = redis.call('HMGET', jobkey(id), 'attempts', 'cancel_requested')
   redis.call('HSET', jobkey(id), 'lease_until', lease_until)
-  redis.call('ZADD', P .. ':leases', lease_until, id)
+  redis.call('ZADD', P .. ':leases', lease_until, zid(id))
   out[#out + 1] = {tonumber(id), tonumber(j[1]), tonumber(j[2])}
 end
 return out

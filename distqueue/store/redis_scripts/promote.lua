@@ -1,7 +1,8 @@
--- promote: ARGV now -> ids of scheduled/retrying jobs made queued, in (run_at, id) order
-local ids = due_in_order(P .. ':scheduled', tonumber(ARGV[1]))
+-- promote: ARGV now, batch -> ids of at most `batch` scheduled/retrying jobs made
+-- queued, in (run_at, id) order; fewer than `batch`: none is due any more
+local ids = due_in_order(P .. ':scheduled', tonumber(ARGV[1]), tonumber(ARGV[2]))
 for _, id in ipairs(ids) do
-  redis.call('ZREM', P .. ':scheduled', id)
+  redis.call('ZREM', P .. ':scheduled', zid(id))
   requeue(id, hget(id, 'state'))
 end
 return ids

@@ -1,5 +1,6 @@
--- purge: ARGV ok_before, failed_before, or ARGV 'one', id -> number deleted, or for
--- 'one': 'ok' | 'notfound' | 'illegal:<state>'
+-- purge: ARGV ok_before, failed_before, batch -> number deleted, at most `batch`
+-- (fewer: nothing more is old enough), or ARGV 'one', id -> 'ok' | 'notfound' |
+-- 'illegal:<state>'
 local function delete(id)
   local j = redis.call('HMGET', jobkey(id), 'state', 'queue', 'unique_key')
   redis.call('ZREM', P .. ':state:' .. j[1], id)
@@ -20,11 +21,13 @@ if ARGV[1] == 'one' then
   delete(ARGV[2])
   return 'ok'
 end
-local n = 0
+local n, batch = 0, tonumber(ARGV[3])
 for _, spec in ipairs({{':done:ok', ARGV[1]}, {':done:failed', ARGV[2]}}) do
-  for _, id in ipairs(redis.call('ZRANGEBYSCORE', P .. spec[1], '-inf', tonumber(spec[2]))) do
-    delete(id)
-    n = n + 1
+  if n < batch then
+    local ids = redis.call('ZRANGEBYSCORE', P .. spec[1], '-inf', tonumber(spec[2]),
+      'LIMIT', 0, batch - n)
+    for _, id in ipairs(ids) do delete(id) end
+    n = n + #ids
   end
 end
 return n
