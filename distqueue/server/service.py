@@ -62,6 +62,8 @@ class StoreHealth:
         self.since: float | None = None
         #: outages seen since start
         self.outages = 0
+        #: monotonic time the last outage ended (0.0: none yet)
+        self.recovered_at = 0.0
         self._began = 0.0
 
     def failed(self, exc: BaseException) -> None:
@@ -77,6 +79,7 @@ class StoreHealth:
 
     def ok(self) -> None:
         if self.error is not None:
+            self.recovered_at = time.monotonic()
             log.warning("%s available again after %.1fs", self.what,
                         time.monotonic() - self._began)  # fmt: skip
             self.error, self.since = None, None
@@ -481,7 +484,13 @@ class Service:
         now = self.clock()
         if await self.store.promote(now):
             self.ready.notify_all()
-        expired = await self.store.expire(now)
+        # after a store outage, the workers get half a lease to heartbeat before any
+        # lease is taken back: they could not renew them while the store was away
+        health = self.health  # (still failed: this is the first tick to work again)
+        recovering = health.error is not None or (
+            health.recovered_at and time.monotonic() - health.recovered_at < self.config.lease / 2
+        )
+        expired = [] if recovering else await self.store.expire(now)
         if expired:
             self.ready.notify_all()
             self.done.notify(expired)
@@ -490,5 +499,5 @@ class Service:
         wakeup = await self.store.next_wakeup()
         nap = POLL / 4
         if wakeup is not None:
-            nap = min(nap, max(0.005, wakeup - self.clock()))
+            nap = min(nap, max(0.1 if recovering else 0.005, wakeup - self.clock()))
         return nap

@@ -76,11 +76,11 @@ class _Outage:
         self.since: float | None = None
         self.delay = STORE_RETRY_MIN
 
-    async def pause(self, exc: BaseException) -> None:
+    async def pause(self, exc: BaseException, cap: float = STORE_RETRY_MAX) -> None:
         if self.since is None:
             self.since = time.monotonic()
             log.warning("%s: the store is unavailable (%s); retrying", self.what, exc)
-        await asyncio.sleep(self.delay * random.uniform(0.5, 1.0))
+        await asyncio.sleep(min(cap, self.delay) * random.uniform(0.5, 1.0))
         self.delay = min(STORE_RETRY_MAX, self.delay * 2)
 
     def over(self) -> None:
@@ -339,8 +339,8 @@ class Worker:
             try:
                 reply = await self.control.call("BEAT", "HOLDING", *sorted(holding))
             except StoreError as exc:  # the leases may run out: try again soon
-                nap = min(self.lease / 6, 1.0)
-                await outage.pause(exc)
+                nap = 0.0
+                await outage.pause(exc, cap=min(self.lease / 6, 1.0))
                 continue
             outage.over()
             nap = self.lease / 3
@@ -445,7 +445,10 @@ class Worker:
             self._finish(run, error_outcome(exc, retryable=True))
         finally:
             ctx.cleanup()
-            self.running.pop(run.id, None)
+            # the job may have been lost and handed to us again meanwhile: that newer
+            # run is not this one's to drop (its BEAT would then not list it)
+            if self.running.get(run.id) is run:
+                del self.running[run.id]
             self._slot_freed.set()
 
     def _expired(self, run: JobRun) -> bool:

@@ -7,7 +7,9 @@ What is recorded:
   raised is either *refused* (a definite error reply: the server says nothing
   changed) or *maybe* (connection lost, timeout, a store error: the job may or
   may not exist; Jepsen's ``:info``). Error codes the protocol documents as
-  "nothing was changed" (STORE included) count as refused.
+  "nothing was changed" count as refused; STORE too on the embedded store, but on
+  Redis it means "maybe" (the answer was lost, not necessarily the change), so a
+  Redis run sets ``History.store_error_definite = False``.
 - **executions**, on the worker side: ``tests.faults.tasks.record`` appends a line
   per run (tag, job id, fencing token, pid, time) to the execution log.
 - **nemesis events** and the **worker processes** (worker id -> pid), so a result
@@ -73,8 +75,7 @@ __all__ = [
 ]
 
 #: error codes after which the server promises the submit changed nothing; STORE
-#: too: "the server's store is failing for now (Redis down, disk full): nothing was
-#: changed; try again later" (docs/protocol.md, error codes)
+#: too on the embedded store (docs/protocol.md, error codes), not on Redis
 DEFINITE = frozenset(
     {"INVALID", "NOTYPE", "ARGS", "PROTO", "UNKNOWN", "TOOBIG", "AUTH", "ROLE", "STORE"}
 )
@@ -122,6 +123,8 @@ class History:
         #: worker id -> pid of the worker process
         self.worker_pids: dict[str, int] = {}
         self.t0 = time.monotonic()
+        #: a STORE refusal changed nothing (the embedded store); False on Redis
+        self.store_error_definite = True
 
     # -- recording ------------------------------------------------------------------
 
@@ -151,6 +154,8 @@ class History:
         """Record a submit that raised; returns "refused" or "maybe"."""
         code = getattr(exc, "code", "")
         definite = isinstance(exc, DistQueueError) and not isinstance(exc, ServerUnavailable)
+        if code == "STORE" and not self.store_error_definite:
+            definite = False
         outcome = "refused" if definite and code in DEFINITE else "maybe"
         with self._lock:
             (self.refused if outcome == "refused" else self.maybe).update(tags)

@@ -202,3 +202,24 @@ def _try_submit(client: Client) -> int | None:
         return client.submit("echo", "again", queue="later")
     except StoreError:
         return None
+
+
+def test_leases_outlive_an_outage_longer_than_themselves(
+    redis: OwnRedis, server_proc, worker_proc
+) -> None:  # type: ignore[no-untyped-def]
+    """Workers cannot renew a lease while the store is away: after the outage they
+    get half a lease to heartbeat before any lease is taken back."""
+    server = server_proc("--store", redis.url, "--lease", "3")
+    w = worker_proc(server.address, "--tasks", "tests.sample_tasks")
+    w.wait_connected()
+    with Client(server.address) as client:
+        job_id = client.submit("progressive", 16, 0.5)  # 8 s, progress every 0.5 s
+        # running in the worker (not merely claimed for it): it reported progress
+        wait_until(lambda: client.status(job_id).progress is not None, what="it to run")
+        redis.kill()
+        time.sleep(5)  # longer than the 3 s lease
+        redis.start()
+        job = client.wait(job_id, timeout=60)
+        assert (job.state, job.attempts, job.lost) == (JobState.SUCCEEDED, 1, 0), (
+            server.output + "\n-----\n" + w.output
+        )
