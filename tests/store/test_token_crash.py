@@ -19,16 +19,19 @@ from distqueue.store.sqlite import SQLiteStore
 T0 = 1_000_000.0
 
 CHILD = r"""
-import asyncio, os, sys
+import asyncio, os, sys, threading
 from distqueue.store.sqlite import SQLiteStore
 
 async def main(data):
     store = await SQLiteStore.open(data)
+    answered = threading.Event()
     def crash():  # the process dies between the claim's answer and its commit
+        answered.wait(10)
         os._exit(9)
     store._writer._commit = crash
     [job] = await store.claim("w-old", 1, 1_000_001.0, lease=60)
     print(job.id, job.token, flush=True)
+    answered.set()
     await asyncio.sleep(10)  # the commit after the answer kills the process first
 
 asyncio.run(main(sys.argv[1]))
