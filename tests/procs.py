@@ -9,8 +9,9 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 CLI = [sys.executable, "-m", "distqueue"]
 LISTENING = re.compile(r"listening on (\S+):(\d+)")
@@ -142,3 +143,15 @@ def cli(*args: str, env: dict[str, str] | None = None, timeout: float = 60.0,
         env={**os.environ, **(env or {})},
         input=None if input is None else input.decode(),
     )  # fmt: skip
+
+
+def wait_until(check: Callable[[], Any], timeout: float = 60.0, what: str = "") -> Any:
+    """Poll ``check`` until it returns something true (returned); bounded by ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what or check}")
+        time.sleep(0.05)

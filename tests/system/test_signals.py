@@ -16,30 +16,17 @@ import signal
 import subprocess
 import termios
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from distqueue.client import Client
 from distqueue.jobs import JobState
-from tests.procs import CLI, LISTENING, Proc
+from tests.procs import CLI, LISTENING, Proc, wait_until
 
 TASKS = ["--tasks", "tests.sample_tasks"]
 T = "tests.sample_tasks."
-
-
-def wait_until(check: Callable[[], Any], timeout: float = 60.0, what: str = "") -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
 
 
 def gone(pid: int) -> bool:

@@ -11,7 +11,7 @@ import subprocess
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -19,18 +19,8 @@ import pytest
 from distqueue.client import Client
 from distqueue.errors import StoreError
 from distqueue.jobs import TERMINAL_STATES, JobState
+from tests.procs import wait_until
 from tests.redis_server import free_port, redis_url, start_redis
-
-
-def wait_until(check: Callable[[], Any], timeout: float = 60.0, what: str = "") -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what or check}")
-        time.sleep(0.1)
 
 
 def all_finished(client: Client, ids: list[int]) -> bool:

@@ -12,30 +12,17 @@ import os
 import re
 import signal
 import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from distqueue.client import Client
 from distqueue.jobs import Job, JobState
-from tests.procs import CLI, Proc, cli
+from tests.procs import CLI, Proc, cli, wait_until
 from tests.sample_tasks import add
 
 TASKS = ["--tasks", "tests.sample_tasks"]
 T = "tests.sample_tasks."
-
-
-def wait_until(check: Callable[[], Any], timeout: float = 60.0, what: str = "") -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
 
 
 def max_overlap(jobs: list[Job]) -> int:
