@@ -4,9 +4,11 @@ client. Checked structurally (what one operation may touch), never by the clock.
 
 from __future__ import annotations
 
+import asyncio
+import threading
 from pathlib import Path
 
-from distqueue.jobs import JobSpec, JobState
+from distqueue.jobs import Job, JobSpec, JobState
 from distqueue.policy import Retention
 from distqueue.store.sqlite import BATCH, SQLiteStore
 
@@ -64,4 +66,41 @@ async def test_a_claim_forgets_queue_type_pairs_that_emptied(tmp_path: Path) -> 
         # 300 one-off types leave nothing for the next claims to walk
         assert store._ready._queues == {}
     finally:
+        await store.close()
+
+
+class _SlowReads(SQLiteStore):
+    """The embedded store, its reads held at a gate: a read that takes long (a big
+    payload, a slow disk) for as long as the test likes."""
+
+    gate: threading.Event
+    reading: threading.Event
+
+    def _read_get(self, jid: int) -> Job | None:
+        self.reading.set()
+        self.gate.wait(30)
+        return super()._read_get(jid)
+
+
+async def test_a_long_read_does_not_hold_up_writes(tmp_path: Path) -> None:
+    store = await _SlowReads.open(tmp_path, synchronous="OFF")
+    store.gate, store.reading = threading.Event(), threading.Event()
+    try:
+        [first] = await store.enqueue([JobSpec(type="t", payload=b"x" * 1_000_000)], T0)
+        read = asyncio.ensure_future(store.get(first.id))
+        await asyncio.get_running_loop().run_in_executor(None, store.reading.wait, 10)
+        # the read is under way (and held): writes still go through
+        [second] = await asyncio.wait_for(store.enqueue([JobSpec(type="t")], T0), 10)
+        assert await asyncio.wait_for(store.cancel(second.id, T0), 10) is JobState.CANCELLED
+        assert not read.done()
+        store.gate.set()
+        job = await asyncio.wait_for(read, 10)
+        # it saw what was queued before it: the job queued, with its payload
+        assert (
+            job is not None
+            and job.state is JobState.QUEUED
+            and len(job.payload or b"") == 1_000_000
+        )
+    finally:
+        store.gate.set()
         await store.close()
