@@ -112,10 +112,17 @@ def redis_cluster_url() -> str:
             check=True, capture_output=True, timeout=60,
         )  # fmt: skip
         deadline = time.monotonic() + 20
-        while True:  # until every slot is served
-            info = subprocess.run(["redis-cli", "-p", str(ports[0]), "cluster", "info"],
-                                  capture_output=True, text=True).stdout  # fmt: skip
-            if "cluster_state:ok" in info:
+        while True:  # until every node sees every slot served (our clients do not retry)
+            infos = [
+                subprocess.run(
+                    ["redis-cli", "-p", str(port), "cluster", "info"],
+                    capture_output=True,
+                    text=True,
+                ).stdout
+                for port in ports
+            ]
+            info = "\n".join(infos)
+            if all("cluster_state:ok" in i for i in infos):
                 break
             if time.monotonic() > deadline:
                 raise RuntimeError(f"the test cluster did not come up: {info}")
