@@ -115,7 +115,7 @@ class TestClaim:
         payload = os.urandom(5 * 1024 * 1024)
         [job_id] = await ids_of(store, spec(payload=payload, args={"k": [1, "x", None]}))
         [job] = await store.claim("w", 1, T0, lease=7.5)
-        assert (job.id, job.attempts) == (job_id, 1) and job.token > 0
+        assert (job.id, job.attempts, job.token) == (job_id, 1, 1)  # fresh: token 1
         assert job.state is S.RUNNING and job.worker == "w" and job.lease_until == T0 + 7.5
         assert job.payload == payload and job.args == {"k": [1, "x", None]}
 

@@ -30,9 +30,7 @@ import os
 import random
 import sqlite3
 import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -43,7 +41,7 @@ from tests.faults.history import History, Load, settle_and_check
 from tests.faults.nemesis import ClockJump, Fleet, FullDisk, RedisNemesis, paused
 from tests.faults.proxy import FaultProxy
 from tests.faults.tasks import RECORD
-from tests.procs import Proc
+from tests.procs import Proc, wait_until
 
 pytestmark = pytest.mark.faults
 
@@ -60,17 +58,6 @@ LEASE = 2.0
 
 
 # -- helpers ---------------------------------------------------------------------------
-
-
-def wait_until(check: Callable[[], Any], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.05)
 
 
 def held_by(address: str, worker_id: str) -> int:
