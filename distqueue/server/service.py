@@ -89,14 +89,12 @@ class StoreHealth:
                 "outages": self.outages}  # fmt: skip
 
 
-async def keep_trying(
-    step: Callable[[], Awaitable[float]], health: StoreHealth, stop: asyncio.Event | None = None
-) -> None:
+async def keep_trying(step: Callable[[], Awaitable[float]], health: StoreHealth) -> None:
     """Run ``step`` forever, sleeping the seconds it returns; when it raises, report
     it to ``health`` and try again after a capped, jittered backoff. Never returns
     on an error: a store that fails for a while is weather, not death."""
     delay = BACKOFF_MIN
-    while stop is None or not stop.is_set():
+    while True:
         try:
             nap = await step()
         except Exception as exc:

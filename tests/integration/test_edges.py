@@ -12,11 +12,11 @@ import pytest
 
 from distqueue import codec
 from distqueue.client import AsyncClient
-from distqueue.client.connection import AsyncConnection
 from distqueue.config import ServerConfig
 from distqueue.errors import LeaseLost
 from distqueue.jobs import JobState
 from distqueue.server.server import Server
+from tests.integration.test_client import addr, worker_conn
 
 
 @pytest.fixture
@@ -25,16 +25,6 @@ async def server(tmp_path: Path) -> AsyncIterator[Server]:
     await srv.start()
     yield srv
     await srv.shutdown()
-
-
-def addr(server: Server) -> str:
-    return f"127.0.0.1:{server.port}"
-
-
-async def worker_conn(server: Server, wid: str) -> AsyncConnection:
-    conn = AsyncConnection(addr(server), role="worker", hello=["ID", wid, "TYPES", "echo"])
-    await conn.connect()
-    return conn
 
 
 async def test_a_token_from_another_worker_is_refused(server: Server) -> None:
