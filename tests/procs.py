@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -116,9 +117,11 @@ class Proc:
 class ServerProc(Proc):
     """``distqueue server`` on a free port; ``address`` is HOST:PORT once it listens."""
 
-    def __init__(self, data: Path, *extra: str, port: int = 0) -> None:
+    def __init__(
+        self, data: Path, *extra: str, port: int = 0, env: dict[str, str] | None = None
+    ) -> None:
         super().__init__([*CLI, "server", "--port", str(port), "--data", str(data),
-                          "--no-console", *extra])  # fmt: skip
+                          "--no-console", *extra], env=env)  # fmt: skip
         m = self.wait_for(LISTENING.pattern)
         self.host, self.port = m.group(1), int(m.group(2))
         self.address = f"{self.host}:{self.port}"
@@ -155,3 +158,54 @@ def wait_until(check: Callable[[], Any], timeout: float = 60.0, what: str = "") 
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what or check}")
         time.sleep(0.05)
+
+
+class Peer:
+    """A raw TCP connection to a server (a ServerProc, or anything with ``host`` and
+    ``port``) that reads whole RESP replies; ``Peer.close_all()`` closes every one."""
+
+    opened: list[Peer] = []
+
+    def __init__(self, server: Any, timeout: float = 10.0) -> None:
+        import hiredis
+
+        self.sock = socket.create_connection((server.host, server.port), timeout=timeout)
+        self.reader = hiredis.Reader()
+        Peer.opened.append(self)
+
+    def send(self, data: bytes) -> None:
+        self.sock.sendall(data)
+
+    def reply(self) -> Any:
+        """The next reply (an error reply as a hiredis.ReplyError); EOFError (the class)
+        when the server closed the connection first."""
+        while (item := self.reader.gets()) is False:
+            data = self.sock.recv(1 << 20)
+            if not data:
+                return EOFError
+            self.reader.feed(data)
+        return item
+
+    def call(self, *args: Any) -> Any:
+        from distqueue.protocol.resp import encode_command
+
+        self.send(encode_command(*args))
+        return self.reply()
+
+    def closed(self) -> bool:
+        """True once the server has closed this connection (within the timeout);
+        what it sent before is kept for reply()."""
+        try:
+            while data := self.sock.recv(1 << 16):
+                self.reader.feed(data)
+            return True
+        except ConnectionResetError:
+            return True
+
+    def close(self) -> None:
+        self.sock.close()
+
+    @classmethod
+    def close_all(cls) -> None:
+        while cls.opened:
+            cls.opened.pop().close()

@@ -60,7 +60,7 @@ def start_redis(port: int, directory: str, *extra: str) -> subprocess.Popen[byte
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=0.2) as s:
                 s.sendall(b"PING\r\n")
-                if s.recv(16).startswith(b"+PONG"):
+                if s.recv(16).startswith((b"+PONG", b"-NOAUTH")):  # up (a password set)
                     return proc
         except OSError:
             pass

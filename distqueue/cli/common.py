@@ -1,8 +1,9 @@
-"""What every CLI command shares: --server/--token/--json, one-line errors."""
+"""What every CLI command shares: --server/--token/--tls.../--json, one-line errors."""
 
 from __future__ import annotations
 
 import functools
+import os
 import sys
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -12,7 +13,15 @@ import orjson
 
 from distqueue.errors import DistQueueError
 
-__all__ = ["client_options", "emit_json", "fail", "friendly_errors"]
+__all__ = [
+    "client_options",
+    "emit_json",
+    "fail",
+    "friendly_errors",
+    "resolve_token",
+    "tls_options",
+    "token_file_option",
+]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -38,16 +47,122 @@ def friendly_errors(fn: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-def client_options(fn: F) -> F:
-    """--server, --token and --json, for every command that talks to a server."""
-    fn = click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")(fn)
-    fn = click.option(
-        "--token", envvar="DISTQUEUE_TOKEN", default=None,
-        help="The server's token (env DISTQUEUE_TOKEN).",
+#: the TLS options' parameter names and environment variables (read by the client)
+TLS_ENV = {
+    "tls": "DISTQUEUE_TLS",
+    "tls_ca": "DISTQUEUE_TLS_CA",
+    "tls_cert": "DISTQUEUE_TLS_CERT",
+    "tls_key": "DISTQUEUE_TLS_KEY",
+}
+
+
+def tls_options() -> list[Callable[[F], F]]:
+    """--tls, --tls-ca, --tls-cert, --tls-key: how a client or worker reaches a TLS
+    server (also an address written tls://HOST:PORT)."""
+    return [
+        click.option(
+            "--tls", is_flag=True, default=False, envvar="DISTQUEUE_TLS",
+            help="Speak TLS to every server, verified against the system's trust store"
+            " (env DISTQUEUE_TLS=1; or write an address tls://HOST:PORT).",
+        ),
+        click.option(
+            "--tls-ca", default=None, metavar="FILE", envvar="DISTQUEUE_TLS_CA",
+            help="Trust the server certificates this CA (a PEM file) signed, instead of"
+            " the system's trust store; implies --tls (env DISTQUEUE_TLS_CA).",
+        ),
+        click.option(
+            "--tls-cert", default=None, metavar="FILE", envvar="DISTQUEUE_TLS_CERT",
+            help="Present this client certificate (a PEM file) to a server that asks for"
+            " one; implies --tls, needs --tls-key (env DISTQUEUE_TLS_CERT).",
+        ),
+        click.option(
+            "--tls-key", default=None, metavar="FILE", envvar="DISTQUEUE_TLS_KEY",
+            help="The --tls-cert's private key (env DISTQUEUE_TLS_KEY).",
+        ),
+    ]  # fmt: skip
+
+
+def _tls_to_env(fn: F) -> F:
+    """Take the TLS options out of the command's arguments and hand them to the client
+    the way it reads them when not told: the DISTQUEUE_TLS* environment variables."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        for name, var in TLS_ENV.items():
+            value = kwargs.pop(name, None)
+            if value:
+                os.environ[var] = "1" if value is True else str(value)
+        return fn(*args, **kwargs)
+
+    return wrapper  # type: ignore[return-value]
+
+
+TOKEN_HELP = (
+    "The server's token. Prefer the environment (DISTQUEUE_TOKEN) or --token-file:"
+    " a command line is visible to every user of the machine (ps)."
+)
+
+
+def token_file_option(fn: F) -> F:
+    return click.option(
+        "--token-file", default=None, metavar="FILE", envvar="DISTQUEUE_TOKEN_FILE",
+        type=click.Path(dir_okay=False),
+        help="Read the token from FILE (its first line; env DISTQUEUE_TOKEN_FILE).",
     )(fn)  # fmt: skip
+
+
+def resolve_token(fn: F) -> F:
+    """Turn --token / --token-file / DISTQUEUE_TOKEN into the one ``token`` argument,
+    and warn when the token was typed on the command line, where ``ps`` shows it."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        token_file = kwargs.pop("token_file", None)
+        token = kwargs.get("token")
+        ctx = click.get_current_context(silent=True)
+        source = ctx.get_parameter_source("token") if ctx is not None else None
+        if token_file is not None:
+            if token is not None and source == click.core.ParameterSource.COMMANDLINE:
+                raise click.UsageError("give --token or --token-file, not both")
+            kwargs["token"] = read_token_file(token_file)
+        elif token is not None and source == click.core.ParameterSource.COMMANDLINE:
+            click.echo(
+                "distqueue: warning: --token on the command line is visible to every user"
+                " of this machine (ps); use DISTQUEUE_TOKEN or --token-file instead",
+                err=True,
+            )
+        return fn(*args, **kwargs)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def read_token_file(path: str) -> str:
+    try:
+        with open(path, encoding="utf-8") as f:
+            token = f.readline().strip()
+    except OSError as exc:
+        raise click.UsageError(f"cannot read the token file {path}: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise click.UsageError(f"the token file {path} is not UTF-8 text") from None
+    if not token:
+        raise click.UsageError(f"the token file {path} is empty")
+    return token
+
+
+def client_options(fn: F) -> F:
+    """--server, --token, the TLS options and --json, for every command that talks to
+    a server."""
+    fn = _tls_to_env(fn)
+    fn = click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")(fn)
+    for option in reversed(tls_options()):
+        fn = option(fn)
+    fn = resolve_token(fn)
+    fn = token_file_option(fn)
+    fn = click.option("--token", envvar="DISTQUEUE_TOKEN", default=None, help=TOKEN_HELP)(fn)
     fn = click.option(
-        "--server", envvar="DISTQUEUE_SERVER", default=None, metavar="HOST:PORT[,...]",
-        help="Server address(es) (env DISTQUEUE_SERVER, default 127.0.0.1:7700).",
+        "--server", envvar="DISTQUEUE_SERVER", default=None, metavar="[tls://]HOST:PORT[,...]",
+        help="Server address(es) (env DISTQUEUE_SERVER, default 127.0.0.1:7700);"
+        " tls://HOST:PORT for TLS.",
     )(fn)  # fmt: skip
     return friendly_errors(fn)
 

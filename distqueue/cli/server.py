@@ -11,10 +11,17 @@ from typing import Any
 
 import click
 
-from distqueue.cli.common import friendly_errors
+from distqueue.cli.common import (
+    TOKEN_HELP,
+    friendly_errors,
+    resolve_token,
+    tls_options,
+    token_file_option,
+)
 from distqueue.config import DEFAULT_PORT, ServerConfig
 from distqueue.server.server import Server
 from distqueue.worker.child import die_with_parent
+from distqueue.worker.executors import SHELL_OUTPUT_LIMIT
 from distqueue.worker.worker import Worker, WorkerOptions
 
 
@@ -43,7 +50,22 @@ def _run(main: Any) -> None:
     "--token",
     envvar="DISTQUEUE_TOKEN",
     default=None,
-    help="Require this token from every connection (env DISTQUEUE_TOKEN).",
+    help="Require this token from every connection. Prefer the environment"
+    " (DISTQUEUE_TOKEN) or --token-file: a command line is visible to every user (ps).",
+)
+@token_file_option
+@click.option(
+    "--insecure",
+    is_flag=True,
+    help="Listen on an address other machines reach (--host) without a token: anyone"
+    " who reaches the port can submit and run jobs.",
+)
+@click.option(
+    "--max-output",
+    type=click.IntRange(min=1024 * 1024),
+    default=256 * 1024 * 1024,
+    show_default=True,
+    help="Drop a connection whose unread replies pass this many bytes.",
 )
 @click.option(
     "--store",
@@ -84,21 +106,41 @@ def _run(main: Any) -> None:
     " (on a shared Redis, other servers' events usually wake them first).",
 )
 @click.option(
+    "--tls-cert",
+    default=None,
+    metavar="FILE",
+    help="Speak TLS only (1.2 or newer), with this certificate (chain), a PEM file;"
+    " needs --tls-key.",
+)
+@click.option("--tls-key", default=None, metavar="FILE", help="The --tls-cert's private key.")
+@click.option(
+    "--tls-ca",
+    default=None,
+    metavar="FILE",
+    help="Require a client certificate signed by this CA (a PEM file) from every connection.",
+)
+@click.option(
     "--console/--no-console",
     default=None,
     help="Read 'stats' and 'quit' from stdin (default: when it is a terminal).",
 )
 @friendly_errors
+@resolve_token
 def server(
     host: str,
     port: int,
     data: str,
     token: str | None,
+    insecure: bool,
+    max_output: int,
     store_url: str | None,
     durability: str,
     lease: float,
     max_payload: int,
     poll: float,
+    tls_cert: str | None,
+    tls_key: str | None,
+    tls_ca: str | None,
     console: bool | None,
 ) -> None:
     """Run the job server (stops on quit, SIGTERM or Ctrl-C)."""
@@ -108,10 +150,16 @@ def server(
         port=port,
         data=store_url or data,
         token=token,
+        insecure=insecure,
+        max_output=max(max_output, max_payload + 2 * 1024 * 1024),
+        output_soft=min(32 * 1024 * 1024, max_output),
         lease=lease,
         max_payload=max_payload,
         durability=durability,
         poll=poll,
+        tls_cert=tls_cert,
+        tls_key=tls_key,
+        tls_ca=tls_ca,
     )
     if console is None:
         console = sys.stdin.isatty()
@@ -130,11 +178,13 @@ def worker_options(fn: Any) -> Any:
             "server_addr",
             envvar="DISTQUEUE_SERVER",
             default=None,
-            metavar="HOST:PORT[,...]|redis://...",
-            help="Server(s) (env DISTQUEUE_SERVER); or --store redis://HOST:PORT/DB to"
-            " work on that store directly, without a server.",
+            metavar="[tls://]HOST:PORT[,...]|redis://...",
+            help="Server(s) (env DISTQUEUE_SERVER), tls://HOST:PORT for TLS; or --store"
+            " redis://HOST:PORT/DB (rediss:// for TLS) to work on that store directly,"
+            " without a server.",
         ),
-        click.option("--token", envvar="DISTQUEUE_TOKEN", default=None),
+        click.option("--token", envvar="DISTQUEUE_TOKEN", default=None, help=TOKEN_HELP),
+        token_file_option,
         click.option(
             "-q",
             "--queues",
@@ -166,6 +216,14 @@ def worker_options(fn: Any) -> Any:
         ),
         click.option("--allow-shell", is_flag=True, help="Serve shell jobs (any command!)."),
         click.option(
+            "--shell-output-limit",
+            type=click.IntRange(min=1),
+            default=SHELL_OUTPUT_LIMIT,
+            show_default=True,
+            help="Bytes of a shell job's stdout, and of its stderr, kept; a command that"
+            " prints more is killed and its job fails (OutputTooLarge).",
+        ),
+        click.option(
             "--grace",
             type=float,
             default=30.0,
@@ -180,10 +238,11 @@ def worker_options(fn: Any) -> Any:
             help="Direct mode (--store redis://...): seconds a job is leased; a worker"
             " that dies loses its jobs after it [default: 30].",
         ),
+        *tls_options(),
     ]
     for decorator in reversed(decorators):
         fn = decorator(fn)
-    return fn
+    return resolve_token(fn)
 
 
 def make_options(
@@ -196,8 +255,13 @@ def make_options(
     allow_shell: bool,
     grace: float,
     no_builtins: bool,
+    shell_output_limit: int = SHELL_OUTPUT_LIMIT,
     lease: float | None = None,
     worker_id: str | None = None,
+    tls: bool = False,
+    tls_ca: str | None = None,
+    tls_cert: str | None = None,
+    tls_key: str | None = None,
 ) -> WorkerOptions:
     return WorkerOptions(
         server=server_addr,
@@ -208,9 +272,14 @@ def make_options(
         queues=None if queues.strip() == "*" else [q for q in queues.split(",") if q],
         tasks=[m for spec in task_modules for m in spec.split(",") if m],
         allow_shell=allow_shell,
+        shell_output_limit=shell_output_limit,
         grace=grace,
         builtins=not no_builtins,
         lease=lease,
+        tls=tls,
+        tls_ca=tls_ca,
+        tls_cert=tls_cert,
+        tls_key=tls_key,
     )
 
 

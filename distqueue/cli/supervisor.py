@@ -22,6 +22,7 @@ import click
 from distqueue.cli.common import friendly_errors
 from distqueue.cli.server import _run, worker_options
 from distqueue.client.local import is_store_url
+from distqueue.config import redact_url
 
 #: restart backoff for a worker that keeps dying: first wait, longest wait (seconds)
 RESTART_MIN, RESTART_MAX = 0.5, 30.0
@@ -36,17 +37,27 @@ def worker_argv(kw: dict[str, Any]) -> tuple[list[str], dict[str, str]]:
             "--grace", str(kw["grace"]), "--parent", str(os.getpid())]  # fmt: skip
     env = dict(os.environ)
     if kw["server_addr"]:
-        argv += ["--server", kw["server_addr"]]
+        if redact_url(kw["server_addr"]) != kw["server_addr"]:  # a password in it:
+            env["DISTQUEUE_SERVER"] = kw["server_addr"]  # not where ps shows it
+        else:
+            argv += ["--server", kw["server_addr"]]
     if kw["token"]:
         env["DISTQUEUE_TOKEN"] = kw["token"]  # not on the command line, where ps shows it
     for module in kw["task_modules"]:
         argv += ["--tasks", module]
     if kw["allow_shell"]:
         argv.append("--allow-shell")
+    if kw.get("shell_output_limit") is not None:
+        argv += ["--shell-output-limit", str(kw["shell_output_limit"])]
     if kw["no_builtins"]:
         argv.append("--no-builtins")
     if kw.get("lease") is not None:
         argv += ["--lease", str(kw["lease"])]
+    if kw.get("tls"):
+        argv.append("--tls")
+    for name in ("tls_ca", "tls_cert", "tls_key"):  # file names: nothing secret
+        if kw.get(name):
+            argv += ["--" + name.replace("_", "-"), str(kw[name])]
     return argv, env
 
 

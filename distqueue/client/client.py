@@ -11,7 +11,7 @@ raise the typed exceptions of distqueue.errors with the server's message.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from distqueue import codec
 from distqueue.client.connection import Arg, AsyncConnection, Connection
@@ -20,6 +20,9 @@ from distqueue.errors import InvalidJob
 from distqueue.jobs import Job
 from distqueue.protocol.messages import job_from_wire
 from distqueue.worker.registry import task_name
+
+if TYPE_CHECKING:
+    import ssl
 
 __all__ = ["AsyncClient", "Client", "submit_command"]
 
@@ -99,16 +102,34 @@ def _list_args(
 class Client:
     """A blocking client. ``server`` is ``host:port[,host:port...]`` (default
     $DISTQUEUE_SERVER, else 127.0.0.1:7700); a list fails over in order. A store URL
-    (``redis://host:port/db``) works with the shared store directly, no server."""
+    (``redis://host:port/db``, ``rediss://`` over TLS) works with the shared store
+    directly, no server.
+
+    TLS: an address written ``tls://host:port``, or ``tls=True`` for every address
+    (``tls`` may also be an ``ssl.SSLContext``); ``tls_ca`` trusts that CA file
+    instead of the system's store, ``tls_cert``/``tls_key`` present a client
+    certificate, and either implies TLS. Not given, they are read from
+    DISTQUEUE_TLS(=1), DISTQUEUE_TLS_CA, DISTQUEUE_TLS_CERT, DISTQUEUE_TLS_KEY."""
 
     def __init__(
-        self, server: str | None = None, *, token: str | None = None, timeout: float | None = None
+        self,
+        server: str | None = None,
+        *,
+        token: str | None = None,
+        timeout: float | None = None,
+        tls: bool | ssl.SSLContext | None = None,
+        tls_ca: str | None = None,
+        tls_cert: str | None = None,
+        tls_key: str | None = None,
     ) -> None:
         self.connection: Any
         if is_store_url(server):  # direct mode: straight to the shared store
             self.connection = SyncLocalConnection(server)  # type: ignore[arg-type]
         else:
-            self.connection = Connection(server, token=token, timeout=timeout)
+            self.connection = Connection(
+                server, token=token, timeout=timeout,
+                tls=tls, tls_ca=tls_ca, tls_cert=tls_cert, tls_key=tls_key,
+            )  # fmt: skip
 
     def __enter__(self) -> Client:
         return self
@@ -205,14 +226,24 @@ class Client:
 
 class AsyncClient:
     """The asyncio twin of Client: the same methods, awaited; concurrent calls share
-    one pipelined connection."""
+    one pipelined connection. TLS as for Client."""
 
-    def __init__(self, server: str | None = None, *, token: str | None = None) -> None:
+    def __init__(
+        self,
+        server: str | None = None,
+        *,
+        token: str | None = None,
+        tls: bool | ssl.SSLContext | None = None,
+        tls_ca: str | None = None,
+        tls_cert: str | None = None,
+        tls_key: str | None = None,
+    ) -> None:
         self.connection: Any
         if is_store_url(server):  # direct mode: straight to the shared store
             self.connection = LocalConnection(server)  # type: ignore[arg-type]
         else:
-            self.connection = AsyncConnection(server, token=token)
+            self.connection = AsyncConnection(server, token=token, tls=tls, tls_ca=tls_ca,
+                                              tls_cert=tls_cert, tls_key=tls_key)  # fmt: skip
 
     async def __aenter__(self) -> AsyncClient:
         return self

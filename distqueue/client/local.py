@@ -19,7 +19,7 @@ from typing import Any
 
 from distqueue import codec
 from distqueue.client.connection import Arg, hello_args
-from distqueue.config import ServerConfig
+from distqueue.config import ServerConfig, redact_url
 from distqueue.errors import DistQueueError, UnknownCommand
 from distqueue.protocol.resp import Simple
 from distqueue.server.commands import COMMANDS, Session, check_allowed
@@ -95,7 +95,7 @@ class LocalConnection:
             config.lease = self.lease
         self._service = Service(self._store, config)
         await self._service.refresh_types()
-        self._session = Session(self._service, f"local:{self.url}")
+        self._session = Session(self._service, f"local:{redact_url(self.url)}")
         self.info = codec.loads(await self.call(*hello_args(None, self.role, self.hello_extra)))
         if self._housekeeping:
             self._tick = asyncio.create_task(self._keep_house(), name="housekeeping")

@@ -12,8 +12,6 @@ from __future__ import annotations
 import shlex
 from typing import Any
 
-import hiredis
-
 from distqueue.errors import DistQueueError, ProtocolError, TooLarge
 
 __all__ = [
@@ -26,6 +24,12 @@ __all__ = [
 
 #: the longest inline line accepted (a person's typing, not a payload)
 MAX_INLINE = 64 * 1024
+#: the most arguments one request may have (a bulk SUBMIT's payloads are arguments)
+MAX_ARGS = 1024 * 1024
+#: the longest RESP header line (``*`` or ``$`` and a decimal number)
+MAX_HEADER = 32
+#: unread bytes up to this many are split at CRLFs in one go (the fast path)
+FAST_SPAN = 256 * 1024
 CRLF = b"\r\n"
 
 
@@ -40,82 +44,206 @@ class RequestParser:
 
     A connection starts in inline mode; its first request that starts with ``*``
     switches it to RESP for good (libraries speak RESP only, people inline only).
-    ``feed`` returns the complete commands so far. It raises ProtocolError for a
-    frame that cannot be read (the connection must then be closed: its stream has
-    lost its framing) and TooLarge when one request passes ``max_request`` bytes —
-    as soon as that many bytes are pending, never after buffering the rest.
+
+    Every limit holds before a byte of what it limits is buffered: a RESP header is
+    checked when its line arrives — an array of more than ``max_args`` elements, a
+    nested array, a bulk string longer than ``max_arg``, or one that would take the
+    request past ``max_request`` bytes (its whole frame, headers included) is
+    refused at once, exact to the byte. Nothing is allocated from a declared size:
+    arguments are collected as they arrive. ``feed`` raises ProtocolError for a
+    frame that cannot be read and TooLarge for one over a limit; either way the
+    connection must be closed (its stream has lost its framing).
+
+    The limits may change between requests (a connection raises them once it has
+    authenticated): ``feed(data, most=1)`` returns at most one command and keeps
+    the rest for the next call, so each request is read under the limits in force
+    when the one before it has been dispatched.
     """
 
-    def __init__(self, max_request: int) -> None:
+    def __init__(
+        self,
+        max_request: int,
+        *,
+        max_arg: int | None = None,
+        max_args: int = MAX_ARGS,
+        why: str = "the server's --max-payload",
+    ) -> None:
         self.max_request = max_request
-        self._reader = hiredis.Reader()
-        self._buf = bytearray()
+        self.max_arg = max_request if max_arg is None else max_arg
+        self.max_args = max_args
+        #: where the limits come from, for the error message
+        self.why = why
         self._resp = False
-        #: bytes received since the last complete RESP request
-        self._since = 0
+        #: unread bytes: a part of a request, or several requests when ``most`` held
+        self._rest = b""
+        #: while a long bulk string arrives: its chunks (from _rest on), their total,
+        #: and the total wanted before parsing goes on (joined once, never re-copied)
+        self._chunks: list[bytes] = []
+        self._have = 0
+        self._need = 0
+        # the RESP request being read: its arguments so far, how many are still to
+        # come, the length of the bulk string awaited (-1: a header line), its size
+        self._args: list[bytes] | None = None
+        self._left = 0
+        self._bulk = -1
+        self._size = 0
+
+    def set_limits(
+        self, max_request: int, *, max_arg: int | None = None, max_args: int = MAX_ARGS, why: str
+    ) -> None:
+        """New limits, from the next request on."""
+        self.max_request = max_request
+        self.max_arg = max_request if max_arg is None else max_arg
+        self.max_args = max_args
+        self.why = why
 
     @property
     def pending(self) -> bool:
         """True while a request has started but not finished arriving."""
-        return bool(self._buf) or (self._resp and (self._since > 0 or self._reader.has_data()))
+        return bool(self._rest) or bool(self._need) or self._args is not None
 
-    def feed(self, data: bytes) -> list[list[bytes]]:
+    def feed(self, data: bytes, most: int | None = None) -> list[list[bytes]]:
+        if self._need:
+            self._chunks.append(data)
+            self._have += len(data)
+            if self._have < self._need:
+                return []
+            buf = b"".join(self._chunks)
+            self._chunks, self._have, self._need = [], 0, 0
+        else:
+            buf = self._rest + data if self._rest else bytes(data)
         out: list[list[bytes]] = []
-        if self._resp:
-            self._feed_resp(data, out)
-            return out
-        self._buf += data
-        while self._buf:
-            if self._buf[0] == 0x2A:  # '*': a RESP array; RESP from now on
-                self._resp = True
-                rest, self._buf = bytes(self._buf), bytearray()
-                self._feed_resp(rest, out)
-                return out
-            end = self._buf.find(b"\n")
-            if end < 0:
-                if len(self._buf) > MAX_INLINE:
-                    raise ProtocolError(f"inline command longer than {MAX_INLINE} bytes")
-                return out
-            line = bytes(self._buf[:end]).rstrip(b"\r")
-            del self._buf[: end + 1]
-            if line.strip():
-                out.append(_split_inline(line))
+        pos = 0
+        try:
+            if not self._resp:
+                pos = self._inline(buf, out, most)
+            if self._resp:
+                pos = self._walk(buf, pos, out, most)
+        finally:
+            rest = buf[pos:] if pos else buf
+            if self._bulk >= 0 and len(rest) < self._bulk + 2 and len(rest) > 65536:
+                # a long bulk string is on its way: gather it without re-copying
+                self._chunks, self._have, self._need = [rest], len(rest), self._bulk + 2
+                rest = b""
+            self._rest = rest
         return out
 
-    def _feed_resp(self, data: bytes, out: list[list[bytes]]) -> None:
-        reader = self._reader
-        reader.feed(data)
-        self._since += len(data)
-        while True:
-            try:
-                item = reader.gets()
-            except hiredis.ProtocolError as exc:
-                raise ProtocolError(f"malformed request: {exc}") from None
-            if item is False:
+    def _inline(self, buf: bytes, out: list[list[bytes]], most: int | None) -> int:
+        limit = min(MAX_INLINE, self.max_request)
+        pos = 0
+        while pos < len(buf) and (most is None or len(out) < most):
+            if buf[pos] == 0x2A:  # '*': a RESP array; RESP from now on
+                self._resp = True
                 break
-            out.append(_command(item))
-            # what follows in this chunk belongs to the next request; it is at most
-            # one read's worth, so the size check below can be late by no more
-            self._since = 0
-        if self._since > self.max_request:
+            if buf[pos] == 0x16 and buf[pos + 1 : pos + 2] == b"\x03":  # a TLS record
+                raise ProtocolError("a TLS handshake, but this server speaks plain RESP: no TLS")
+            end = buf.find(b"\n", pos, pos + limit + 1)
+            if end < 0:
+                if len(buf) - pos > limit:
+                    raise ProtocolError(f"inline command longer than {limit} bytes")
+                break
+            line = buf[pos:end].rstrip(b"\r")
+            pos = end + 1
+            if line.strip():
+                out.append(_split_inline(line))
+        return pos
+
+    def _walk(self, buf: bytes, pos: int, out: list[list[bytes]], most: int | None) -> int:
+        n = len(buf)
+        while most is None or len(out) < most:
+            bulk = self._bulk
+            if bulk >= 0:  # awaiting a bulk string's bytes and its CRLF
+                end = pos + bulk
+                if n < end + 2:
+                    return pos
+                if buf[end : end + 2] != CRLF:
+                    raise ProtocolError("malformed request: a bulk string not ended by CRLF")
+                args = self._args
+                assert args is not None
+                args.append(buf[pos:end])
+                pos = end + 2
+                self._bulk = -1
+                self._left -= 1
+                if not self._left:
+                    out.append(args)
+                    self._args = None
+                continue
+            if self._args is None and most is None and n - pos <= FAST_SPAN <= self.max_arg:
+                pos = self._fast(buf, pos, out)  # whole small requests, at C speed
+                if pos == n:
+                    return pos
+            # a header line: *N at a request's start, $L before each argument
+            end = buf.find(CRLF, pos, pos + MAX_HEADER + 2)
+            if end < 0:
+                if n - pos > MAX_HEADER + 1:
+                    raise ProtocolError("malformed request: a header line too long")
+                return pos
+            digits = buf[pos + 1 : end]
+            if not digits.isdigit():  # ASCII digits only: no sign, space or _
+                raise ProtocolError(f"malformed request: bad header {buf[pos:end][:30]!r}")
+            value = int(digits)
+            size = end + 2 - pos
+            if self._args is None:
+                if buf[pos] != 0x2A:  # '*'
+                    raise ProtocolError(
+                        "malformed request: expected '*' (an array of bulk strings),"
+                        f" got {buf[pos : pos + 1]!r}"
+                    )
+                if not value:
+                    raise ProtocolError("a request must be a non-empty array of bulk strings")
+                if value > self.max_args:
+                    raise TooLarge(
+                        f"a request of {value} arguments: the limit is {self.max_args} ({self.why})"
+                    )
+                self._check_size(size + 6 * value)  # each argument takes 6 bytes or more
+                self._args, self._left, self._size = [], value, size
+            else:
+                if buf[pos] != 0x24:  # '$'
+                    raise ProtocolError(
+                        "a request must be an array of bulk strings (no nesting),"
+                        f" got {buf[pos : pos + 1]!r}"
+                    )
+                if value > self.max_arg:
+                    raise TooLarge(
+                        f"an argument of {value} bytes: the limit is {self.max_arg} ({self.why})"
+                    )
+                self._size += size + value + 2
+                self._check_size(self._size + 6 * (self._left - 1))
+                self._bulk = value
+            pos = end + 2
+        return pos
+
+    def _fast(self, buf: bytes, pos: int, out: list[list[bytes]]) -> int:
+        """Read the whole requests at ``buf[pos:]`` by splitting it at CRLFs; stop at
+        the first one that is not whole, or whose arguments hold a CRLF or anything
+        unusual: the walk reads (or refuses) it. Only for spans no longer than any
+        limit, so each request read here is within them."""
+        toks = (buf[pos:] if pos else buf).split(CRLF)
+        n = len(toks) - 1  # the last is what follows the last CRLF
+        i = 0
+        max_args = self.max_args
+        while i < n:
+            head = toks[i]
+            if head[:1] != b"*" or not head[1:].isdigit():
+                break
+            count = int(head[1:])
+            end = i + 1 + 2 * count
+            if not 0 < count <= max_args or end > n:
+                break
+            args = toks[i + 2 : end : 2]
+            if [b"$%d" % len(a) for a in args] != toks[i + 1 : end : 2]:
+                break  # an argument holding CRLF, a leading zero, a nested array
+            out.append(args)
+            i = end
+        if not i:
+            return pos
+        return pos + len(CRLF.join(toks[:i])) + 2
+
+    def _check_size(self, size: int) -> None:
+        if size > self.max_request:
             raise TooLarge(
-                f"request larger than the limit of {self.max_request} bytes"
-                " (the server's --max-payload)"
+                f"a request of at least {size} bytes: the limit is {self.max_request} ({self.why})"
             )
-
-
-def _command(item: Any) -> list[bytes]:
-    if not isinstance(item, list) or not item:
-        raise ProtocolError("a request must be a non-empty array of bulk strings")
-    args: list[bytes] = []
-    for arg in item:
-        if isinstance(arg, bytes):
-            args.append(arg)
-        elif isinstance(arg, int) and not isinstance(arg, bool):
-            args.append(str(arg).encode())
-        else:
-            raise ProtocolError("a request must be a non-empty array of bulk strings")
-    return args
 
 
 def _split_inline(line: bytes) -> list[bytes]:

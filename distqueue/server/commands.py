@@ -7,6 +7,7 @@ DistQueueError, which becomes an error reply.
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import os
 import secrets
@@ -27,6 +28,7 @@ from distqueue.jobs import DEFAULT_QUEUE, Job, JobError, JobSpec, JobState, chec
 from distqueue.protocol import PROTOCOL_VERSION
 from distqueue.protocol.messages import job_to_wire, spec_from_wire
 from distqueue.protocol.resp import Simple
+from distqueue.server.guard import AUTH_MAX_FAILURES, AuthThrottle, refusals
 from distqueue.server.service import Service, WorkerInfo
 
 __all__ = ["COMMANDS", "Command", "Session"]
@@ -42,9 +44,20 @@ FETCH_TIMEOUT = 5.0
 class Session:
     """One connection's state: NEW -> (authenticated) -> client or worker -> closing."""
 
-    def __init__(self, service: Service, peer: str) -> None:
+    def __init__(
+        self,
+        service: Service,
+        peer: str,
+        *,
+        host: str = "",
+        throttle: AuthThrottle | None = None,
+    ) -> None:
         self.service = service
         self.peer = peer
+        #: the peer's address, whose wrong tokens ``throttle`` counts
+        self.host = host
+        self.throttle = throttle
+        self.auth_failures = 0
         self.authenticated = service.config.token is None
         self.role = "client"
         self.hello = False
@@ -123,17 +136,38 @@ def cmd_ping(s: Session, args: list[bytes]) -> Any:
     return args[0] if args else Simple("PONG")
 
 
-def _check_token(s: Session, token: bytes) -> None:
+def _check_token(s: Session, token: bytes) -> bool:
+    """Authenticate the session if ``token`` is the server's; False if it is wrong."""
     expected = s.service.config.token
     if expected is None:
-        return
+        return True
     if not hmac.compare_digest(token, expected.encode()):
-        raise AuthError("wrong token")
+        return False
     s.authenticated = True
+    return True
+
+
+def _wrong_token(s: Session) -> Any:
+    """The reply to a wrong token: late (later each time, by peer address), and the
+    connection closed after the third (see guard.AuthThrottle)."""
+    s.auth_failures += 1
+    in_a_row, delay = (1, 0.0) if s.throttle is None else s.throttle.failed(s.host)
+    message = "wrong token"
+    if s.auth_failures >= AUTH_MAX_FAILURES:
+        s.closing = True
+        message += f" ({s.auth_failures} on this connection: closing it)"
+    refusals.warning("wrong token from %s (%d in a row)", s.host or s.peer, in_a_row)
+
+    async def refuse() -> Any:
+        await asyncio.sleep(delay)
+        raise AuthError(message)
+
+    return refuse()
 
 
 def cmd_auth(s: Session, args: list[bytes]) -> Any:
-    _check_token(s, args[0])
+    if not _check_token(s, args[0]):
+        return _wrong_token(s)
     return OK
 
 
@@ -163,8 +197,8 @@ def cmd_hello(s: Session, args: list[bytes]) -> Any:
             )
         args = args[1:]
     opts = _options(args, HELLO_OPTIONS, HELLO_SYNTAX)
-    if "TOKEN" in opts:
-        _check_token(s, opts["TOKEN"])
+    if "TOKEN" in opts and not _check_token(s, opts["TOKEN"]):
+        return _wrong_token(s)
     if not s.authenticated:
         raise AuthError("this server wants a token: HELLO 1 TOKEN <token>, or AUTH <token>")
     if s.hello:
@@ -176,6 +210,7 @@ def cmd_hello(s: Session, args: list[bytes]) -> Any:
         "server": "distqueue", "version": __version__, "protocol": PROTOCOL_VERSION,
         "role": role, "lease": s.service.config.lease,
         "max_payload": s.service.config.max_payload, "max_fetch": MAX_FETCH,
+        "max_fetch_bytes": s.service.config.max_fetch_bytes,
     }  # fmt: skip
     if role == "worker":
         if "TYPES" not in opts:

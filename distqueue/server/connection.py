@@ -5,6 +5,13 @@ first step is its store call, so their effects happen in that order; a slow one
 (a blocking FETCH or WAIT) does not hold back the *work* of those after it, only
 their replies, which always go out in request order (pipelining). A handler that
 raises becomes an error reply, never a dead connection or server.
+
+What a client can cost is bounded (docs/security.md): before it authenticates, a
+connection may send requests of 4 KiB and 32 arguments at most, 16 of them, within
+a hard deadline; after, each request is checked against the size limits as its
+headers arrive (protocol.resp.RequestParser); the replies it has not read are
+bounded in bytes; what it gets wrong is answered, and logged at most a few lines
+a period whatever the number of clients (guard.QuietLog).
 """
 
 from __future__ import annotations
@@ -30,6 +37,7 @@ from distqueue.server.commands import (
     error_of,
     parse_ack,
 )
+from distqueue.server.guard import refusals
 
 if TYPE_CHECKING:
     from distqueue.server.server import Server
@@ -39,8 +47,15 @@ __all__ = ["Connection"]
 log = logging.getLogger("distqueue.server")
 
 STALLED = "a request stalled mid-frame"
+NO_AUTH = "no authentication in time"
 #: stop reading from a peer with this many replies not yet sent; resume below LOW
 HIGH_WATER, LOW_WATER = 4096, 512
+#: a request may be this much larger than --max-payload (its command, spec, ...)
+REQUEST_OVERHEAD = 64 * 1024
+#: before authentication: the largest request, its most arguments, the most requests
+PREAUTH_MAX_REQUEST = 4096
+PREAUTH_MAX_ARGS = 32
+PREAUTH_MAX_REQUESTS = 16
 
 
 class Connection(asyncio.Protocol):
@@ -48,7 +63,16 @@ class Connection(asyncio.Protocol):
         self.server = server
         self.transport: asyncio.Transport | None = None
         self.session: Session | None = None
-        self.parser = RequestParser(server.config.max_payload + 64 * 1024)
+        config = server.config
+        if config.token is None:
+            self.parser = _parser(config.max_payload)
+        else:  # small until it authenticates (see _authenticated)
+            self.parser = RequestParser(
+                PREAUTH_MAX_REQUEST,
+                max_args=PREAUTH_MAX_ARGS,
+                why="before authentication",
+            )
+        self._preauth_requests = 0
         #: replies in request order: bytes when ready, a task or future while running
         self.pending: deque[bytes | asyncio.Future[Any]] = deque()
         #: this read's pipelined ACKs, sent to the store together (see _group_ack)
@@ -59,6 +83,10 @@ class Connection(asyncio.Protocol):
         self.writing_paused = False
         self._timer: asyncio.TimerHandle | None = None
         self._timer_why = ""
+        #: the hard deadline to authenticate by (never moved by what arrives)
+        self._auth_timer: asyncio.TimerHandle | None = None
+        #: the check of a slow reader's output, armed while it is over the soft limit
+        self._output_timer: asyncio.TimerHandle | None = None
 
     # -- asyncio.Protocol -----------------------------------------------------------------
 
@@ -66,37 +94,95 @@ class Connection(asyncio.Protocol):
         # a stream transport; uvloop's is not a subclass of asyncio.Transport
         self.transport = cast(asyncio.Transport, transport)
         peer = transport.get_extra_info("peername")
-        self.session = Session(self.server.service, str(peer))
+        host = str(peer[0]) if isinstance(peer, tuple) and peer else str(peer)
+        self.session = Session(
+            self.server.service, str(peer), host=host, throttle=self.server.auth_throttle
+        )
         self.server.connections.add(self)
         if not self.session.authenticated:
-            self._arm(self.server.config.auth_timeout, "no authentication")
+            loop = asyncio.get_running_loop()
+            self._auth_timer = loop.call_later(
+                self.server.config.auth_timeout, self._expired, NO_AUTH
+            )
 
     def data_received(self, data: bytes) -> None:
+        session = self.session
+        assert session is not None
         try:
-            commands = self.parser.feed(data)
-        except ProtocolError as exc:
+            if session.authenticated:
+                self._dispatch_all(self.parser.feed(data))
+            else:
+                self._read_unauthenticated(data)
+        except ProtocolError as exc:  # TooLarge too
             # the stream has lost its framing: answer once and close
+            self._close_ack_group()
+            refusals.info("closing %s: %s", session.peer, exc)
             self._queue(encode_error(exc))
             self._close_after_flush()
             return
-        for args in commands:
-            if self.closed or (self.session is not None and self.session.closing):
-                break
-            self._dispatch(args)
         self._close_ack_group()
         self._flush()
-        if self.parser.pending:
+        if self.parser.pending and not self.closed:
             if self._timer_why != STALLED:
                 self._arm(self.server.config.frame_timeout, STALLED)
-        elif self.session is not None and self.session.authenticated:
+        else:
             self._disarm()
+
+    def _dispatch_all(self, commands: list[list[bytes]]) -> None:
+        session = self.session
+        assert session is not None
+        for args in commands:
+            if self.closed or session.closing:
+                break
+            self._dispatch(args)
+
+    def _read_unauthenticated(self, data: bytes) -> None:
+        """One request at a time under the small limits, until one authenticates:
+        what follows it is read under the full limits."""
+        session = self.session
+        assert session is not None
+        commands = self.parser.feed(data, 1)
+        while commands and not (self.closed or session.closing):
+            self._preauth_requests += 1
+            if self._preauth_requests > PREAUTH_MAX_REQUESTS:
+                refusals.info("closing %s: too many requests before authenticating",
+                              session.peer)  # fmt: skip
+                self._queue(encode_error(AuthError(
+                    f"{PREAUTH_MAX_REQUESTS} requests without authenticating: closing"
+                )))  # fmt: skip
+                self._close_after_flush()
+                return
+            self._dispatch(commands[0])
+            if session.authenticated:
+                self._authenticated()
+                self._dispatch_all(self.parser.feed(b""))
+                return
+            commands = self.parser.feed(b"", 1)
+
+    def _authenticated(self) -> None:
+        if self._auth_timer is not None:
+            self._auth_timer.cancel()
+            self._auth_timer = None
+        max_payload = self.server.config.max_payload
+        self.parser.set_limits(
+            max_payload + REQUEST_OVERHEAD, max_arg=max_payload, why="the server's --max-payload"
+        )
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         self._disarm()
+        for timer in (self._auth_timer, self._output_timer):
+            if timer is not None:
+                timer.cancel()
         # cancel blocked FETCH/WAIT first, so no claim lands after the release below
         for task in self.tasks:
             task.cancel()
+        # replies that were waiting behind a slower one will never be sent: their
+        # errors (the client's own doing) are seen here, not logged as unretrieved
+        for item in self.pending:
+            if not isinstance(item, bytes) and item.done() and not item.cancelled():
+                item.exception()
+        self.pending.clear()
         self.server.connections.discard(self)
         session = self.session
         if session is not None and session.worker is not None:
@@ -185,6 +271,8 @@ class Connection(asyncio.Protocol):
                     fut.set_result(OK)
                 else:
                     fut.set_exception(error)
+                    if self.closed:  # nobody will send it: not an unretrieved error
+                        fut.exception()
             self._done_group()
 
         task.add_done_callback(answer)
@@ -198,11 +286,18 @@ class Connection(asyncio.Protocol):
 
     def _done(self, task: asyncio.Task[Any]) -> None:
         self.tasks.discard(task)
-        if not self.closed:
-            self._flush()
-            session = self.session
-            if session is not None and session.closing and not self.pending:
-                self._close_after_flush()
+        if self.closed:
+            # its client is gone: the reply will never be sent, and its error (the
+            # client's own doing, like a bad LIST) is no "exception never retrieved"
+            if not task.cancelled():
+                exc = task.exception()
+                if exc is not None and not isinstance(exc, DistQueueError):
+                    log.error("command failed", exc_info=exc)
+            return
+        self._flush()
+        session = self.session
+        if session is not None and session.closing and not self.pending:
+            self._close_after_flush()
 
     def _queue(self, item: bytes | asyncio.Future[Any]) -> None:
         self.pending.append(item)
@@ -225,7 +320,39 @@ class Connection(asyncio.Protocol):
             pending.popleft()
         if out:
             self.transport.write(b"".join(out))
+            self._check_output()
         self._maybe_resume_reading()
+
+    def _check_output(self) -> None:
+        """Drop a client whose unread replies pass the hard limit, or stay over the
+        soft one too long (Redis' client-output-buffer-limit)."""
+        transport = self.transport
+        if transport is None or self.closed:
+            return
+        size = transport.get_write_buffer_size()
+        config = self.server.config
+        if size > config.max_output:
+            self._drop_reader(f"{size} bytes of replies unread, over the limit of"
+                              f" {config.max_output}")  # fmt: skip
+        elif size > config.output_soft and self._output_timer is None:
+            loop = asyncio.get_running_loop()
+            self._output_timer = loop.call_later(config.output_soft_seconds, self._soft_expired)
+
+    def _soft_expired(self) -> None:
+        self._output_timer = None
+        if self.transport is None or self.closed:
+            return
+        size = self.transport.get_write_buffer_size()
+        config = self.server.config
+        if size > config.output_soft:
+            self._drop_reader(f"replies unread over {config.output_soft} bytes for"
+                              f" {config.output_soft_seconds:g}s")  # fmt: skip
+
+    def _drop_reader(self, why: str) -> None:
+        refusals.warning("dropping %s: %s (a client that does not read its replies)",
+                         self.session.peer if self.session else "?", why)  # fmt: skip
+        assert self.transport is not None
+        self.transport.abort()  # its unsent replies go with it
 
     def _reply_of(self, task: asyncio.Future[Any]) -> bytes:
         if task.cancelled():
@@ -281,9 +408,12 @@ class Connection(asyncio.Protocol):
             self._timer_why = ""
 
     def _expired(self, why: str) -> None:
-        self._timer, self._timer_why = None, ""
+        if why == NO_AUTH:
+            self._auth_timer = None
+        else:
+            self._timer, self._timer_why = None, ""
         if self.transport is not None and not self.closed:
-            log.info("closing %s: %s", self.session.peer if self.session else "?", why)
+            refusals.info("closing %s: %s", self.session.peer if self.session else "?", why)
             self._queue(encode_error(ProtocolError(f"closing the connection: {why}")))
             self._flush()
             self.transport.close()
@@ -291,3 +421,9 @@ class Connection(asyncio.Protocol):
     def abort(self) -> None:
         if self.transport is not None and not self.closed:
             self.transport.close()
+
+
+def _parser(max_payload: int) -> RequestParser:
+    """The parser of an authenticated connection: any argument up to --max-payload,
+    the whole request up to 64 KiB more."""
+    return RequestParser(max_payload + REQUEST_OVERHEAD, max_arg=max_payload)

@@ -20,9 +20,10 @@ from collections.abc import AsyncGenerator, Callable
 from typing import Any, TextIO
 
 from distqueue.clock import Clock, system_clock
-from distqueue.config import ServerConfig
+from distqueue.config import ServerConfig, check_exposure, redact_url
 from distqueue.errors import StoreError
 from distqueue.server.connection import Connection
+from distqueue.server.guard import AuthThrottle
 from distqueue.server.service import (
     BACKOFF_MAX,
     BACKOFF_MIN,
@@ -49,6 +50,8 @@ class Server:
         self._store = store
         self._own_store = store is None
         self.connections: set[Connection] = set()
+        #: wrong tokens by peer address, across connections
+        self.auth_throttle = AuthThrottle()
         self.port = config.port
         self._server: asyncio.Server | None = None
         self._side_tasks: list[asyncio.Task[None]] = []
@@ -63,6 +66,14 @@ class Server:
 
     async def start(self) -> None:
         """Open the store, listen, start the side tasks."""
+        check_exposure(self.config)
+        tls: dict[str, Any] = {}
+        if self.config.tls_cert or self.config.tls_key or self.config.tls_ca:
+            from distqueue.tls import server_context  # first: a bad file stops it at once
+
+            context = server_context(self.config.tls_cert, self.config.tls_key, self.config.tls_ca)
+            # a half-done handshake cannot hold a connection (or a slot) for long
+            tls = {"ssl": context, "ssl_handshake_timeout": 10.0}
         _raise_file_limit()
         health = StoreHealth()
         if self._store is None:
@@ -76,8 +87,9 @@ class Server:
         self._service.start_watching()
         loop = asyncio.get_running_loop()
         self._server = await loop.create_server(
-            lambda: Connection(self), self.config.host, self.config.port, reuse_address=True
-        )
+            lambda: Connection(self), self.config.host, self.config.port, reuse_address=True,
+            **tls,
+        )  # fmt: skip
         self.port = self._server.sockets[0].getsockname()[1]
         self._side_tasks = [
             asyncio.create_task(self._housekeeping(), name="housekeeping"),
@@ -148,9 +160,12 @@ class Server:
         with _signals(self.request_stop):
             # the handlers are in place before anyone can know where we listen
             await self.start()
+            tls = ""
+            if self.config.tls_cert:
+                tls = " (TLS, client certificates required)" if self.config.tls_ca else " (TLS)"
             print(
-                f"distqueue server listening on {self.config.host}:{self.port}"
-                f" (store: {self.config.data})",
+                f"distqueue server listening on {self.config.host}:{self.port}{tls}"
+                f" (store: {redact_url(self.config.data)})",
                 file=out, flush=True,
             )  # fmt: skip
             console_task = None

@@ -372,14 +372,15 @@ class Service:
             self.done.notify(released)  # some may have ended (poison, cancelled)
 
     async def fetch(self, worker: WorkerInfo, n: int, timeout: float) -> list[Job]:
-        """Lease up to ``n`` jobs to the worker, waiting up to ``timeout`` for one."""
+        """Lease up to ``n`` jobs to the worker, waiting up to ``timeout`` for one; at
+        most ``max_fetch_bytes`` of args and payloads (or one job larger than that)."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         while True:
             since = self.ready.version
             jobs = await self.store.claim(
-                worker.id, n, self.clock(),
-                queues=worker.queues, types=worker.types, lease=self.config.lease,
+                worker.id, n, self.clock(), queues=worker.queues, types=worker.types,
+                lease=self.config.lease, max_bytes=self.config.max_fetch_bytes,
             )  # fmt: skip
             if jobs:
                 worker.held.update(job.id for job in jobs)

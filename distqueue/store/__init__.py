@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from distqueue.config import redact_url
 from distqueue.store.base import Enqueued, FailOutcome, Heartbeat, Stats, Store
 
 __all__ = ["Enqueued", "FailOutcome", "Heartbeat", "Stats", "Store", "open_store"]
@@ -33,6 +34,7 @@ async def open_store(url: str, **options: Any) -> Store:
             return await RedisStore.open("redis://" + rest, cluster=True, **options)
         return await RedisStore.open(url, **options)
     raise ValueError(
-        f"unknown store {url!r}: expected a directory, sqlite:///DIR, redis://HOST:PORT/DB, "
+        f"unknown store {redact_url(url)!r}: expected a directory, sqlite:///DIR,"
+        " redis://HOST:PORT/DB, "
         "redis+cluster://HOST:PORT or redis+sentinel://HOST:PORT/MASTER_NAME"
     )

@@ -107,6 +107,7 @@ class Store(Protocol):
         queues: Collection[str] | None = None,
         types: Collection[str] | None = None,
         lease: float = DEFAULT_LEASE,
+        max_bytes: int | None = None,
     ) -> list[Job]:
         """Lease up to ``n`` queued jobs to ``worker``, most urgent first, FIFO within
         a priority, only of the given queues and types (None = any).
@@ -114,6 +115,16 @@ class Store(Protocol):
         Each claimed job is running, its ``attempts`` (its fencing token) one higher,
         its lease until ``now + lease``. A queued job whose deadline has passed is
         not handed out: it becomes dead with error kind ``expired``.
+
+        ``max_bytes`` bounds the claim in bytes as well (None = no byte limit): a
+        job's size is its stored args (their JSON encoding) plus its payload, and the
+        claim stops before the first job that would take the total of the jobs it
+        claimed past ``max_bytes``. That job, and every one behind it, stays queued in
+        its place; the claim does not skip it for a smaller one. The first job is
+        claimed whatever its size, so a job larger than the budget is handed out
+        alone. Jobs ended as expired cost nothing. Raises InvalidJob for a negative
+        ``max_bytes``.
+
         Returns the claimed jobs in hand-out order, payload included; [] if none.
         """
         ...

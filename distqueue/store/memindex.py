@@ -9,14 +9,18 @@ from __future__ import annotations
 
 import heapq
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
-__all__ = ["N_PRIORITIES", "ReadyQueues", "Schedule"]
+__all__ = ["N_PRIORITIES", "SMALL_JOB", "ReadyQueues", "Schedule"]
 
 N_PRIORITIES = 11
 #: a ready entry packs (seq, id) into one int: ids below 2**44 (17 trillion)
 ID_BITS = 44
 ID_MASK = (1 << ID_BITS) - 1
+#: a queued job whose size (stored args plus payload, in bytes) is larger than this
+#: has it noted in ``ReadyQueues.sizes``; a smaller one costs no memory for it, and a
+#: claim with a byte budget counts it as at most this many bytes
+SMALL_JOB = 4096
 
 
 class ReadyQueues:
@@ -26,6 +30,7 @@ class ReadyQueues:
     one int, shared with the id map (no tuple, no second copy of the seq; 133 bytes
     a queued job in all). An entry is live iff the id map holds it; entries of jobs
     that left the queue otherwise (cancelled) are skipped when they reach the front.
+    Only jobs larger than SMALL_JOB bytes have their size kept (``sizes``).
     """
 
     def __init__(self) -> None:
@@ -34,13 +39,18 @@ class ReadyQueues:
         self._entry: dict[int, int] = {}
         #: id -> deadline of queued jobs that have one
         self.deadlines: dict[int, float] = {}
+        #: id -> size in bytes (stored args plus payload) of queued jobs larger than
+        #: SMALL_JOB; a queued job not here is at most SMALL_JOB bytes
+        self.sizes: dict[int, int] = {}
         #: queued jobs by priority
         self.by_priority = [0] * N_PRIORITIES
 
     def push(
-        self, jid: int, queue: str, type_: str, prio: int, seq: int, deadline: float | None
-    ) -> None:
-        """Queue a job behind every job of its priority with a lower ``seq``."""
+        self, jid: int, queue: str, type_: str, prio: int, seq: int, deadline: float | None,
+        size: int = 0,
+    ) -> None:  # fmt: skip
+        """Queue a job behind every job of its priority with a lower ``seq``;
+        ``size``: its stored args plus payload, in bytes."""
         dqs = self._queues.get((queue, type_))
         if dqs is None:
             dqs = self._queues[(queue, type_)] = [deque() for _ in range(N_PRIORITIES)]
@@ -50,21 +60,30 @@ class ReadyQueues:
         self.by_priority[prio] += 1
         if deadline is not None:
             self.deadlines[jid] = deadline
+        if size > SMALL_JOB:
+            self.sizes[jid] = size
 
     def drop(self, jid: int, prio: int) -> None:
         """Take a job out (its deque entry goes stale)."""
         del self._entry[jid]
         self.by_priority[prio] -= 1
         self.deadlines.pop(jid, None)
+        if self.sizes:
+            self.sizes.pop(jid, None)
 
     def __contains__(self, jid: int) -> bool:
         return jid in self._entry
 
     def take(
-        self, queues: frozenset[str] | None, types: frozenset[str] | None
-    ) -> Iterator[tuple[int, int, float | None]]:
+        self, queues: frozenset[str] | None, types: frozenset[str] | None,
+        admit: Callable[[int, float | None], bool] | None = None,
+    ) -> Iterator[tuple[int, int, float | None]]:  # fmt: skip
         """Yield (id, priority, deadline) of the most urgent, oldest ready jobs of these
-        queues and types (None = any), removing each as it is yielded."""
+        queues and types (None = any), removing each as it is yielded.
+
+        ``admit(id, deadline)``, when given, is asked about each job before it is
+        removed: False ends the walk and leaves that job where it is, at the front of
+        its queue (a claim whose byte budget it would pass)."""
         if (
             queues is not None
             and types is not None
@@ -100,8 +119,10 @@ class ReadyQueues:
             if best is None:
                 return
             prio, _, jid, dq = best
-            dq.popleft()
             deadline = self.deadlines.get(jid)
+            if admit is not None and not admit(jid, deadline):
+                return
+            dq.popleft()
             self.drop(jid, prio)
             yield jid, prio, deadline
 

@@ -202,6 +202,32 @@ def _split_options(url: str) -> tuple[str, dict[str, str]]:
     return (base + "?" + urlencode(rest) if rest else base), ours
 
 
+#: a ``rediss://`` URL's TLS files (redis-py's query options), and the environment
+#: variables that give them when the URL does not
+REDIS_TLS_ENV = {
+    "ssl_ca_certs": "DISTQUEUE_REDIS_TLS_CA",
+    "ssl_certfile": "DISTQUEUE_REDIS_TLS_CERT",
+    "ssl_keyfile": "DISTQUEUE_REDIS_TLS_KEY",
+}
+
+
+def _tls_url(url: str) -> str:
+    """A ``rediss://`` URL with the TLS files the environment names added (the URL's
+    own win), each checked to be a readable file: a missing one is one clear
+    ValueError now rather than a connect error on every try. Redis' certificate is
+    verified (redis-py's default; ``ssl_cert_reqs=none`` in the URL turns it off)."""
+    base, _, query = url.partition("?")
+    pairs = parse_qsl(query, keep_blank_values=True)
+    given = {key for key, _ in pairs}
+    for option, var in REDIS_TLS_ENV.items():
+        if option not in given and os.environ.get(var):
+            pairs.append((option, os.environ[var]))
+    for option, value in pairs:
+        if option in REDIS_TLS_ENV and not (os.path.isfile(value) and os.access(value, os.R_OK)):
+            raise ValueError(f"Redis TLS file {value} ({option}): no such readable file")
+    return base + "?" + urlencode(pairs) if pairs else base
+
+
 def _sentinel_url(url: str) -> tuple[list[tuple[str, int]], str, dict[str, Any]]:
     """``redis+sentinel://[[user]:password@]host:port[,host:port...]/master[/db]``:
     the Sentinels, the master's name and the master's connection options."""
@@ -258,6 +284,8 @@ class RedisStore:
         wait_timeout: int | None = None,
     ) -> None:
         url, query = _split_options(url)
+        if url.startswith("rediss://"):
+            url = _tls_url(url)
         self.url = url
         if "{" in prefix or "}" in prefix:
             raise ValueError("the prefix is wrapped in a hash tag: give it without braces")
@@ -586,17 +614,22 @@ class RedisStore:
         queues: Collection[str] | None = None,
         types: Collection[str] | None = None,
         lease: float = DEFAULT_LEASE,
+        max_bytes: int | None = None,
     ) -> list[Job]:
         if check_claim(worker, n, lease) == 0:
             return []
+        if max_bytes is not None:
+            check_id("max_bytes", max_bytes)
         qs = codec.dumps(None if queues is None else sorted(set(queues)))
         ts = codec.dumps(None if types is None else sorted(set(types)))
         jobs: list[Job] = []
+        room = max_bytes  # the byte budget the earlier script calls left
         while len(jobs) < n:  # CLAIM_BATCH jobs per script call at most
             want = min(CLAIM_BATCH, n - len(jobs))
             try:
                 rows = await self._run("claim", worker, want, repr(now), repr(now + lease),
-                                       qs, ts)  # fmt: skip
+                                       qs, ts, "" if room is None else room,
+                                       "1" if jobs else "0")  # fmt: skip
             except StoreError:
                 if not jobs:
                     raise
@@ -604,6 +637,8 @@ class RedisStore:
             jobs += await self._claimed(rows)
             if len(rows) < want:
                 break
+            if room is not None:
+                room -= sum(int(row[2]) for row in rows)
         return jobs
 
     async def _claimed(self, rows: list[Any]) -> list[Job]:
@@ -613,12 +648,12 @@ class RedisStore:
 
         async def read() -> list[Any]:
             async with self._redis.pipeline(transaction=False) as pipe:
-                for job_id, _ in rows:
-                    pipe.hgetall(self._key("job", str(job_id)))
+                for row in rows:
+                    pipe.hgetall(self._key("job", str(row[0])))
                 return await pipe.execute()  # type: ignore[no-any-return]
 
         hashes = await self._read(read)
-        return [_job(int(job_id), h) for (job_id, _), h in zip(rows, hashes, strict=True)]
+        return [_job(int(row[0]), h) for row, h in zip(rows, hashes, strict=True)]
 
     async def complete(
         self, job_id: int, token: int, result: Any, now: float, *, worker: str | None = None

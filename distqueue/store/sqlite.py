@@ -42,7 +42,7 @@ from distqueue.store.checks import (
     check_specs,
     encode_result,
 )
-from distqueue.store.memindex import ReadyQueues, Schedule
+from distqueue.store.memindex import SMALL_JOB, ReadyQueues, Schedule
 from distqueue.store.sqlite_rows import FULL_COLS, SUMMARY_COLS, Running, job_from_row
 from distqueue.store.writer import Writer
 
@@ -60,6 +60,10 @@ SCHEMA_VERSION = 2
 EPOCH_SHIFT = 32
 #: the most jobs one promote or expire operation moves, and one purge deletes
 BATCH = PURGE_BATCH = 1000
+#: a job's size as a claim's byte budget counts it: its stored args plus its payload
+SIZE = "ifnull(length(args), 0) + ifnull(length(payload), 0)"
+#: the most ids one query of a claim's byte budget looks up (SQLite's variable limit)
+SIZE_LOOKUP = 500
 TOTALS = (
     "submitted", "succeeded", "failed", "retried", "dead", "cancelled", "lost", "expired",
     "purged",
@@ -245,11 +249,11 @@ class SQLiteStore:
             "SELECT queue, state, count(*) FROM jobs GROUP BY queue, state"
         ):
             self._counts[(queue, state)] = count
-        for jid, queue, type_, prio, seq, deadline in db.execute(
-            "SELECT id, queue, type, priority, seq, deadline FROM jobs WHERE state = 'queued'"
-            " ORDER BY seq"
+        for jid, queue, type_, prio, seq, deadline, size in db.execute(
+            f"SELECT id, queue, type, priority, seq, deadline, {SIZE} FROM jobs"
+            " WHERE state = 'queued' ORDER BY seq"
         ):
-            self._ready.push(jid, queue, type_, prio, seq, deadline)
+            self._ready.push(jid, queue, type_, prio, seq, deadline, size)
         for jid, run_at, queue, type_, prio in db.execute(
             "SELECT id, run_at, queue, type, priority FROM jobs"
             " WHERE state IN ('scheduled', 'retrying')"
@@ -303,12 +307,12 @@ class SQLiteStore:
         check_transition(jid, old, S.QUEUED)
         seq = self._next_seq
         self._next_seq += 1
-        deadline = self._conn.execute(
+        deadline, size = self._conn.execute(
             "UPDATE jobs SET state = 'queued', seq = ?, lease_until = NULL, run_at = NULL,"
-            " cancel_requested = 0 WHERE id = ? RETURNING deadline",
+            f" cancel_requested = 0 WHERE id = ? RETURNING deadline, {SIZE}",
             (seq, jid),
-        ).fetchone()[0]
-        self._ready.push(jid, queue, type_, prio, seq, deadline)
+        ).fetchone()
+        self._ready.push(jid, queue, type_, prio, seq, deadline, size)
         self._count(queue, old.value, S.QUEUED.value)
 
     def _finish(
@@ -400,8 +404,9 @@ class SQLiteStore:
             )
             for (jid, spec, state), row in zip(fresh, rows, strict=True):
                 if state is S.QUEUED:
+                    size = len(row[4] or b"") + len(row[5] or b"")
                     self._ready.push(
-                        jid, spec.queue, spec.type, spec.priority, row[12], spec.deadline
+                        jid, spec.queue, spec.type, spec.priority, row[12], spec.deadline, size
                     )
                 else:
                     assert spec.run_at is not None
@@ -409,6 +414,16 @@ class SQLiteStore:
                 self._count(spec.queue, None, state.value)
             self._total("submitted", len(rows))
         self._meta_dirty = True
+        return out
+
+    def _sizes_of(self, ids: list[int]) -> dict[int, int]:
+        """The sizes (SIZE) of these jobs, looked up in the file."""
+        out: dict[int, int] = {}
+        for i in range(0, len(ids), SIZE_LOOKUP):
+            part = ids[i : i + SIZE_LOOKUP]
+            out.update(self._conn.execute(
+                f"SELECT id, {SIZE} FROM jobs WHERE id IN ({','.join('?' * len(part))})", part
+            ).fetchall())  # fmt: skip
         return out
 
     def _op_claim(
@@ -419,13 +434,19 @@ class SQLiteStore:
         queues: frozenset[str] | None,
         types: frozenset[str] | None,
         lease: float,
+        max_bytes: int | None = None,
     ) -> list[Job] | None:
         """The claim; None when it ended BATCH jobs past their deadline and took none
         yet (the caller claims again: a bounded operation each time)."""
         lease_until = now + lease
         chosen: list[tuple[int, int]] = []  # (id, priority) in hand-out order
         ended = 0
-        for jid, prio, deadline in self._ready.take(queues, types):
+        admit = None
+        # small jobs are counted as SMALL_JOB bytes until that bound could pass the
+        # budget: a claim of small jobs with room for n of them never looks one up
+        if max_bytes is not None and (self._ready.sizes or n * SMALL_JOB > max_bytes):
+            admit = _Budget(max_bytes, now, chosen, self._ready.sizes, self._sizes_of).admit
+        for jid, prio, deadline in self._ready.take(queues, types, admit):
             if deadline is not None and deadline < now:
                 row = self._conn.execute("SELECT queue FROM jobs WHERE id = ?", (jid,)).fetchone()
                 expired = JobError(
@@ -750,16 +771,19 @@ class SQLiteStore:
         queues: Collection[str] | None = None,
         types: Collection[str] | None = None,
         lease: float = DEFAULT_LEASE,
+        max_bytes: int | None = None,
     ) -> list[Job]:
         if check_claim(worker, n, lease) == 0:
             return []
+        if max_bytes is not None:
+            check_id("max_bytes", max_bytes)
         qs = None if queues is None else frozenset(queues)
         ts = None if types is None else frozenset(types)
         while True:  # each operation ends at most BATCH jobs past their deadline
             # answered before its commit: a claim lost in a crash is just queued again
             # (and its token is never handed out again: see EPOCH_SHIFT)
             jobs = await self._writer.call(
-                self._op_claim, worker, n, now, qs, ts, lease, durable=False
+                self._op_claim, worker, n, now, qs, ts, lease, max_bytes, durable=False
             )
             if jobs is not None:
                 return jobs
@@ -900,3 +924,53 @@ class SQLiteStore:
     ) -> None:
         """Nothing to watch: only this process has the file open (see Store.watch)."""
         return None
+
+
+class _Budget:
+    """A claim's byte budget (``max_bytes`` of Store.claim) as ``ReadyQueues.take``
+    asks it, job by job, before it takes one.
+
+    A job larger than SMALL_JOB has its size in the index; a smaller one is counted
+    as SMALL_JOB bytes (an upper bound) while that leaves room, and only when it may
+    not, the exact sizes of the small jobs taken so far and of this one are looked up
+    in the file (one query): so the budget is exact, and a claim of small jobs far
+    from it reads nothing more.
+    """
+
+    __slots__ = ("chosen", "lookup", "now", "pending", "room", "sizes")
+
+    def __init__(
+        self, max_bytes: int, now: float, chosen: list[tuple[int, int]], sizes: dict[int, int],
+        lookup: Callable[[list[int]], dict[int, int]],
+    ) -> None:  # fmt: skip
+        #: the budget left, counting each job in ``pending`` as SMALL_JOB bytes
+        self.room = max_bytes
+        #: small jobs taken whose exact size was not looked up
+        self.pending: list[int] = []
+        self.now = now
+        self.chosen = chosen
+        self.sizes = sizes
+        self.lookup = lookup
+
+    def admit(self, jid: int, deadline: float | None) -> bool:
+        if deadline is not None and deadline < self.now:
+            return True  # it ends (expired) instead of being handed out: it costs nothing
+        size = self.sizes.get(jid)
+        if self.chosen and self.room < (SMALL_JOB if size is None else size):
+            # it may not fit: count what was taken exactly, and this job too
+            known = self.lookup(self.pending if size is not None else [*self.pending, jid])
+            self.room += sum(SMALL_JOB - known[i] for i in self.pending)
+            self.pending = []
+            if size is None:
+                size = known[jid]
+            if size > self.room:
+                return False  # it stays at the front of its queue
+            self.room -= size
+            return True
+        # the first job is handed out whatever its size
+        if size is None:
+            self.pending.append(jid)
+            self.room -= SMALL_JOB
+        else:
+            self.room -= size
+        return True

@@ -37,7 +37,9 @@ from distqueue.worker.registry import (
 )
 
 __all__ = [
+    "SHELL_OUTPUT_LIMIT",
     "Outcome",
+    "OutputTooLarge",
     "ProcessPool",
     "call_sync",
     "error_outcome",
@@ -50,6 +52,12 @@ __all__ = [
 
 #: 4-byte big-endian length prefix of the frames spoken with pool children
 _LEN = struct.Struct(">I")
+#: the most bytes of a shell job's stdout, and of its stderr, kept (WorkerOptions)
+SHELL_OUTPUT_LIMIT = 16 * 1024 * 1024
+#: bytes read from a shell job's pipe at a time
+SHELL_CHUNK = 64 * 1024
+#: seconds a timed-out shell job's pipes are still read after the kill
+SHELL_DRAIN = 1.0
 
 
 @dataclass
@@ -141,10 +149,17 @@ async def run_builtin(type_: str, args: Any, payload: bytes | None) -> Outcome:
 
 
 async def run_shell(
-    command: Any, limit: float, on_start: Callable[[Callable[[], None]], None]
+    command: Any,
+    limit: float,
+    on_start: Callable[[Callable[[], None]], None],
+    output_limit: int = SHELL_OUTPUT_LIMIT,
 ) -> Outcome:
     """A shell command in its own process group; ``on_start`` gets the kill switch.
-    Result: stdout, stderr, exit_code; a non-zero exit is a (retryable) failure."""
+    Result: stdout, stderr, exit_code; a non-zero exit is a (retryable) failure.
+
+    Each stream is read as it comes, up to ``output_limit`` bytes: one that passes it
+    gets the whole group killed at once (nothing more is read) and the job fails for
+    good, kind OutputTooLarge; output is never cut short silently."""
     try:
         text = text_of(command)
     except InvalidJob as exc:
@@ -159,16 +174,39 @@ async def run_shell(
             os.killpg(proc.pid, signal.SIGKILL)
 
     on_start(kill)
+    assert proc.stdout is not None and proc.stderr is not None
+    out, err = bytearray(), bytearray()
+    readers = [
+        asyncio.ensure_future(_read_capped(proc.stdout, out, output_limit, "stdout", kill)),
+        asyncio.ensure_future(_read_capped(proc.stderr, err, output_limit, "stderr", kill)),
+    ]
+    tasks = [*readers, asyncio.ensure_future(proc.wait())]
     try:
-        out, err = await asyncio.wait_for(proc.communicate(), limit)
-    except TimeoutError:
-        kill()
-        out, err = await proc.communicate()
-        return Outcome(error={
-            "kind": "timeout", "message": f"shell command ran over its {limit:g}s limit",
-            "traceback": err.decode(errors="replace"), "retryable": True,
-        })  # fmt: skip
+        done, _ = await asyncio.wait(tasks, timeout=limit, return_when=asyncio.FIRST_EXCEPTION)
+        for task in done:
+            failure = task.exception()
+            if isinstance(failure, OutputTooLarge):  # killed already
+                await proc.wait()
+                return Outcome(error={
+                    "kind": "OutputTooLarge", "message": str(failure), "traceback": "",
+                    "retryable": False,
+                })  # fmt: skip
+            if failure is not None:
+                raise failure
+        if len(done) < len(tasks):
+            kill()
+            # what the pipes still hold (a process that left the group may keep them
+            # open: not waited for long)
+            await asyncio.wait(readers, timeout=SHELL_DRAIN)
+            return Outcome(error={
+                "kind": "timeout", "message": f"shell command ran over its {limit:g}s limit",
+                "traceback": err.decode(errors="replace"), "retryable": True,
+            })  # fmt: skip
     finally:
+        for task in tasks:
+            task.cancel()
+            if task.done() and not task.cancelled():
+                task.exception()  # retrieved: a reader past the limit while draining
         if proc.returncode is None:
             kill()
     result = {
@@ -182,6 +220,26 @@ async def run_shell(
             "retryable": True,
         })  # fmt: skip
     return Outcome(result=result)
+
+
+class OutputTooLarge(Exception):
+    """A shell job's stdout or stderr passed the worker's --shell-output-limit."""
+
+
+async def _read_capped(
+    stream: asyncio.StreamReader, buf: bytearray, limit: int, name: str,
+    kill: Callable[[], None],
+) -> None:  # fmt: skip
+    """Read ``stream`` into ``buf`` until its end; past ``limit`` bytes, kill the
+    command and raise OutputTooLarge (what is left is never read)."""
+    while chunk := await stream.read(SHELL_CHUNK):
+        if len(buf) + len(chunk) > limit:
+            kill()
+            raise OutputTooLarge(
+                f"shell output too large: {name} passed the limit of {limit} bytes"
+                " (worker --shell-output-limit)"
+            )
+        buf += chunk
 
 
 # -- the process pool ---------------------------------------------------------------------

@@ -32,6 +32,7 @@ from typing import Any
 from distqueue import codec
 from distqueue.client.connection import AsyncConnection
 from distqueue.client.local import LocalConnection, is_store_url
+from distqueue.config import redact_url
 from distqueue.errors import (
     DistQueueError,
     InvalidJob,
@@ -42,6 +43,7 @@ from distqueue.errors import (
 )
 from distqueue.worker.builtins import ALL_BUILTINS, BUILTINS, SHELL
 from distqueue.worker.executors import (
+    SHELL_OUTPUT_LIMIT,
     Outcome,
     ProcessPool,
     call_sync,
@@ -107,6 +109,9 @@ class WorkerOptions:
     allow_shell: bool = False
     #: seconds a shell job may run when the job sets no timeout
     shell_timeout: float = 3600.0
+    #: the most bytes of a shell job's stdout, and of its stderr: one that passes it
+    #: has the command killed and the job failed (OutputTooLarge)
+    shell_output_limit: int = SHELL_OUTPUT_LIMIT
     #: seconds running jobs get to finish after stop()
     grace: float = 30.0
     #: the worker id (default: host-pid-random)
@@ -115,6 +120,14 @@ class WorkerOptions:
     builtins: bool = True
     #: direct mode only: seconds a claim leases a job (a server sets its own)
     lease: float | None = None
+    #: TLS to every server (also on for an address written tls://HOST:PORT), verified
+    #: against ``tls_ca`` (a CA file) or else the system's trust store; a client
+    #: certificate: ``tls_cert`` and ``tls_key``. A CA or certificate implies TLS; not
+    #: given, they are read from DISTQUEUE_TLS_CA, DISTQUEUE_TLS_CERT, DISTQUEUE_TLS_KEY
+    tls: bool = False
+    tls_ca: str | None = None
+    tls_cert: str | None = None
+    tls_key: str | None = None
 
 
 @dataclass(eq=False)
@@ -184,10 +197,14 @@ class Worker:
                     "--lease is for direct mode (--store redis://...): a server sets the"
                     " lease of its jobs (distqueue server --lease)"
                 )
+            tls: dict[str, Any] = dict(
+                tls=options.tls or None, tls_ca=options.tls_ca,
+                tls_cert=options.tls_cert, tls_key=options.tls_key,
+            )  # fmt: skip
             self.fetcher = AsyncConnection(options.server, token=options.token,
-                                           role="worker", hello=hello)  # fmt: skip
+                                           role="worker", hello=hello, **tls)  # fmt: skip
             self.control = AsyncConnection(options.server, token=options.token,
-                                           role="worker", hello=hello)  # fmt: skip
+                                           role="worker", hello=hello, **tls)  # fmt: skip
         self.running: dict[int, JobRun] = {}
         self._job_tasks: set[asyncio.Task[None]] = set()
         #: ACK/FAIL/PROGRESS commands not yet answered by a server, in order
@@ -269,7 +286,7 @@ class Worker:
         self.lease = float(info.get("lease", 30.0))
         self.max_result = int(info.get("max_payload", self.max_result))
         self.max_fetch = int(info.get("max_fetch", self.max_fetch))
-        where = self.control.address or (getattr(self.control, "url", "?"), "")
+        where = self.control.address or (redact_url(getattr(self.control, "url", "?")), "")
         log.info("worker %s connected to %s:%s", self.id, *where)
 
     async def _session(self) -> None:
@@ -473,7 +490,7 @@ class Worker:
 
         if run.type == SHELL and self.options.allow_shell:
             limit = run.timeout or self.options.shell_timeout
-            return await run_shell(run.args, limit, on_start)
+            return await run_shell(run.args, limit, on_start, self.options.shell_output_limit)
         task = self.tasks.get(run.type)
         if task is None:
             if self.options.builtins and run.type in ALL_BUILTINS:

@@ -33,6 +33,8 @@ QUEUES = ["qa", "qb"]
 TYPES = ["ta", "tb"]
 LEASE = 10.0
 POISON = 2
+#: payload sizes: none, small, and larger than the embedded store's SMALL_JOB
+SIZES = [0, 0, 100, 5000]
 SOAK = os.environ.get("DISTQUEUE_SOAK") == "1"
 
 
@@ -57,6 +59,8 @@ class M:
     lost: int = 0
     cancel: bool = False
     finished_at: float | None = None
+    #: its payload's length: what a claim's byte budget counts (it has no args)
+    size: int = 0
 
 
 class StoreMachine(RuleBasedStateMachine):
@@ -113,26 +117,26 @@ class StoreMachine(RuleBasedStateMachine):
         specs=st.lists(
             st.tuples(st.sampled_from(QUEUES), st.sampled_from(TYPES), st.integers(0, 10),
                       st.integers(0, 2), st.sampled_from([None, None, "k1", "k2", "k3"]),
-                      st.sampled_from([0.0, 0.0, 0.0, 5.0])),
+                      st.sampled_from([0.0, 0.0, 0.0, 5.0]), st.sampled_from(SIZES)),
             min_size=1, max_size=4,
         )
     )  # fmt: skip
-    def enqueue(self, specs: list[tuple[str, str, int, int, str | None, float]]) -> None:
+    def enqueue(self, specs: list[tuple[str, str, int, int, str | None, float, int]]) -> None:
         job_specs = [
             JobSpec(type=t, queue=q, priority=p, max_retries=r, unique_key=k,
-                    run_at=self.now + d if d else None)
-            for q, t, p, r, k, d in specs
+                    run_at=self.now + d if d else None, payload=b"x" * z if z else None)
+            for q, t, p, r, k, d, z in specs
         ]  # fmt: skip
         results = self.run(self.store.enqueue(job_specs, self.now))
         assert len(results) == len(specs)
         keys = {m.key: m.id for m in self.jobs.values() if m.key is not None}
-        for (q, t, p, r, k, d), res in zip(specs, results, strict=True):
+        for (q, t, p, r, k, d, z), res in zip(specs, results, strict=True):
             if k is not None and k in keys:
                 assert not res.created and res.id == keys[k]
                 continue
             assert res.created and res.id not in self.jobs
             m = M(id=res.id, queue=q, type=t, priority=p, max_retries=r, key=k,
-                  state=S.SCHEDULED if d else S.QUEUED)  # fmt: skip
+                  state=S.SCHEDULED if d else S.QUEUED, size=z)  # fmt: skip
             if d:
                 m.run_at = self.now + d
             else:
@@ -148,17 +152,25 @@ class StoreMachine(RuleBasedStateMachine):
         n=st.integers(1, 4),
         queues=st.sampled_from([None, ("qa",), ("qb",)]),
         types=st.sampled_from([None, ("ta",), ("tb",), ("ta", "tb")]),
+        max_bytes=st.sampled_from([None, None, 0, 150, 5000, 12_000]),
     )
-    def claim(self, worker: str, n: int, queues: Any, types: Any) -> None:
+    def claim(self, worker: str, n: int, queues: Any, types: Any, max_bytes: int | None) -> None:
         ready = sorted(
             (m for m in self.jobs.values() if m.state is S.QUEUED
              and (queues is None or m.queue in queues) and (types is None or m.type in types)),
             key=lambda m: (m.priority, m.seq),
-        )  # fmt: skip
+        )[:n]  # fmt: skip
+        if max_bytes is not None:  # up to the first job past the budget, one at least
+            total = 0
+            for i, m in enumerate(ready):
+                total += m.size
+                if i and total > max_bytes:
+                    ready = ready[:i]
+                    break
         got = self.run(self.store.claim(worker, n, self.now, queues=queues, types=types,
-                                        lease=LEASE))  # fmt: skip
+                                        lease=LEASE, max_bytes=max_bytes))  # fmt: skip
         # priority first, FIFO within a priority, only what the worker serves
-        assert [j.id for j in got] == [m.id for m in ready[:n]]
+        assert [j.id for j in got] == [m.id for m in ready]
         for job in got:
             m = self.jobs[job.id]
             # a new token at every claim, greater than any the job had before

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import socket
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -14,41 +13,7 @@ import pytest
 from distqueue import codec
 from distqueue.protocol.resp import encode_command
 from distqueue.server.commands import COMMANDS
-from tests.procs import ServerProc
-
-
-class Peer:
-    """A raw TCP connection that reads whole RESP replies."""
-
-    def __init__(self, server: ServerProc) -> None:
-        self.sock = socket.create_connection((server.host, server.port), timeout=10)
-        self.reader = hiredis.Reader()
-
-    def send(self, data: bytes) -> None:
-        self.sock.sendall(data)
-
-    def reply(self) -> Any:
-        while (item := self.reader.gets()) is False:
-            data = self.sock.recv(1 << 20)
-            if not data:
-                return EOFError
-            self.reader.feed(data)
-        return item
-
-    def call(self, *args: Any) -> Any:
-        self.send(encode_command(*args))
-        return self.reply()
-
-    def closed(self) -> bool:
-        """True once the server has closed this connection."""
-        self.sock.settimeout(5)
-        try:
-            return self.sock.recv(1) == b""
-        except ConnectionResetError:
-            return True
-
-    def close(self) -> None:
-        self.sock.close()
+from tests.procs import Peer, ServerProc
 
 
 def code(reply: Any) -> str:

@@ -44,12 +44,97 @@ def test_malformed_frames_raise(bad: bytes) -> None:
         RequestParser(1 << 20).feed(bad)
 
 
-def test_too_large_is_refused_before_it_all_arrives() -> None:
+def test_too_large_is_refused_at_its_header_before_any_payload_arrives() -> None:
     parser = RequestParser(1000)
-    parser.feed(b"*2\r\n$6\r\nSUBMIT\r\n$5000\r\n")
-    with pytest.raises(TooLarge):
-        for _ in range(10):
-            parser.feed(b"x" * 200)
+    with pytest.raises(TooLarge, match="an argument of 5000 bytes: the limit is 1000"):
+        parser.feed(b"*2\r\n$6\r\nSUBMIT\r\n$5000\r\n")
+
+
+@pytest.mark.parametrize(
+    "frame, error, match",
+    [
+        # a huge array is refused at its header: nothing of its size is allocated
+        (b"*2000000000\r\n", TooLarge, "2000000000 arguments"),
+        (b"*4294967295\r\n", TooLarge, "4294967295 arguments"),
+        (b"*99999999999999999999\r\n", TooLarge, "arguments"),
+        (b"*1\r\n$1\r\na\r\n$4294967295\r\n", ProtocolError, "expected '\\*'"),
+        (b"*2\r\n$4294967295\r\n", TooLarge, "an argument of 4294967295 bytes"),
+        (b"*1\r\n*2000000000\r\n", ProtocolError, "no nesting"),
+        (b"*-1\r\n", ProtocolError, "bad header"),
+        (b"*1\r\n$-1\r\n", ProtocolError, "bad header"),
+        (b"*1_0\r\n", ProtocolError, "bad header"),
+        (b"* 1\r\n", ProtocolError, "bad header"),
+        (b"*1\r\n$3\r\nabcd\r\n", ProtocolError, "not ended by CRLF"),
+        (b"*" + b"1" * 40, ProtocolError, "header line too long"),
+    ],
+)
+def test_bad_headers_are_refused_as_they_arrive(frame: bytes, error: type, match: str) -> None:
+    with pytest.raises(error, match=match):
+        RequestParser(1 << 26, max_arg=1 << 20).feed(frame)
+
+
+def test_the_limits_are_exact_to_the_byte() -> None:
+    # an argument of exactly max_arg bytes passes, one byte more is refused
+    ok = encode_command("SUBMIT", b"x" * 1000)
+    assert RequestParser(2000, max_arg=1000).feed(ok) == [[b"SUBMIT", b"x" * 1000]]
+    with pytest.raises(TooLarge, match="an argument of 1001 bytes"):
+        RequestParser(2000, max_arg=1000).feed(encode_command("SUBMIT", b"x" * 1001))
+    # a request of exactly max_request bytes passes, one byte more is refused
+    frame = encode_command("SUBMIT", b"{}", b"y" * 500)
+    assert RequestParser(len(frame), max_arg=1000).feed(frame)[0][2] == b"y" * 500
+    with pytest.raises(TooLarge, match=f"the limit is {len(frame) - 1}"):
+        RequestParser(len(frame) - 1, max_arg=1000).feed(frame[:30])  # the headers suffice
+
+
+def test_many_arguments_are_refused_by_their_count_or_least_size() -> None:
+    with pytest.raises(TooLarge, match="33 arguments: the limit is 32"):
+        RequestParser(1 << 20, max_args=32).feed(b"*33\r\n")
+    # 1000 arguments take at least 6,000 bytes: over a 4 KiB limit at the header
+    with pytest.raises(TooLarge, match="at least 6007 bytes"):
+        RequestParser(4096).feed(b"*1000\r\n")
+
+
+def test_most_reads_one_request_and_keeps_the_rest_under_new_limits() -> None:
+    parser = RequestParser(100, max_args=4, why="before authentication")
+    data = encode_command("AUTH", "secret") + encode_command("SUBMIT", b"z" * 5000)
+    assert parser.feed(data, 1) == [[b"AUTH", b"secret"]]
+    parser.set_limits(1 << 20, why="the server's --max-payload")
+    assert parser.feed(b"") == [[b"SUBMIT", b"z" * 5000]]
+    assert not parser.pending
+    # without the raise, the same bytes are refused at the SUBMIT's header
+    parser = RequestParser(100, max_args=4, why="before authentication")
+    assert parser.feed(data, 1) == [[b"AUTH", b"secret"]]
+    with pytest.raises(TooLarge, match="before authentication"):
+        parser.feed(b"", 1)
+
+
+def test_a_long_argument_arriving_in_small_reads_is_gathered_once() -> None:
+    payload = bytes(range(256)) * 4096 + b"\r\n*2\r\n"  # CRLF and a fake header inside
+    frame = encode_command("SUBMIT", b"{}", payload) + encode_command("PING")
+    parser = RequestParser(1 << 21)
+    got: list[list[bytes]] = []
+    for i in range(0, len(frame), 1000):
+        got += parser.feed(frame[i : i + 1000])
+        if i + 1000 < len(frame) - 30:
+            assert parser.pending
+    assert got == [[b"SUBMIT", b"{}", payload], [b"PING"]]
+    assert not parser.pending
+
+
+@given(st.lists(args_st, min_size=1, max_size=10), st.lists(st.integers(1, 400), max_size=20))
+def test_any_chunking_of_requests_with_crlf_inside_reads_the_same(
+    commands: list[list[bytes]], cuts: list[int]
+) -> None:
+    commands = [[a.replace(b"x", b"\r\n") for a in c] for c in commands]
+    data = b"".join(encode_command(*c) for c in commands)
+    parser = RequestParser(1 << 20)
+    got: list[list[bytes]] = []
+    pos = 0
+    for cut in [*cuts, len(data)]:
+        got += parser.feed(data[pos : pos + cut])
+        pos += cut
+    got += parser.feed(data[pos:])
+    assert got == commands
 
 
 def test_replies_parse_back_with_hiredis() -> None:

@@ -1,12 +1,19 @@
--- claim: ARGV worker, n, now, lease_until, queues (JSON array or null), types (same)
--- -> {{id, attempts}, ...} in hand-out order; jobs past their deadline become dead.
+-- claim: ARGV worker, n, now, lease_until, queues (JSON array or null), types (same),
+-- max_bytes ('' = no byte limit), taken ('1': earlier calls of this claim took jobs)
+-- -> {{id, attempts, size (0 without max_bytes)}, ...} in hand-out order; jobs past
+-- their deadline become dead.
 -- Walks only live (queue, type) pairs: P:pairs holds those with ready jobs, and a
 -- worker naming both its queues and its types looks at just those combinations
 -- (whichever of the two is smaller). At most EXPIRED_MAX jobs past their deadline
 -- are ended by one claim (it may then hand out fewer than n: the next one goes on).
+-- A job's size is HSTRLEN args + payload; with max_bytes, the claim stops before the
+-- job that would take its total past it (unless it would be the claim's first job),
+-- leaving that job untouched at the head of its ready zset.
 local EXPIRED_MAX = 1000
 local worker, n, now, lease_until = ARGV[1], tonumber(ARGV[2]), ARGV[3], ARGV[4]
 local queues, types = cjson.decode(ARGV[5]), cjson.decode(ARGV[6])
+local room = tonumber(ARGV[7])
+local taken = ARGV[8] == '1'
 local function set_of(list)
   if list == cjson.null then return nil end
   local s = {}
@@ -60,9 +67,15 @@ while #out < n and expired < EXPIRED_MAX do
   if best == nil then break end
   local id = best.id
   local j = redis.call('HMGET', jobkey(id), 'queue', 'type', 'priority', 'deadline', 'attempts')
+  local expires = j[4] and tonumber(j[4]) < tonumber(now)
+  local size = 0
+  if room and not expires then
+    size = redis.call('HSTRLEN', jobkey(id), 'args') + redis.call('HSTRLEN', jobkey(id), 'payload')
+    if (taken or #out > 0) and size > room then break end -- it stays at the head
+  end
   drop_ready(id, j[1], j[2], j[3])
   head_of(best)
-  if j[4] and tonumber(j[4]) < tonumber(now) then
+  if expires then
     local msg = 'deadline ' .. j[4] .. ' passed before it started'
     finish(id, j[1], 'queued', 'dead', tonumber(now),
       cjson.encode({kind = 'expired', message = msg, traceback = ''}))
@@ -76,7 +89,8 @@ while #out < n and expired < EXPIRED_MAX do
     redis.call('HDEL', jobkey(id), 'progress')
     redis.call('ZADD', P .. ':leases', lease_until, zid(id))
     redis.call('SADD', P .. ':worker:' .. worker, id)
-    out[#out + 1] = {tonumber(id), attempts}
+    out[#out + 1] = {tonumber(id), attempts, size}
+    if room then room = room - size end
   end
 end
 return out
