@@ -101,7 +101,8 @@ def redact_url(text: str) -> str:
     (``redis://:pw@host``, ``redis://user:pw@host``) and ``password=`` options."""
     import re
 
-    text = re.sub(r"(://[^/@\s]*?:)[^/@\s]*@", r"\1***@", text)
+    # the password runs to the last @ before the path (an unencoded @ may be in it)
+    text = re.sub(r"(://[^:/@\s]*:)[^/\s]*@", r"\1***@", text)
     text = re.sub(r"(://)(?![^/@\s]*:)([^/@\s]+)@", r"\1***@", text)  # a bare token
     return re.sub(r"((?:^|[?&])(?:password|ssl_password)=)[^&\s]*", r"\1***", text)
 
@@ -128,6 +129,8 @@ def exposed(host: str) -> bool:
 def check_exposure(config: ServerConfig) -> None:
     """Refuse to open a port that other machines reach without a token, unless told
     ``insecure`` (anyone who reaches it could submit and run jobs)."""
+    if config.token is not None and not config.token.strip():
+        raise ValueError("the token is empty: give a real one, or none")
     # a client certificate the server requires (tls_ca) authenticates too
     authenticated = config.token is not None or config.tls_ca is not None
     if not authenticated and not config.insecure and exposed(config.host):

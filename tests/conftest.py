@@ -9,10 +9,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import settings
 
 from distqueue.store import Store
 from distqueue.store.sqlite import SQLiteStore
 from tests.redis_server import redis_cluster_url, redis_url
+
+# no per-example deadline: the machines are shared and noisy, and a slow example is
+# not a wrong one (a test that means to bound time sets its own)
+settings.register_profile("distqueue", deadline=None)
+settings.load_profile("distqueue")
 
 BACKENDS = ["sqlite", "redis", "redis-cluster"]
 _PREFIXES = itertools.count(1)

@@ -121,6 +121,10 @@ def resolve_token(fn: F) -> F:
         token = kwargs.get("token")
         ctx = click.get_current_context(silent=True)
         source = ctx.get_parameter_source("token") if ctx is not None else None
+        file_source = ctx.get_parameter_source("token_file") if ctx is not None else None
+        typed = click.core.ParameterSource.COMMANDLINE
+        if token_file is not None and source == typed and file_source != typed:
+            token_file = None  # a flag beats the environment's file
         if token_file is not None:
             if token is not None and source == click.core.ParameterSource.COMMANDLINE:
                 raise click.UsageError("give --token or --token-file, not both")

@@ -74,12 +74,13 @@ class RequestParser:
         #: where the limits come from, for the error message
         self.why = why
         self._resp = False
+        #: the error that ended this stream (raised by every feed from then on)
+        self.error: ProtocolError | None = None
         #: unread bytes: a part of a request, or several requests when ``most`` held
         self._rest = b""
-        #: while a long bulk string arrives: its chunks (from _rest on), their total,
-        #: and the total wanted before parsing goes on (joined once, never re-copied)
-        self._chunks: list[bytes] = []
-        self._have = 0
+        #: while a long bulk string arrives: its bytes (from _rest on), gathered in
+        #: one buffer, and how many are wanted before parsing goes on
+        self._gather = bytearray()
         self._need = 0
         # the RESP request being read: its arguments so far, how many are still to
         # come, the length of the bulk string awaited (-1: a header line), its size
@@ -102,14 +103,24 @@ class RequestParser:
         """True while a request has started but not finished arriving."""
         return bool(self._rest) or bool(self._need) or self._args is not None
 
+    @property
+    def buffered(self) -> int:
+        """Bytes received and not yet returned as commands."""
+        return len(self._rest) + len(self._gather)
+
     def feed(self, data: bytes, most: int | None = None) -> list[list[bytes]]:
+        """The requests complete so far (at most ``most``). A bad frame raises; the
+        whole requests before it in the same bytes are returned first, and the error
+        is raised by the next call (the caller runs them, then the next call fails):
+        what a client sent before its mistake is done, as Redis does."""
+        if self.error is not None:
+            raise self.error
         if self._need:
-            self._chunks.append(data)
-            self._have += len(data)
-            if self._have < self._need:
+            self._gather += data
+            if len(self._gather) < self._need:
                 return []
-            buf = b"".join(self._chunks)
-            self._chunks, self._have, self._need = [], 0, 0
+            buf = bytes(self._gather)
+            self._gather, self._need = bytearray(), 0
         else:
             buf = self._rest + data if self._rest else bytes(data)
         out: list[list[bytes]] = []
@@ -119,11 +130,15 @@ class RequestParser:
                 pos = self._inline(buf, out, most)
             if self._resp:
                 pos = self._walk(buf, pos, out, most)
+        except ProtocolError as exc:  # TooLarge too
+            self.error = exc
+            if not out:
+                raise
         finally:
             rest = buf[pos:] if pos else buf
             if self._bulk >= 0 and len(rest) < self._bulk + 2 and len(rest) > 65536:
                 # a long bulk string is on its way: gather it without re-copying
-                self._chunks, self._have, self._need = [rest], len(rest), self._bulk + 2
+                self._gather, self._need = bytearray(rest), self._bulk + 2
                 rest = b""
             self._rest = rest
         return out
@@ -145,11 +160,18 @@ class RequestParser:
             line = buf[pos:end].rstrip(b"\r")
             pos = end + 1
             if line.strip():
-                out.append(_split_inline(line))
+                words = _split_inline(line)
+                if len(words) > self.max_args:
+                    raise TooLarge(
+                        f"a request of {len(words)} arguments: the limit is {self.max_args}"
+                        f" ({self.why})"
+                    )
+                out.append(words)
         return pos
 
     def _walk(self, buf: bytes, pos: int, out: list[list[bytes]], most: int | None) -> int:
         n = len(buf)
+        fast = most is None and n - pos <= FAST_SPAN <= self.max_arg  # once a read at most
         while most is None or len(out) < most:
             bulk = self._bulk
             if bulk >= 0:  # awaiting a bulk string's bytes and its CRLF
@@ -168,7 +190,8 @@ class RequestParser:
                     out.append(args)
                     self._args = None
                 continue
-            if self._args is None and most is None and n - pos <= FAST_SPAN <= self.max_arg:
+            if fast and self._args is None:
+                fast = False  # never again for this read: each try splits all of it
                 pos = self._fast(buf, pos, out)  # whole small requests, at C speed
                 if pos == n:
                     return pos
@@ -179,7 +202,8 @@ class RequestParser:
                     raise ProtocolError("malformed request: a header line too long")
                 return pos
             digits = buf[pos + 1 : end]
-            if not digits.isdigit():  # ASCII digits only: no sign, space or _
+            if not digits.isdigit() or (digits[0] == 0x30 and len(digits) > 1):
+                # ASCII digits only, no leading zero (as Redis): no sign, space or _
                 raise ProtocolError(f"malformed request: bad header {buf[pos:end][:30]!r}")
             value = int(digits)
             size = end + 2 - pos

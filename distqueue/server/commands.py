@@ -147,28 +147,44 @@ def _check_token(s: Session, token: bytes) -> bool:
     return True
 
 
-def _wrong_token(s: Session) -> Any:
-    """The reply to a wrong token: late (later each time, by peer address), and the
-    connection closed after the third (see guard.AuthThrottle)."""
+def _try_token(s: Session, token: bytes, then: Callable[[], Any]) -> Any:
+    """Check ``token`` (``then()`` if right) when the throttle lets this try go: at
+    once for an address with no wrong token behind it, else after its turn, right
+    token or wrong (see guard.AuthThrottle)."""
+    wait: float | None = 0.0
+    if s.throttle is not None and not s.authenticated:
+        wait = s.throttle.wait(s.host)
+    if wait is None:
+        s.closing = True
+        refusals.warning("refused a token from %s: too many tries waiting", s.host or s.peer)
+        raise AuthError("too many token tries from this address: try again later (closing)")
+    if not wait:
+        return _decide(s, token, then)
+
+    async def later() -> Any:
+        await asyncio.sleep(wait)
+        return _decide(s, token, then)
+
+    return later()
+
+
+def _decide(s: Session, token: bytes, then: Callable[[], Any]) -> Any:
+    if _check_token(s, token):
+        if s.throttle is not None:
+            s.throttle.succeeded(s.host)
+        return then()
     s.auth_failures += 1
-    in_a_row, delay = (1, 0.0) if s.throttle is None else s.throttle.failed(s.host)
+    in_a_row = 1 if s.throttle is None else s.throttle.failed(s.host)
     message = "wrong token"
     if s.auth_failures >= AUTH_MAX_FAILURES:
         s.closing = True
         message += f" ({s.auth_failures} on this connection: closing it)"
     refusals.warning("wrong token from %s (%d in a row)", s.host or s.peer, in_a_row)
-
-    async def refuse() -> Any:
-        await asyncio.sleep(delay)
-        raise AuthError(message)
-
-    return refuse()
+    raise AuthError(message)
 
 
 def cmd_auth(s: Session, args: list[bytes]) -> Any:
-    if not _check_token(s, args[0]):
-        return _wrong_token(s)
-    return OK
+    return _try_token(s, args[0], lambda: OK)
 
 
 HELLO_SYNTAX = (
@@ -197,8 +213,12 @@ def cmd_hello(s: Session, args: list[bytes]) -> Any:
             )
         args = args[1:]
     opts = _options(args, HELLO_OPTIONS, HELLO_SYNTAX)
-    if "TOKEN" in opts and not _check_token(s, opts["TOKEN"]):
-        return _wrong_token(s)
+    if "TOKEN" in opts:
+        return _try_token(s, opts["TOKEN"], lambda: _hello(s, opts))
+    return _hello(s, opts)
+
+
+def _hello(s: Session, opts: dict[str, bytes]) -> Any:
     if not s.authenticated:
         raise AuthError("this server wants a token: HELLO 1 TOKEN <token>, or AUTH <token>")
     if s.hello:

@@ -25,6 +25,7 @@ from distqueue.errors import (
     AuthError,
     DistQueueError,
     ProtocolError,
+    TooLarge,
     UnknownCommand,
 )
 from distqueue.protocol.resp import RequestParser, encode_error, encode_reply
@@ -56,6 +57,10 @@ REQUEST_OVERHEAD = 64 * 1024
 PREAUTH_MAX_REQUEST = 4096
 PREAUTH_MAX_ARGS = 32
 PREAUTH_MAX_REQUESTS = 16
+#: ... and the most bytes it may have sent that are not yet read as requests
+PREAUTH_MAX_BUFFER = 64 * 1024
+#: a connection closed for cause is cut off this long after, replies sent or not
+CLOSE_GRACE = 10.0
 
 
 class Connection(asyncio.Protocol):
@@ -73,6 +78,15 @@ class Connection(asyncio.Protocol):
                 why="before authentication",
             )
         self._preauth_requests = 0
+        #: an AUTH is being answered (held back by the throttle): nothing more is read
+        self._preauth_busy = False
+        #: closing: nothing more is read, whatever the client sends
+        self.reading_stopped = False
+        #: replies unread past ``_soft`` for long, or past ``_hard``, drop the client;
+        #: one largest reply never does
+        largest = config.max_payload + REQUEST_OVERHEAD
+        self._soft = max(config.output_soft, largest)
+        self._hard = max(config.max_output, 2 * largest)
         #: replies in request order: bytes when ready, a task or future while running
         self.pending: deque[bytes | asyncio.Future[Any]] = deque()
         #: this read's pipelined ACKs, sent to the store together (see _group_ack)
@@ -108,25 +122,37 @@ class Connection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         session = self.session
         assert session is not None
+        if self.reading_stopped:  # closing: what it sends now is never read
+            return
         try:
             if session.authenticated:
                 self._dispatch_all(self.parser.feed(data))
             else:
-                self._read_unauthenticated(data)
+                self._preauth(self.parser.feed(data, 0 if self._preauth_busy else 1))
+            if self.parser.error is not None:  # after the requests before it ran
+                raise self.parser.error
         except ProtocolError as exc:  # TooLarge too
-            # the stream has lost its framing: answer once and close
-            self._close_ack_group()
-            refusals.info("closing %s: %s", session.peer, exc)
-            self._queue(encode_error(exc))
-            self._close_after_flush()
+            self._refuse(exc)
             return
+        self._read_done()
+
+    def _read_done(self) -> None:
         self._close_ack_group()
         self._flush()
-        if self.parser.pending and not self.closed:
+        if self.parser.pending and not self.closed and not self.reading_stopped:
             if self._timer_why != STALLED:
                 self._arm(self.server.config.frame_timeout, STALLED)
         else:
             self._disarm()
+
+    def _refuse(self, exc: ProtocolError) -> None:
+        """The stream has lost its framing (or passed a limit): answer once, read
+        nothing more, close once the replies before it are out (CLOSE_GRACE at most)."""
+        self._close_ack_group()
+        refusals.info("closing %s: %s", self.session.peer if self.session else "?", exc)
+        self._queue(encode_error(exc))
+        self._close_after_flush()
+        self._cut_off_later()
 
     def _dispatch_all(self, commands: list[list[bytes]]) -> None:
         session = self.session
@@ -136,12 +162,12 @@ class Connection(asyncio.Protocol):
                 break
             self._dispatch(args)
 
-    def _read_unauthenticated(self, data: bytes) -> None:
-        """One request at a time under the small limits, until one authenticates:
-        what follows it is read under the full limits."""
+    def _preauth(self, commands: list[list[bytes]]) -> None:
+        """Before authentication: one request at a time under the small limits, each
+        answered before the next is read; what follows the one that authenticates is
+        read under the full limits."""
         session = self.session
         assert session is not None
-        commands = self.parser.feed(data, 1)
         while commands and not (self.closed or session.closing):
             self._preauth_requests += 1
             if self._preauth_requests > PREAUTH_MAX_REQUESTS:
@@ -157,7 +183,34 @@ class Connection(asyncio.Protocol):
                 self._authenticated()
                 self._dispatch_all(self.parser.feed(b""))
                 return
+            last = self.pending[-1] if self.pending else None
+            if isinstance(last, asyncio.Future) and not last.done():
+                # an AUTH the throttle holds back: read nothing more until it is answered
+                self._preauth_busy = True
+                self._pause_reading()
+                last.add_done_callback(self._preauth_answered)
+                return
             commands = self.parser.feed(b"", 1)
+        if not session.authenticated and self.parser.buffered > PREAUTH_MAX_BUFFER:
+            raise TooLarge(f"more than {PREAUTH_MAX_BUFFER} bytes before authenticating")
+
+    def _preauth_answered(self, _: asyncio.Future[Any]) -> None:
+        self._preauth_busy = False
+        session = self.session
+        if self.closed or self.reading_stopped or session is None:
+            return
+        try:
+            if session.authenticated:
+                self._authenticated()
+                self._dispatch_all(self.parser.feed(b""))
+            elif not session.closing:
+                self._preauth(self.parser.feed(b"", 1))
+            if self.parser.error is not None:
+                raise self.parser.error
+        except ProtocolError as exc:
+            self._refuse(exc)
+            return
+        self._read_done()
 
     def _authenticated(self) -> None:
         if self._auth_timer is not None:
@@ -194,6 +247,9 @@ class Connection(asyncio.Protocol):
 
     def resume_writing(self) -> None:
         self.writing_paused = False
+        if self._output_timer is not None:  # it read its replies down: not a slow reader
+            self._output_timer.cancel()
+            self._output_timer = None
         self._maybe_resume_reading()
 
     # -- dispatch ---------------------------------------------------------------------------
@@ -330,23 +386,21 @@ class Connection(asyncio.Protocol):
         if transport is None or self.closed:
             return
         size = transport.get_write_buffer_size()
-        config = self.server.config
-        if size > config.max_output:
-            self._drop_reader(f"{size} bytes of replies unread, over the limit of"
-                              f" {config.max_output}")  # fmt: skip
-        elif size > config.output_soft and self._output_timer is None:
+        if size > self._hard:
+            self._drop_reader(f"{size} bytes of replies unread, over the limit of {self._hard}")
+        elif size > self._soft and self._output_timer is None:
             loop = asyncio.get_running_loop()
-            self._output_timer = loop.call_later(config.output_soft_seconds, self._soft_expired)
+            seconds = self.server.config.output_soft_seconds
+            self._output_timer = loop.call_later(seconds, self._soft_expired)
 
     def _soft_expired(self) -> None:
         self._output_timer = None
         if self.transport is None or self.closed:
             return
         size = self.transport.get_write_buffer_size()
-        config = self.server.config
-        if size > config.output_soft:
-            self._drop_reader(f"replies unread over {config.output_soft} bytes for"
-                              f" {config.output_soft_seconds:g}s")  # fmt: skip
+        if size > self._soft:
+            seconds = self.server.config.output_soft_seconds
+            self._drop_reader(f"replies unread over {self._soft} bytes for {seconds:g}s")
 
     def _drop_reader(self, why: str) -> None:
         refusals.warning("dropping %s: %s (a client that does not read its replies)",
@@ -369,6 +423,7 @@ class Connection(asyncio.Protocol):
         return encode_error(error_of(exc))
 
     def _close_after_flush(self) -> None:
+        self._stop_reading()
         self._flush()
         if self.pending:  # replies still being worked out: close when they are sent
             if self.session is not None:
@@ -384,9 +439,27 @@ class Connection(asyncio.Protocol):
             self.reading_paused = True
             self.transport.pause_reading()
 
+    def _stop_reading(self) -> None:
+        """Closing: read nothing more (no buffer grows while the last replies go)."""
+        self.reading_stopped = True
+        self._disarm()
+        self._pause_reading()
+
+    def _cut_off_later(self) -> None:
+        """Abort the connection CLOSE_GRACE from now if it has not closed by then (a
+        client that reads nothing holds a close forever)."""
+        if not self.closed:
+            asyncio.get_running_loop().call_later(CLOSE_GRACE, self.abort_now)
+
+    def abort_now(self) -> None:
+        if self.transport is not None and not self.closed:
+            self.transport.abort()
+
     def _maybe_resume_reading(self) -> None:
         if (
             self.reading_paused
+            and not self.reading_stopped
+            and not self._preauth_busy
             and not self.writing_paused
             and len(self.pending) < LOW_WATER
             and self.transport is not None
@@ -414,9 +487,11 @@ class Connection(asyncio.Protocol):
             self._timer, self._timer_why = None, ""
         if self.transport is not None and not self.closed:
             refusals.info("closing %s: %s", self.session.peer if self.session else "?", why)
+            self._stop_reading()
             self._queue(encode_error(ProtocolError(f"closing the connection: {why}")))
             self._flush()
             self.transport.close()
+            self._cut_off_later()
 
     def abort(self) -> None:
         if self.transport is not None and not self.closed:

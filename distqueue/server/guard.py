@@ -56,42 +56,80 @@ class QuietLog:
         return self.log(logging.WARNING, message, *args)
 
 
-#: a wrong token's reply waits BASE * 2**(failures-1) seconds, at most MAX_DELAY
+#: after a wrong token from an address, its next try waits BASE * 2**(failures-1)
+#: seconds, at most MAX_DELAY
 AUTH_BASE_DELAY = 0.1
 AUTH_MAX_DELAY = 5.0
 #: a connection is closed after this many wrong tokens
 AUTH_MAX_FAILURES = 3
-#: a peer's failures are forgotten after this many seconds without one
+#: tries from one address queue behind each other; one that would wait longer than
+#: this is refused at once, its token unread
+AUTH_MAX_WAIT = 30.0
+#: an address's failures are forgotten after this many seconds without one
 AUTH_FORGET_AFTER = 300.0
-#: the most peers remembered (the oldest are forgotten first)
+#: the most addresses remembered (the oldest are forgotten first)
 AUTH_MAX_PEERS = 10_000
 
 
 class AuthThrottle:
-    """Wrong tokens, counted by peer address across its connections: each one's
-    reply waits twice as long as the one before (from 0.1 s up to 5 s), so guessing
-    from one address runs at a few guesses a second at most, however many
-    connections it opens; each connection is closed at its third wrong token."""
+    """Token tries, paced by peer address across all its connections.
+
+    An address with no wrong token behind it is never held up. After one, each of
+    its tries waits its turn before its token is even looked at — right or wrong
+    alike, so a guesser learns nothing by hanging up early — one try per
+    0.1 s x 2**(failures-1) (doubling up to 5 s), in the order they came: guessing
+    runs at a few tries a second from one address however many connections it
+    opens, and at one per 5 s after a few dozen. A try that would wait more than
+    30 s is refused at once.
+    """
 
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self.clock = clock
-        self._peers: OrderedDict[str, tuple[int, float]] = OrderedDict()
+        #: address -> (failures in a row, time of the last, when its next try may go)
+        self._peers: OrderedDict[str, tuple[int, float, float]] = OrderedDict()
         #: wrong tokens seen in all
         self.failures = 0
 
-    def failed(self, host: str) -> tuple[int, float]:
-        """Count a wrong token from ``host``; its failures in a row and the seconds its
-        reply must wait."""
-        now = self.clock()
-        count, last = self._peers.pop(host, (0, now))
+    def _entry(self, host: str, now: float) -> tuple[int, float, float]:
+        count, last, turn = self._peers.get(host, (0, now, now))
         if now - last > AUTH_FORGET_AFTER:
-            count = 0
-        count += 1
-        self._peers[host] = (count, now)
+            return 0, now, now
+        return count, last, turn
+
+    def wait(self, host: str) -> float | None:
+        """Seconds this try from ``host`` must wait before its token is checked (0: go
+        now); None: refused, too many of its tries wait already."""
+        now = self.clock()
+        count, last, turn = self._entry(host, now)
+        if count == 0:
+            return 0.0
+        start = max(now, turn)
+        if start - now > AUTH_MAX_WAIT:
+            return None
+        delay = min(AUTH_MAX_DELAY, AUTH_BASE_DELAY * 2.0 ** min(count - 1, 16))
+        self._remember(host, (count, last, start + delay))
+        return start + delay - now
+
+    def failed(self, host: str) -> int:
+        """Count a wrong token from ``host``; its failures in a row."""
+        now = self.clock()
+        count, _, turn = self._entry(host, now)
+        self._remember(host, (count + 1, now, max(turn, now)))
+        self.failures += 1
+        return count + 1
+
+    def succeeded(self, host: str) -> None:
+        """A right token from ``host``: it is used by someone who knows the token, whose
+        connections must not queue behind an old mistake (a guesser sharing its
+        address gains a fresh start from it: the price of not locking out a fleet
+        of workers behind one NAT address because one of them is misconfigured)."""
+        self._peers.pop(host, None)
+
+    def _remember(self, host: str, entry: tuple[int, float, float]) -> None:
+        self._peers.pop(host, None)
+        self._peers[host] = entry
         if len(self._peers) > AUTH_MAX_PEERS:
             self._peers.popitem(last=False)
-        self.failures += 1
-        return count, min(AUTH_MAX_DELAY, AUTH_BASE_DELAY * 2 ** min(count - 1, 16))
 
 
 #: the server's log of refused clients (client-caused: never more than a few lines)

@@ -522,7 +522,7 @@ class Worker:
         assert outcome is not None
         self.processed += 1
         if outcome.error is not None:
-            self._report(["FAIL", run.id, run.token, codec.dumps(outcome.error)])
+            self._report(["FAIL", run.id, run.token, _error_within(outcome.error, self.max_result)])
             return
         if isinstance(outcome.result, bytes):
             ack: list[Any] = ["ACK", run.id, run.token, outcome.result, "bytes"]
@@ -577,3 +577,24 @@ class Worker:
         except (DistQueueError, TimeoutError) as exc:
             log.warning("could not say goodbye: %s", exc)
         await self.control.close()
+
+
+def _error_within(error: dict[str, Any], limit: int) -> bytes:
+    """A FAIL's error as JSON of at most ``limit`` bytes (the server refuses larger):
+    the text fields of a longer one (a shell job's output in its traceback) are cut,
+    saying so, keeping their ends (a traceback's last lines say the most)."""
+    encoded = codec.dumps(error)
+    if len(encoded) <= limit:
+        return encoded
+    cut = dict(error)
+    # JSON may escape a character into 6 bytes: keep a sixth of the room per field
+    room = max(0, limit // 6 - 200)
+    for name in ("traceback", "message"):
+        text = cut.get(name)
+        if isinstance(text, str) and len(text) > room // 2:
+            keep = room // 2
+            cut[name] = (
+                f"[{len(text) - keep} characters cut: the error passed the server's"
+                f" --max-payload of {limit} bytes]\n" + text[len(text) - keep :]
+            )
+    return codec.dumps(cut)

@@ -9,6 +9,7 @@ piling up for a client that does not read them.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import socket
 import struct
@@ -226,7 +227,7 @@ def test_refused_clients_are_logged_a_few_lines_a_period(tmp_path: Path) -> None
 # -- 20,000 wrong tokens were answered in 0.28 s ------------------------------------------------
 
 
-def test_wrong_tokens_are_answered_ever_later_and_close_the_connection(
+def test_token_tries_after_a_wrong_one_wait_their_turn_and_close_the_connection(
     server: ServerProc,
 ) -> None:
     peer = Peer(server, timeout=30)
@@ -239,13 +240,16 @@ def test_wrong_tokens_are_answered_ever_later_and_close_the_connection(
         "AUTH wrong token (3 on this connection: closing it)",
     ]  # fmt: skip
     assert peer.closed()  # the other 17 guesses were never tried
-    assert took >= 0.1 + 0.2 + 0.4  # a lower bound: a slow machine cannot break it
-    # a new connection from the same address goes on where that one left off
+    assert took >= 0.1 + 0.2  # a lower bound: a slow machine cannot break it
+    # a new connection from the same address waits its turn, and so does the right
+    # token: hanging up early teaches a guesser nothing
     again = Peer(server, timeout=30)
     start = time.monotonic()
     assert error(again.call("AUTH", "guess")) == "AUTH wrong token"
+    assert time.monotonic() - start >= 0.4
+    start = time.monotonic()
+    assert again.call("AUTH", TOKEN) == b"OK"
     assert time.monotonic() - start >= 0.8
-    assert again.call("AUTH", TOKEN) == b"OK"  # the right token is never held up
     again.close()
 
 
@@ -335,6 +339,7 @@ async def small_output_server(request: pytest.FixtureRequest, tmp_path: Path
         ServerConfig(
             port=0,
             data=str(tmp_path / "d"),
+            max_payload=1 << 20,
             max_output=hard,
             output_soft=2 << 20,
             output_soft_seconds=0.5,
@@ -349,12 +354,12 @@ async def _reader_that_does_not_read(srv: Server, statuses: int) -> tuple[Any, A
     reader, writer = await asyncio.open_connection("127.0.0.1", srv.port, limit=1 << 16)
     sock = writer.get_extra_info("socket")
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 16)
-    big = codec.dumps({"type": "echo", "args": "a" * (1 << 20)})
+    big = codec.dumps({"type": "echo", "args": "a" * (1 << 19)})
     writer.write(encode_command("SUBMIT", big))
     await writer.drain()
     line = await reader.readline()
     job_id = int(line[1:])
-    writer.write(encode_command("STATUS", job_id) * statuses)  # ~1 MiB of reply each
+    writer.write(encode_command("STATUS", job_id) * statuses)  # ~0.5 MiB of reply each
     await writer.drain()
     return reader, writer
 
@@ -365,7 +370,7 @@ async def test_a_client_that_does_not_read_is_dropped_at_the_hard_limit(
 ) -> None:
     caplog.set_level(logging.INFO, "distqueue")
     srv = small_output_server
-    _, writer = await _reader_that_does_not_read(srv, 64)  # 64 MiB of replies unread
+    _, writer = await _reader_that_does_not_read(srv, 128)  # 64 MiB of replies unread
     await asyncio.wait_for(_until(lambda: len(srv.connections) == 0), 20)
     assert any("over the limit of 8388608" in r.getMessage() for r in caplog.records)
     writer.close()
@@ -377,7 +382,7 @@ async def test_a_client_that_reads_too_slowly_is_dropped_after_the_soft_period(
 ) -> None:
     caplog.set_level(logging.INFO, "distqueue")
     srv = small_output_server
-    _, writer = await _reader_that_does_not_read(srv, 16)  # over soft, under hard
+    _, writer = await _reader_that_does_not_read(srv, 32)  # over soft, under hard
     await asyncio.wait_for(_until(lambda: len(srv.connections) == 0), 20)
     assert any("for 0.5s" in r.getMessage() for r in caplog.records)
     writer.close()
@@ -407,5 +412,58 @@ async def test_a_worker_with_a_long_hello_gets_in_after_its_auth(tmp_path: Path)
                                 hello=["ID", "w2", "TYPES", types])  # fmt: skip
         with pytest.raises(AuthError, match="wrong token"):
             await wrong.connect()
+    finally:
+        await srv.shutdown()
+
+
+# -- a connection being closed read on without limit (found in review) ---------------------
+
+
+async def _watch_until_gone(srv: Server, timeout: float) -> int:
+    """The most bytes any connection's parser held, until none is left."""
+    most = 0
+    deadline = time.monotonic() + timeout
+    while srv.connections:
+        most = max([most, *(c.parser.buffered for c in srv.connections)])
+        assert time.monotonic() < deadline, "the connection was never closed"
+        await asyncio.sleep(0.02)
+    return most
+
+
+async def _flood(writer: asyncio.StreamWriter, seconds: float) -> None:
+    end = time.monotonic() + seconds
+    chunk = b"PING\r\n" * 10_000
+    with contextlib.suppress(OSError):
+        while time.monotonic() < end and not writer.is_closing():
+            writer.write(chunk)
+            await asyncio.sleep(0.005)
+
+
+@pytest.mark.parametrize("when", ["before auth", "after auth"])
+async def test_a_closing_connection_reads_nothing_more(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, when: str
+) -> None:
+    from distqueue.server import connection
+
+    monkeypatch.setattr(connection, "CLOSE_GRACE", 1.0)
+    srv = Server(ServerConfig(port=0, data=str(tmp_path / "d"), token=TOKEN))
+    await srv.start()
+    try:
+        _, writer = await asyncio.open_connection("127.0.0.1", srv.port)
+        if when == "before auth":  # the third wrong token closes it; the throttle holds it
+            writer.write(b"".join(encode_command("AUTH", g) for g in ("a", "b", "c")))
+        else:  # a reply that never comes (WAIT forever) holds the close of a bad frame
+            reader, waiter = await asyncio.open_connection("127.0.0.1", srv.port)
+            waiter.write(encode_command("AUTH", TOKEN) + encode_command("SUBMIT", "echo", "x"))
+            await reader.readline()
+            job_id = int((await reader.readline())[1:])
+            waiter.close()
+            writer.write(encode_command("AUTH", TOKEN) + encode_command("WAIT", job_id)
+                         + b"*1\r\n$-5\r\n")  # fmt: skip
+        flood = asyncio.create_task(_flood(writer, 3.0))
+        most = await _watch_until_gone(srv, 15)
+        assert most <= connection.PREAUTH_MAX_BUFFER + (256 << 10)
+        flood.cancel()
+        writer.close()
     finally:
         await srv.shutdown()

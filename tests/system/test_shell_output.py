@@ -119,3 +119,27 @@ def test_memory_stays_bounded_on_endless_output(server_proc, worker_proc) -> Non
     status = Path(f"/proc/{w.popen.pid}/status").read_text()
     peak_kb = int(re.search(r"VmHWM:\s+(\d+)", status).group(1))  # type: ignore[union-attr]
     assert peak_kb * 1024 < 150 * 1024 * 1024
+
+
+def test_a_failure_whose_output_passes_the_servers_limit_is_cut_and_reported(
+    server_proc, worker_proc
+) -> None:  # type: ignore[no-untyped-def]
+    """A failed shell job's output travels in its FAIL; one past the server's
+    --max-payload was refused, and resent, forever. Now its text is cut, saying so."""
+    server = server_proc("--max-payload", str(1 << 20))
+    w = worker_proc(server.address, "--allow-shell")
+    w.wait_connected()
+    with Client(server.address) as client:
+        job_id = client.submit(
+            "shell",
+            "head -c 800000 /dev/zero | tr '\\0' o; head -c 800000 /dev/zero >&2; exit 3",
+            retries=0,
+        )
+        job = client.wait(job_id, timeout=60)
+        assert (job.state, job.attempts, job.failures) == (JobState.DEAD, 1, 1)
+        assert job.error is not None
+        assert (job.error.kind, job.error.message) == ("exit", "exit code 3")
+        assert job.error.traceback.startswith("[")
+        assert "characters cut: the error passed the server's --max-payload of 1048576 bytes]" in (
+            job.error.traceback
+        )

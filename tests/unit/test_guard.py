@@ -31,12 +31,27 @@ def test_quiet_log_lets_a_burst_through_then_counts(caplog: pytest.LogCaptureFix
     assert caplog.records[-1].getMessage() == "and one more"
 
 
-def test_wrong_tokens_wait_ever_longer_per_address_and_are_forgotten() -> None:
+def test_tries_from_an_address_with_wrong_tokens_wait_their_turn() -> None:
     clock = Clock()
     throttle = AuthThrottle(clock)
-    delays = [throttle.failed("10.0.0.1")[1] for _ in range(8)]
-    assert delays == [0.1, 0.2, 0.4, 0.8, 1.6, 3.2, 5.0, 5.0]
-    assert throttle.failed("10.0.0.2") == (1, 0.1)  # another address starts afresh
+    assert throttle.wait("10.0.0.1") == 0.0  # no wrong token yet: never held up
+    assert throttle.failed("10.0.0.1") == 1
+    # every try now waits, right or wrong, in the order they came, across connections
+    assert throttle.wait("10.0.0.1") == pytest.approx(0.1)
+    assert throttle.wait("10.0.0.1") == pytest.approx(0.2)
+    assert throttle.wait("10.0.0.1") == pytest.approx(0.3)
+    assert throttle.wait("10.0.0.2") == 0.0  # another address is not
+    clock.now += 0.3
+    for count in range(2, 8):
+        assert throttle.failed("10.0.0.1") == count
+    # seven failures: one try per 5 s; a try that would wait over 30 s is refused
+    waits = [throttle.wait("10.0.0.1") for _ in range(7)]
+    assert waits[:6] == pytest.approx([5.0, 10.0, 15.0, 20.0, 25.0, 30.0])
+    assert waits[6] is None
     clock.now += AUTH_FORGET_AFTER + 1
-    assert throttle.failed("10.0.0.1") == (1, 0.1)
-    assert throttle.failures == 10
+    assert throttle.wait("10.0.0.1") == 0.0  # forgotten
+    assert throttle.failures == 7
+    throttle.failed("10.0.0.3")
+    assert throttle.wait("10.0.0.3") == pytest.approx(0.1)
+    throttle.succeeded("10.0.0.3")  # someone there knows the token
+    assert throttle.wait("10.0.0.3") == 0.0

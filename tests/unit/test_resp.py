@@ -69,8 +69,20 @@ def test_too_large_is_refused_at_its_header_before_any_payload_arrives() -> None
     ],
 )
 def test_bad_headers_are_refused_as_they_arrive(frame: bytes, error: type, match: str) -> None:
+    parser = RequestParser(1 << 26, max_arg=1 << 20)
     with pytest.raises(error, match=match):
-        RequestParser(1 << 26, max_arg=1 << 20).feed(frame)
+        parser.feed(frame)
+        parser.feed(b"")  # the error of a frame behind whole requests comes next
+
+
+def test_whole_requests_before_a_bad_frame_are_returned_then_the_error() -> None:
+    parser = RequestParser(1 << 20)
+    data = encode_command("PING") + encode_command("STATUS", "1") + b"*1\r\n$-5\r\n"
+    assert parser.feed(data) == [[b"PING"], [b"STATUS", b"1"]]
+    with pytest.raises(ProtocolError, match="bad header"):
+        parser.feed(b"")
+    with pytest.raises(ProtocolError, match="bad header"):  # and from then on
+        parser.feed(encode_command("PING"))
 
 
 def test_the_limits_are_exact_to_the_byte() -> None:
