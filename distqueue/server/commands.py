@@ -457,10 +457,15 @@ async def cmd_beat(s: Session, args: list[bytes]) -> Any:
     return codec.dumps({"held": sorted(beat.held), "cancel": beat.cancel})
 
 
-async def cmd_bye(s: Session, args: list[bytes]) -> Any:
-    await s.service.bye(_worker(s))
-    s.closing = True
-    return OK
+def cmd_bye(s: Session, args: list[bytes]) -> Any:
+    worker = _worker(s)
+    s.closing = True  # at once: nothing pipelined behind a BYE runs
+
+    async def bye() -> Any:
+        await s.service.bye(worker)
+        return OK
+
+    return bye()
 
 
 def _c(handler: Handler, lo: int, hi: int | None, role: str, syntax: str) -> Command:
