@@ -103,6 +103,11 @@ class RequestParser:
         """True while a request has started but not finished arriving."""
         return bool(self._rest) or bool(self._need) or self._args is not None
 
+    def discard(self) -> None:
+        """Drop what is buffered (the connection will read no more)."""
+        self._rest, self._gather, self._need = b"", bytearray(), 0
+        self._args, self._bulk = None, -1
+
     @property
     def buffered(self) -> int:
         """Bytes received and not yet returned as commands."""

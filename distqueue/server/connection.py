@@ -101,6 +101,8 @@ class Connection(asyncio.Protocol):
         self._auth_timer: asyncio.TimerHandle | None = None
         #: the check of a slow reader's output, armed while it is over the soft limit
         self._output_timer: asyncio.TimerHandle | None = None
+        #: the abort of a connection closed for cause that will not finish closing
+        self._cutoff_timer: asyncio.TimerHandle | None = None
 
     # -- asyncio.Protocol -----------------------------------------------------------------
 
@@ -129,8 +131,8 @@ class Connection(asyncio.Protocol):
                 self._dispatch_all(self.parser.feed(data))
             else:
                 self._preauth(self.parser.feed(data, 0 if self._preauth_busy else 1))
-            if self.parser.error is not None:  # after the requests before it ran
-                raise self.parser.error
+            if self.parser.error is not None and not session.closing:
+                raise self.parser.error  # after the requests before it ran
         except ProtocolError as exc:  # TooLarge too
             self._refuse(exc)
             return
@@ -205,7 +207,7 @@ class Connection(asyncio.Protocol):
                 self._dispatch_all(self.parser.feed(b""))
             elif not session.closing:
                 self._preauth(self.parser.feed(b"", 1))
-            if self.parser.error is not None:
+            if self.parser.error is not None and not session.closing:
                 raise self.parser.error
         except ProtocolError as exc:
             self._refuse(exc)
@@ -224,7 +226,7 @@ class Connection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         self._disarm()
-        for timer in (self._auth_timer, self._output_timer):
+        for timer in (self._auth_timer, self._output_timer, self._cutoff_timer):
             if timer is not None:
                 timer.cancel()
         # cancel blocked FETCH/WAIT first, so no claim lands after the release below
@@ -273,6 +275,8 @@ class Connection(asyncio.Protocol):
             result = command.handler(session, args[1:])
         except DistQueueError as exc:
             self._queue(encode_error(exc))
+            if session.closing:  # a third wrong token
+                self._close_after_flush()
             return
         except Exception as exc:  # a handler bug: answer, log, keep serving
             log.exception("command %r failed", verb)
@@ -444,12 +448,13 @@ class Connection(asyncio.Protocol):
         self.reading_stopped = True
         self._disarm()
         self._pause_reading()
+        self.parser.discard()  # what it sent past its last request is never read
 
     def _cut_off_later(self) -> None:
         """Abort the connection CLOSE_GRACE from now if it has not closed by then (a
         client that reads nothing holds a close forever)."""
-        if not self.closed:
-            asyncio.get_running_loop().call_later(CLOSE_GRACE, self.abort_now)
+        if not self.closed and self._cutoff_timer is None:
+            self._cutoff_timer = asyncio.get_running_loop().call_later(CLOSE_GRACE, self.abort_now)
 
     def abort_now(self) -> None:
         if self.transport is not None and not self.closed:

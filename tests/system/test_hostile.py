@@ -467,3 +467,48 @@ async def test_a_closing_connection_reads_nothing_more(
         writer.close()
     finally:
         await srv.shutdown()
+
+
+async def _replies(port: int, data: bytes) -> list[Any]:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(data)
+    parser = hiredis.Reader()
+    replies: list[Any] = []
+    while chunk := await asyncio.wait_for(reader.read(65536), 10):
+        parser.feed(chunk)
+        while (item := parser.gets()) is not False:
+            replies.append(item)
+    writer.close()
+    return replies
+
+
+async def test_the_third_wrong_token_closes_even_an_authenticated_connection(
+    tmp_path: Path,
+) -> None:
+    """Found by the command fuzzer: it said it was closing, and hung instead."""
+    srv = Server(ServerConfig(port=0, data=str(tmp_path / "d"), token=TOKEN))
+    await srv.start()
+    try:
+        got = await _replies(srv.port, b"AUTH " + TOKEN.encode() + b"\r\n"
+                             + b"AUTH 1\r\n" * 3 + b"PING\r\n")  # fmt: skip
+        assert got[0] == b"OK"
+        assert [str(e) for e in got[1:]] == [
+            "AUTH wrong token",
+            "AUTH wrong token",
+            "AUTH wrong token (3 on this connection: closing it)",
+        ]  # fmt: skip  (and no PONG: closed)
+    finally:
+        await srv.shutdown()
+
+
+async def test_nothing_is_answered_after_quit(tmp_path: Path) -> None:
+    """Found by the command fuzzer: a bad frame behind QUIT was answered after its +OK."""
+    srv = Server(ServerConfig(port=0, data=str(tmp_path / "d")))
+    await srv.start()
+    try:
+        got = await _replies(srv.port, encode_command("STATUS", 1) + encode_command("QUIT")
+                             + b"+x\r\n")  # fmt: skip
+        assert [str(got[0]), got[1]] == ["NOTFOUND no job 1", b"OK"]
+        assert len(got) == 2
+    finally:
+        await srv.shutdown()
