@@ -121,32 +121,17 @@ def test_before_auth_a_frame_of_a_few_kib_is_all_a_client_may_send(
     assert rss_mb(server.popen.pid) < start + 20
 
 
-def test_a_client_without_a_token_gets_a_handful_of_requests() -> None:
+async def test_a_client_without_a_token_gets_a_handful_of_requests(tmp_path: Path) -> None:
     """16 requests before AUTH, then the connection is closed (in-process server)."""
-
-    async def main(tmp: str) -> None:
-        srv = Server(ServerConfig(port=0, data=tmp, token=TOKEN))
-        await srv.start()
-        try:
-            reader, writer = await asyncio.open_connection("127.0.0.1", srv.port)
-            writer.write(encode_command("PING") * 20)
-            parser = hiredis.Reader()
-            replies: list[Any] = []
-            while data := await asyncio.wait_for(reader.read(65536), 10):
-                parser.feed(data)
-                while (item := parser.gets()) is not False:
-                    replies.append(item)
-            assert replies[:16] == [b"PONG"] * 16
-            assert len(replies) == 17
-            assert str(replies[16]) == "AUTH 16 requests without authenticating: closing"
-            writer.close()
-        finally:
-            await srv.shutdown()
-
-    import tempfile
-
-    with tempfile.TemporaryDirectory() as tmp:
-        asyncio.run(main(tmp))
+    srv = Server(ServerConfig(port=0, data=str(tmp_path / "d"), token=TOKEN))
+    await srv.start()
+    try:
+        replies = await _replies(srv.port, encode_command("PING") * 20)
+        assert replies[:16] == [b"PONG"] * 16
+        assert len(replies) == 17
+        assert str(replies[16]) == "AUTH 16 requests without authenticating: closing"
+    finally:
+        await srv.shutdown()
 
 
 async def test_a_half_sent_frame_does_not_extend_the_auth_deadline(tmp_path: Path) -> None:
