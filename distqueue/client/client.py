@@ -18,8 +18,8 @@ from distqueue.client.connection import Arg, AsyncConnection, Connection
 from distqueue.client.local import LocalConnection, SyncLocalConnection, is_store_url
 from distqueue.errors import InvalidJob
 from distqueue.jobs import Job
+from distqueue.names import task_name
 from distqueue.protocol.messages import job_from_wire
-from distqueue.worker.registry import task_name
 
 if TYPE_CHECKING:
     import ssl

@@ -21,9 +21,9 @@ from distqueue import codec
 from distqueue.client.connection import Arg, hello_args
 from distqueue.config import ServerConfig, redact_url
 from distqueue.errors import DistQueueError, UnknownCommand
+from distqueue.protocol.commands import COMMANDS, Session, check_allowed
 from distqueue.protocol.resp import Simple
-from distqueue.server.commands import COMMANDS, Session, check_allowed
-from distqueue.server.service import Service, keep_trying
+from distqueue.service.core import Service, keep_trying
 from distqueue.store import Store, open_store
 
 __all__ = ["LocalConnection", "is_store_url"]

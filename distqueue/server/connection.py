@@ -28,8 +28,7 @@ from distqueue.errors import (
     TooLarge,
     UnknownCommand,
 )
-from distqueue.protocol.resp import RequestParser, encode_error, encode_reply
-from distqueue.server.commands import (
+from distqueue.protocol.commands import (
     COMMANDS,
     OK,
     Command,
@@ -38,7 +37,8 @@ from distqueue.server.commands import (
     error_of,
     parse_ack,
 )
-from distqueue.server.guard import refusals
+from distqueue.protocol.guard import refusals
+from distqueue.protocol.resp import RequestParser, encode_error, encode_reply
 
 if TYPE_CHECKING:
     from distqueue.server.server import Server

@@ -22,9 +22,9 @@ from typing import Any, TextIO
 from distqueue.clock import Clock, system_clock
 from distqueue.config import ServerConfig, check_exposure, redact_url
 from distqueue.errors import StoreError
+from distqueue.protocol.guard import AuthThrottle
 from distqueue.server.connection import Connection
-from distqueue.server.guard import AuthThrottle
-from distqueue.server.service import (
+from distqueue.service.core import (
     BACKOFF_MAX,
     BACKOFF_MIN,
     Service,

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from typing import Any
 
 from distqueue.errors import InvalidJob
+from distqueue.names import BUILTIN_TEXT, BUILTIN_TYPES, FILE_BUILTINS, SHELL, SLEEP
 
 __all__ = ["ALL_BUILTINS", "BUILTINS", "FILE_BUILTINS", "SHELL", "SLEEP", "text_of"]
 
@@ -53,13 +54,6 @@ def sleep_seconds(args: Any) -> float:
     return float(value)
 
 
-#: built-in types that work on the job's payload bytes and return bytes
-FILE_BUILTINS = frozenset({"gzip", "gunzip"})
-#: the built-in that waits (asynchronously) for its args seconds
-SLEEP = "sleep"
-#: the built-in type that runs a shell command (served only with --allow-shell)
-SHELL = "shell"
-
 BUILTINS: dict[str, Callable[[Any], Any]] = {
     "echo": echo,
     "wordcount": wordcount,
@@ -68,5 +62,6 @@ BUILTINS: dict[str, Callable[[Any], Any]] = {
     "noop": noop,
 }
 
+assert frozenset(BUILTINS) == BUILTIN_TEXT, "distqueue.names lists the text built-ins"
 #: every type a standard worker serves without --tasks (shell is separate)
-ALL_BUILTINS = frozenset(BUILTINS) | FILE_BUILTINS | {SLEEP}
+ALL_BUILTINS = BUILTIN_TYPES

@@ -37,6 +37,7 @@ from typing import Any, TypeVar, overload
 
 from distqueue.errors import InvalidJob
 from distqueue.jobs import check_name
+from distqueue.names import task_name
 
 __all__ = [
     "REGISTRY",
@@ -67,14 +68,6 @@ class Task:
 
 #: every task registered in this process, by name
 REGISTRY: dict[str, Task] = {}
-
-
-def task_name(fn: Callable[..., Any]) -> str:
-    """The job type of a function: its decorator's name, else its import path."""
-    name = getattr(fn, "__distqueue_task__", None)
-    if isinstance(name, str):
-        return name
-    return f"{fn.__module__}.{fn.__qualname__}"
 
 
 @overload

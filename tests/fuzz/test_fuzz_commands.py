@@ -42,7 +42,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from distqueue.config import ServerConfig
-from distqueue.server.commands import COMMANDS
+from distqueue.protocol.commands import COMMANDS
 from distqueue.server.connection import PREAUTH_MAX_ARGS, PREAUTH_MAX_REQUEST
 from distqueue.server.server import Server
 from tests.fuzz import budget, frames

@@ -11,8 +11,8 @@ import hiredis
 import pytest
 
 from distqueue import codec
+from distqueue.protocol.commands import COMMANDS
 from distqueue.protocol.resp import encode_command
-from distqueue.server.commands import COMMANDS
 from tests.procs import Peer, ServerProc
 
 

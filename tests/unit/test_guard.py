@@ -4,7 +4,7 @@ import logging
 
 import pytest
 
-from distqueue.server.guard import AUTH_FORGET_AFTER, AuthThrottle, QuietLog
+from distqueue.protocol.guard import AUTH_FORGET_AFTER, AuthThrottle, QuietLog
 
 
 class Clock:

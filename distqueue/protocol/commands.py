@@ -26,10 +26,10 @@ from distqueue.errors import (
 )
 from distqueue.jobs import DEFAULT_QUEUE, Job, JobError, JobSpec, JobState, check_name
 from distqueue.protocol import PROTOCOL_VERSION
+from distqueue.protocol.guard import AUTH_MAX_FAILURES, AuthThrottle, refusals
 from distqueue.protocol.messages import job_to_wire, spec_from_wire
 from distqueue.protocol.resp import Simple
-from distqueue.server.guard import AUTH_MAX_FAILURES, AuthThrottle, refusals
-from distqueue.server.service import Service, WorkerInfo
+from distqueue.service.core import Service, WorkerInfo
 
 __all__ = ["COMMANDS", "Command", "Session"]
 

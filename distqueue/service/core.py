@@ -29,16 +29,14 @@ from distqueue.errors import (
     UnknownType,
 )
 from distqueue.jobs import TERMINAL_STATES, Job, JobError, JobSpec, JobState
-from distqueue.server.waiters import POLL, DoneWaiters, ReadyWaiters
+from distqueue.names import BUILTIN_TYPES
+from distqueue.service.waiters import POLL, DoneWaiters, ReadyWaiters
 from distqueue.store.base import FailOutcome, Heartbeat, Stats, Store
-from distqueue.worker.builtins import ALL_BUILTINS
 
 __all__ = ["BUILTIN_TYPES", "Service", "StoreHealth", "WorkerInfo"]
 
 log = logging.getLogger("distqueue.server")
 
-#: types every standard worker serves, so they are always accepted
-BUILTIN_TYPES = ALL_BUILTINS
 #: a claim the worker does not know about is orphaned once it is this old (seconds)
 ORPHAN_AGE = 5.0
 #: seconds between reloads of the known types from a (possibly shared) store
