@@ -10,6 +10,8 @@ from distqueue.policy import DEFAULT_LEASE, Retention
 __all__ = ["DEFAULT_PORT", "DEFAULT_SERVER", "Address", "ServerConfig", "server_addresses"]
 
 DEFAULT_PORT = 7700
+#: the admin port's default address (distqueue server --http)
+DEFAULT_HTTP = "127.0.0.1:7701"
 DEFAULT_SERVER = f"127.0.0.1:{DEFAULT_PORT}"
 #: the environment variable naming the server(s) for clients, workers and the CLI
 SERVER_ENV = "DISTQUEUE_SERVER"
@@ -63,6 +65,13 @@ class ServerConfig:
     tls_key: str | None = None
     #: TLS: require a client certificate signed by this CA (a PEM file)
     tls_ca: str | None = None
+    #: the admin port (metrics, health, dashboard; distqueue[web]) as HOST:PORT, or
+    #: None for none. ``distqueue server`` listens on 127.0.0.1:7701 unless told
+    #: ``--http off``; a library-made server only when given one
+    http: str | None = None
+    #: /health reports the queue stuck when jobs are ready, workers idle and nothing
+    #: was handed out or finished for this many seconds
+    stuck_after: float = 60.0
 
 
 class Address(tuple[str, int]):

@@ -77,3 +77,12 @@ def my_claim() -> dict[str, int]:
     """What the running job knows of its claim."""
     ctx = distqueue.current_job()
     return {"attempts": ctx.attempts, "token": ctx.token}
+
+
+@distqueue.task
+def fails_once(marker: str) -> str:
+    """Fails the first time it runs for ``marker`` (a path it creates), then succeeds."""
+    if not os.path.exists(marker):
+        open(marker, "w").close()
+        raise RuntimeError("first try fails")
+    return "second try"

@@ -378,6 +378,22 @@ async def cmd_stats(s: Session, args: list[bytes]) -> Any:
     return codec.dumps(await s.service.stats())
 
 
+async def cmd_metrics_get(s: Session, args: list[bytes]) -> Any:
+    """STATS with this server's counters and histograms (the seed's METRICS_GET)."""
+    stats = await s.service.stats()
+    stats["metrics"] = s.service.metrics.to_wire()
+    return codec.dumps(stats)
+
+
+def cmd_shutdown(s: Session, args: list[bytes]) -> Any:
+    """Stop the server gracefully, as SIGTERM does (the seed's SHUTDOWN)."""
+    stop = s.service.on_shutdown
+    if stop is None:
+        raise NotAllowed("SHUTDOWN stops a server: there is none here (direct mode)")
+    stop(f"SHUTDOWN from {s.peer}")
+    return OK
+
+
 # -- worker commands --------------------------------------------------------------------
 
 
@@ -486,6 +502,10 @@ COMMANDS: dict[bytes, Command] = {
     b"PURGE": _c(cmd_purge, 1, 1, "client", "PURGE id"),
     b"LIST": _c(cmd_list, 0, 10, "client", LIST_SYNTAX),
     b"STATS": _c(cmd_stats, 0, 0, "client", "STATS"),
+    # the verbs of the design this protocol comes from, where they fit
+    b"METRICS_GET": _c(cmd_metrics_get, 0, 0, "client", "METRICS_GET"),
+    b"JOB_STATUS": _c(cmd_status, 1, 1, "client", "JOB_STATUS id"),
+    b"SHUTDOWN": _c(cmd_shutdown, 0, 0, "client", "SHUTDOWN"),
     b"FETCH": _c(cmd_fetch, 0, 2, "worker", "FETCH [n] [timeout]"),
     b"ACK": _c(cmd_ack, 2, 4, "worker", "ACK id token [result] [json|bytes]"),
     b"FAIL": _c(cmd_fail, 3, 3, "worker", "FAIL id token error-json"),

@@ -45,6 +45,9 @@ if TYPE_CHECKING:
 
 __all__ = ["Connection"]
 
+#: the label of each verb in the commands-by-verb counter (an unknown verb: "unknown")
+VERB_NAMES = {verb: verb.decode() for verb in COMMANDS}
+
 log = logging.getLogger("distqueue.server")
 
 STALLED = "a request stalled mid-frame"
@@ -261,6 +264,9 @@ class Connection(asyncio.Protocol):
         assert session is not None
         verb = args[0].upper()
         command = COMMANDS.get(verb)
+        commands = self.server.service.metrics.commands
+        name = VERB_NAMES.get(verb, "unknown")
+        commands[name] = commands.get(name, 0) + 1
         if verb == b"ACK" and command is not None and self._group_ack(session, command, args):
             return
         # anything else starts after the ACKs before it reached the store: keeps order

@@ -17,7 +17,7 @@ import sys
 import threading
 import time
 from collections.abc import AsyncGenerator, Callable
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from distqueue.clock import Clock, system_clock
 from distqueue.config import ServerConfig, check_exposure, redact_url
@@ -32,6 +32,9 @@ from distqueue.service.core import (
     keep_trying,
 )
 from distqueue.store import Store, open_store
+
+if TYPE_CHECKING:
+    from distqueue.web.app import AdminSite
 
 __all__ = ["Server", "format_stats"]
 
@@ -59,6 +62,10 @@ class Server:
         self.stop_reason = ""
         #: it stopped because something failed (the CLI exits non-zero)
         self.failed = False
+        #: it is stopping: /readyz says so while the last replies go out
+        self.draining = False
+        #: the admin port (metrics, health, dashboard), when it runs
+        self.admin: AdminSite | None = None
 
     @property
     def service(self) -> Service:
@@ -80,6 +87,7 @@ class Server:
             self._store = await self._open_store(health)
         self._service = Service(self._store, self.config, self.clock)
         self._service.health = health
+        self._service.on_shutdown = self.request_stop
         try:
             await self._service.refresh_types()
         except StoreError as exc:  # housekeeping loads them again once the store answers
@@ -91,12 +99,33 @@ class Server:
             **tls,
         )  # fmt: skip
         self.port = self._server.sockets[0].getsockname()[1]
+        self._service.where = f"{self.config.host}:{self.port}"
         self._side_tasks = [
             asyncio.create_task(self._housekeeping(), name="housekeeping"),
             asyncio.create_task(self._retention(), name="retention"),
         ]
         for task in self._side_tasks:
             task.add_done_callback(self._side_task_ended)
+        await self._start_admin()
+
+    async def _start_admin(self) -> None:
+        """Listen on the admin port, if one is asked for and distqueue[web] is here."""
+        http = self.config.http
+        if http is None:
+            return
+        from distqueue.web import WEB_MISSING, start_admin, web_available
+
+        if not web_available():
+            log.warning(WEB_MISSING)
+            return
+        host, _, port = http.rpartition(":")
+        try:
+            self.admin = await start_admin(self, host.strip("[]") or "127.0.0.1", int(port))
+        except OSError as exc:
+            raise OSError(
+                f"cannot listen on the admin port {http}: {exc.strerror or exc}"
+                " (give another with --http HOST:PORT, or --http off)"
+            ) from None
 
     async def _open_store(self, health: StoreHealth) -> Store:
         """Open the store. A shared store (Redis) that cannot be reached yet is waited
@@ -123,6 +152,7 @@ class Server:
                 return store
 
     def request_stop(self, reason: str = "asked to stop") -> None:
+        self.draining = True
         if not self._stop.is_set():
             self.stop_reason = reason
             self._stop.set()
@@ -137,6 +167,9 @@ class Server:
         restarted server with the same id goes on heartbeating and ACKing them, and
         one that never comes back loses them when their leases run out.
         """
+        self.draining = True
+        if self.admin is not None:
+            await self.admin.close()
         if self._server is not None:
             self._server.close()
         for task in self._side_tasks:
@@ -168,6 +201,10 @@ class Server:
                 f" (store: {redact_url(self.config.data)})",
                 file=out, flush=True,
             )  # fmt: skip
+            if self.admin is not None:
+                host = self.config.http.rpartition(":")[0] if self.config.http else ""
+                print(f"distqueue admin on http://{host}:{self.admin.port}/"
+                      " (dashboard, /metrics, /health)", file=out, flush=True)  # fmt: skip
             console_task = None
             if console is not None:
                 console_task = asyncio.create_task(self._console(console, out), name="console")

@@ -14,7 +14,7 @@ import random
 import time
 from collections.abc import Awaitable, Callable, Collection, Coroutine, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from distqueue._version import __version__
 from distqueue.clock import Clock, system_clock
@@ -23,6 +23,7 @@ from distqueue.errors import (
     DistQueueError,
     JobFailed,
     JobNotFound,
+    LeaseLost,
     NotFinished,
     StoreError,
     Timeout,
@@ -30,8 +31,9 @@ from distqueue.errors import (
 )
 from distqueue.jobs import TERMINAL_STATES, Job, JobError, JobSpec, JobState
 from distqueue.names import BUILTIN_TYPES
+from distqueue.service.metrics import Metrics, TimedStore
 from distqueue.service.waiters import POLL, DoneWaiters, ReadyWaiters
-from distqueue.store.base import FailOutcome, Heartbeat, Stats, Store
+from distqueue.store.base import FailOutcome, Heartbeat, Stats, Store, WorkerRecord
 
 __all__ = ["BUILTIN_TYPES", "Service", "StoreHealth", "WorkerInfo"]
 
@@ -123,8 +125,10 @@ class WorkerInfo:
     since: float
     #: open connections of this worker (a worker may use one for FETCH, one for ACKs)
     connections: int = 0
-    #: jobs it holds, as far as this server saw (FETCH adds, ACK/FAIL/BEAT correct it)
-    held: set[int] = field(default_factory=set)
+    #: jobs it holds, as far as this server saw (FETCH adds, ACK/FAIL/BEAT correct
+    #: it): id -> (monotonic time this server handed it out, its priority), both
+    #: None for a job another server (or this one before a restart) handed out
+    held: dict[int, tuple[float | None, int | None]] = field(default_factory=dict)
     #: it said BYE on one of its connections: its leaving is not a vanishing
     said_bye: bool = False
 
@@ -140,7 +144,9 @@ class Service:
     """One per server: the store, the waiters and the connected workers."""
 
     def __init__(self, store: Store, config: ServerConfig, clock: Clock = system_clock) -> None:
-        self.store = store
+        #: what this server counted (metrics.py); the store's calls are timed into it
+        self.metrics = Metrics()
+        self.store = cast(Store, TimedStore(store, self.metrics))
         self.config = config
         self.clock = clock
         self.ready = ReadyWaiters()
@@ -152,6 +158,10 @@ class Service:
         self.health = StoreHealth()
         self._background: set[asyncio.Task[Any]] = set()
         self._watcher: asyncio.Task[None] | None = None
+        #: stops the server this service runs in (SHUTDOWN); None in direct mode
+        self.on_shutdown: Callable[[str], None] | None = None
+        #: where its workers are connected, as the worker registry shows it
+        self.where = "direct"
 
     def start_watching(self) -> None:
         """Wake blocked FETCH and WAIT on what other processes sharing the store do
@@ -237,8 +247,10 @@ class Service:
             if expected:
                 asyncio.get_running_loop().call_soon(self.ready.notify, expected)
             results = await self.store.enqueue([spec for spec, _ in specs], now)
+            self._count_submitted(specs, results)
             return [res.id for res in results]
         results = await self.store.enqueue([spec for spec, _ in specs], now)
+        self._count_submitted(specs, results)
         ready = [
             (spec.queue, spec.type)
             for (spec, _), res in zip(specs, results, strict=True)
@@ -247,6 +259,14 @@ class Service:
         if ready:
             self.ready.notify(ready)
         return [res.id for res in results]
+
+    def _count_submitted(
+        self, specs: Sequence[tuple[JobSpec, bool]], results: Sequence[Any]
+    ) -> None:
+        submitted = self.metrics.submitted
+        for (spec, _), res in zip(specs, results, strict=True):
+            if res.created:
+                submitted.inc(spec.priority)
 
     async def status(self, job_id: int) -> Job:
         job = await self.store.get(job_id)
@@ -291,6 +311,7 @@ class Service:
     async def cancel(self, job_id: int) -> JobState:
         state = await self.store.cancel(job_id, self.clock())
         if state is JobState.CANCELLED:
+            self.metrics.cancelled += 1
             self.done.notify([job_id])
         return state
 
@@ -314,6 +335,9 @@ class Service:
         dead = stats.totals.get("dead", 0)
         workers = list(self.workers.values())
         active = sum(1 for w in workers if w.held)
+        metrics = self.metrics
+        busy = sum(min(len(w.held), w.concurrency) for w in workers)
+        slots = sum(w.concurrency for w in workers)
         return {
             "store": self.health.to_wire(),
             "jobs": stats.by_state,
@@ -327,7 +351,20 @@ class Service:
                 "active": active,
                 "idle": len(workers) - active,
                 "waiting": len(self.ready),
+                "slots": slots,
+                "busy_slots": busy,
                 "list": [w.to_wire() for w in workers],
+            },
+            "counters": {
+                "submitted": metrics.submitted.total(),
+                "completed": metrics.completed.total(),
+                "failed": metrics.failed.total(),
+                "retried": metrics.retried.total(),
+                "dead": metrics.dead.total(),
+                "cancelled": metrics.cancelled,
+                "lease_expired": metrics.lease_expired,
+                "workers_vanished": metrics.workers_vanished,
+                "stale_refused": metrics.stale_refused,
             },
             "server": {
                 "version": __version__,
@@ -347,8 +384,21 @@ class Service:
             for t in info.types:
                 self._types[t] = now
             self.spawn(self.store.note_types(info.types, now))
+            self.spawn(self._note_worker(known))
         known.connections += 1
         return known
+
+    async def _note_worker(self, worker: WorkerInfo) -> None:
+        """Tell the store's worker registry this worker is alive (the dashboard lists
+        every worker of every server, and of direct mode, from it)."""
+        info = worker.to_wire()
+        info["server"] = self.where
+        await self.store.note_worker(worker.id, info, self.clock())
+
+    async def workers_everywhere(self) -> list[WorkerRecord]:
+        """Every worker the store's registry saw within three leases, whichever
+        server (or none) it is connected to."""
+        return await self.store.workers(self.clock(), max_age=3 * self.config.lease)
 
     async def disconnect_worker(self, worker: WorkerInfo) -> None:
         """One of the worker's connections closed; when it was the last one, take back
@@ -365,6 +415,13 @@ class Service:
             if worker.id in self.workers:
                 return  # it is back: its jobs are still its own
         released = await self.store.release(worker.id, self.clock(), vanished=not worker.said_bye)
+        if not worker.said_bye:
+            self.spawn(self.store.forget_worker(worker.id))
+            self.metrics.workers_vanished += 1
+            self.metrics.worker_vanished_jobs += len(released)
+            log.warning("worker %s vanished (its connection dropped without BYE):"
+                        " %d of its jobs go back to the queue", worker.id, len(released),
+                        extra={"worker": worker.id})  # fmt: skip
         if released:
             self.ready.notify_all()
             self.done.notify(released)  # some may have ended (poison, cancelled)
@@ -381,7 +438,7 @@ class Service:
                 lease=self.config.lease, max_bytes=self.config.max_fetch_bytes,
             )  # fmt: skip
             if jobs:
-                worker.held.update(job.id for job in jobs)
+                self._handed_out(worker, jobs)
                 return jobs
             remaining = deadline - loop.time()
             if remaining <= 0:
@@ -389,9 +446,36 @@ class Service:
             nap = min(remaining, self.config.poll)
             await self.ready.wait(worker.queues, worker.types, nap, since)
 
+    def _handed_out(self, worker: WorkerInfo, jobs: Sequence[Job]) -> None:
+        metrics = self.metrics
+        mono = metrics.last_progress = time.monotonic()
+        wall = self.clock()
+        for job in jobs:
+            worker.held[job.id] = (mono, job.priority)
+            if job.attempts == 1:
+                metrics.observe_wait(job.priority, wall - job.created_at)
+
+    def _finished(self, worker: WorkerInfo, job_id: int) -> int | None:
+        """Forget a job the worker held; observe its duration; its priority."""
+        since, priority = worker.held.pop(job_id, (None, None))
+        if since is not None:
+            self.metrics.last_progress = now = time.monotonic()
+            self.metrics.observe_duration(priority, now - since)
+        return priority
+
+    def _stale(self, worker: WorkerInfo, job_id: int, what: str, exc: LeaseLost) -> None:
+        self.metrics.stale_refused += 1
+        worker.held.pop(job_id, None)
+        log.warning("refused the %s of job %s from worker %s: %s", what, job_id, worker.id,
+                    exc, extra={"job": job_id, "worker": worker.id})  # fmt: skip
+
     async def ack(self, worker: WorkerInfo, job_id: int, token: int, result: Any) -> None:
-        await self.store.complete(job_id, token, result, self.clock(), worker=worker.id)
-        worker.held.discard(job_id)
+        try:
+            await self.store.complete(job_id, token, result, self.clock(), worker=worker.id)
+        except LeaseLost as exc:
+            self._stale(worker, job_id, "result", exc)
+            raise
+        self.metrics.completed.inc(self._finished(worker, job_id))
         self.done.notify([job_id])
 
     async def ack_many(
@@ -410,8 +494,14 @@ class Service:
         finally:
             if reads:
                 await asyncio.wait(reads)
-        done = [job_id for (job_id, _, _), err in zip(items, errors, strict=True) if err is None]
-        worker.held.difference_update(done)
+        done = []
+        completed = self.metrics.completed
+        for (job_id, _, _), err in zip(items, errors, strict=True):
+            if err is None:
+                done.append(job_id)
+                completed.inc(self._finished(worker, job_id))
+            elif isinstance(err, LeaseLost):
+                self._stale(worker, job_id, "result", err)
         jobs = {}
         for read in reads:
             if not read.cancelled() and read.exception() is None:
@@ -424,10 +514,24 @@ class Service:
     async def fail(
         self, worker: WorkerInfo, job_id: int, token: int, error: JobError, retryable: bool
     ) -> FailOutcome:
-        outcome = await self.store.fail(
-            job_id, token, error, self.clock(), retryable=retryable, worker=worker.id
-        )
-        worker.held.discard(job_id)
+        try:
+            outcome = await self.store.fail(
+                job_id, token, error, self.clock(), retryable=retryable, worker=worker.id
+            )
+        except LeaseLost as exc:
+            self._stale(worker, job_id, "failure", exc)
+            raise
+        priority = self._finished(worker, job_id)
+        metrics = self.metrics
+        metrics.failed.inc(priority)
+        if outcome.state is JobState.RETRYING:
+            metrics.retried.inc(priority)
+        elif outcome.state is JobState.DEAD:
+            metrics.dead.inc(priority)
+            log.warning("job %s is dead: %s: %s", job_id, error.kind, _first_line(error.message),
+                        extra={"job": job_id, "state": "dead"})  # fmt: skip
+        elif outcome.state is JobState.CANCELLED:
+            metrics.cancelled += 1
         if outcome.state in TERMINAL_STATES:
             self.done.notify([job_id])
         return outcome
@@ -435,7 +539,13 @@ class Service:
     async def progress(
         self, worker: WorkerInfo, job_id: int, token: int, percent: float, message: str
     ) -> None:
-        await self.store.progress(job_id, token, percent, message, self.clock(), worker=worker.id)
+        try:
+            await self.store.progress(
+                job_id, token, percent, message, self.clock(), worker=worker.id
+            )
+        except LeaseLost as exc:
+            self._stale(worker, job_id, "progress", exc)
+            raise
 
     async def beat(self, worker: WorkerInfo, holding: set[int] | None = None) -> Heartbeat:
         """Extend the worker's leases. With ``holding`` (what the worker says it runs
@@ -445,6 +555,7 @@ class Service:
         may still be on its way)."""
         now = self.clock()
         beat = await self.store.heartbeat(worker.id, now, self.config.lease)
+        self.spawn(self._note_worker(worker))
         if holding is not None:
             orphans = []
             for job_id in set(beat.held) - holding:
@@ -460,13 +571,15 @@ class Service:
                 self.done.notify(released)  # some may have ended (poison, cancelled)
                 held = {i: t for i, t in beat.held.items() if i not in released}
                 beat = Heartbeat(held=held, cancel=[i for i in beat.cancel if i in held])
-        worker.held = set(beat.held)
+        known = worker.held
+        worker.held = {i: known.get(i, (None, None)) for i in beat.held}
         return beat
 
     async def bye(self, worker: WorkerInfo) -> list[int]:
         """The worker leaves: its jobs go back to the queue, nothing counted against them."""
         worker.said_bye = True
         released = await self.store.release(worker.id, self.clock())
+        self.spawn(self.store.forget_worker(worker.id))
         worker.held.clear()
         if released:
             self.ready.notify_all()
@@ -489,6 +602,9 @@ class Service:
         )
         expired = [] if recovering else await self.store.expire(now)
         if expired:
+            self.metrics.lease_expired += len(expired)
+            log.warning("took back %d jobs whose leases ran out: %s", len(expired),
+                        expired[:20])  # fmt: skip
             self.ready.notify_all()
             self.done.notify(expired)
         if time.monotonic() - self._types_loaded > TYPES_REFRESH:
@@ -498,3 +614,8 @@ class Service:
         if wakeup is not None:
             nap = min(nap, max(0.1 if recovering else 0.005, wakeup - self.clock()))
         return nap
+
+
+def _first_line(text: str) -> str:
+    line = text.strip().split("\n", 1)[0]
+    return line if len(line) <= 200 else line[:200] + "..."

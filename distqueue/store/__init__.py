@@ -5,9 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from distqueue.config import redact_url
-from distqueue.store.base import Enqueued, FailOutcome, Heartbeat, Stats, Store
+from distqueue.store.base import Enqueued, FailOutcome, Heartbeat, Stats, Store, WorkerRecord
 
-__all__ = ["Enqueued", "FailOutcome", "Heartbeat", "Stats", "Store", "open_store"]
+__all__ = ["Enqueued", "FailOutcome", "Heartbeat", "Stats", "Store", "WorkerRecord", "open_store"]
 
 
 async def open_store(url: str, **options: Any) -> Store:

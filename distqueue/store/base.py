@@ -24,15 +24,30 @@ Rules that hold for every operation of every backend:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Sequence
+import builtins
+import math
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
-from distqueue.errors import DistQueueError
+from distqueue import codec
+from distqueue.errors import DistQueueError, InvalidJob
 from distqueue.jobs import Job, JobError, JobSpec, JobState
 from distqueue.policy import DEFAULT_LEASE, Retention
 
-__all__ = ["Enqueued", "FailOutcome", "Heartbeat", "Stats", "Store"]
+__all__ = ["Enqueued", "FailOutcome", "Heartbeat", "Stats", "Store", "WorkerRecord"]
+
+#: the longest worker id the registry takes (characters)
+MAX_WORKER_ID = 200
+#: the largest info of a worker the registry takes (bytes of its JSON)
+MAX_WORKER_INFO = 64 * 1024
+#: the most job ids a WorkerRecord lists
+WORKER_JOBS = 100
+#: the most records the registry keeps: noting one more worker forgets the one
+#: seen longest ago (a safeguard: real queues have hundreds)
+MAX_WORKERS = 10_000
+#: the most stale records one ``workers`` call deletes
+WORKERS_PURGE = 1000
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -80,6 +95,47 @@ class Stats:
     #: running totals since the store was created: submitted, succeeded, failed
     #: (attempts that failed), retried, dead, cancelled, lost, expired, purged
     totals: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class WorkerRecord:
+    """One worker of the registry (Store.note_worker, Store.workers)."""
+
+    #: the worker's id
+    id: str
+    #: what it said of itself, a JSON object (name, host, pid, types, queues,
+    #: concurrency, server, since ...), as given to note_worker
+    info: dict[str, Any]
+    #: when it was last noted (the ``now`` of its last note_worker)
+    seen: float
+    #: ids of the jobs it holds (running, leased to it) now, ascending, at most WORKER_JOBS
+    jobs: list[int]
+
+
+def check_worker(worker: object) -> str:
+    """A worker id for the registry: a string of 1..MAX_WORKER_ID characters."""
+    if not isinstance(worker, str) or not 1 <= len(worker) <= MAX_WORKER_ID:
+        raise InvalidJob(f"worker must be a string of 1-{MAX_WORKER_ID} characters")
+    return worker
+
+
+def check_worker_info(info: object) -> bytes:
+    """A worker's info as the registry stores it: a JSON object, at most
+    MAX_WORKER_INFO bytes encoded."""
+    if not isinstance(info, Mapping):
+        raise InvalidJob("worker info must be a JSON object")
+    data = codec.dumps(dict(info), "worker info")
+    if len(data) > MAX_WORKER_INFO:
+        raise InvalidJob(f"worker info is {len(data)} bytes of JSON: at most {MAX_WORKER_INFO}")
+    return data
+
+
+def check_workers(max_age: float, limit: int) -> None:
+    """The arguments of Store.workers."""
+    if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= 1000:
+        raise InvalidJob("limit must be 1-1000")
+    if not isinstance(max_age, int | float) or math.isnan(max_age) or max_age < 0:
+        raise InvalidJob("max_age must be a number of seconds, 0 or more")
 
 
 @runtime_checkable
@@ -285,6 +341,36 @@ class Store(Protocol):
 
     async def known_types(self) -> dict[str, float]:
         """Every type a worker ever declared (until purged) -> when one was last seen."""
+        ...
+
+    async def note_worker(self, worker: str, info: Mapping[str, Any], now: float) -> None:
+        """Record that ``worker`` is alive at ``now`` with ``info`` (a JSON object: what
+        it says of itself), replacing its previous info and time. The registry keeps
+        at most MAX_WORKERS records: noting a new worker beyond that forgets the one
+        seen longest ago. Raises InvalidJob, and changes nothing, for info that is
+        not a JSON object of at most MAX_WORKER_INFO bytes encoded, or a worker id that
+        is empty or longer than MAX_WORKER_ID characters.
+
+        The registry is liveness information, not a promise: a store may keep it in
+        memory when only one process opens it (the embedded store does).
+        """
+        ...
+
+    async def workers(
+        self, now: float, *, max_age: float, limit: int = 1000
+    ) -> builtins.list[WorkerRecord]:  # (``list`` is the method above, in here)
+        """The workers noted at or after ``now - max_age``, by id, at most ``limit``
+        (1..1000), each with the ids of the jobs it holds right now (the store's
+        truth, as ``heartbeat`` would say). Records older than that are not returned,
+        and are deleted (at most WORKERS_PURGE of them per call; the rest by later
+        calls). Raises InvalidJob for a bad ``limit`` or a negative ``max_age``.
+        """
+        ...
+
+    async def forget_worker(self, worker: str) -> None:
+        """Drop ``worker``'s record (it said goodbye). Its jobs are not touched.
+        Idempotent. Raises InvalidJob for a worker id note_worker would refuse.
+        """
         ...
 
     async def watch(

@@ -26,13 +26,14 @@ job was submitted or finished through another (see Store.watch).
 from __future__ import annotations
 
 import asyncio
+import builtins
 import contextlib
 import logging
 import os
 import random
 import re
 import time
-from collections.abc import Awaitable, Callable, Collection, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping, Sequence
 from importlib import resources
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl, urlencode
@@ -56,7 +57,19 @@ from distqueue.errors import (
 )
 from distqueue.jobs import Job, JobError, JobSpec, JobState, check_name
 from distqueue.policy import DEFAULT_LEASE, DEFAULT_POISON_LIMIT, Retention, RetryPolicy
-from distqueue.store.base import Enqueued, FailOutcome, Heartbeat, Stats
+from distqueue.store.base import (
+    MAX_WORKERS,
+    WORKER_JOBS,
+    WORKERS_PURGE,
+    Enqueued,
+    FailOutcome,
+    Heartbeat,
+    Stats,
+    WorkerRecord,
+    check_worker,
+    check_worker_info,
+    check_workers,
+)
 from distqueue.store.checks import (
     check_claim,
     check_id,
@@ -129,7 +142,8 @@ T = TypeVar("T")
 S = JobState
 SCRIPTS = (
     "enqueue", "claim", "complete", "fail", "progress", "heartbeat", "expire", "release",
-    "promote", "cancel", "retry", "purge", "list", "types", "migrate",
+    "promote", "cancel", "retry", "purge", "list", "types", "migrate", "worker_note",
+    "workers", "worker_forget",
 )  # fmt: skip
 #: the scripts that change nothing: no WAIT after them
 READ_ONLY = frozenset({"list"})
@@ -890,3 +904,26 @@ class RedisStore:
         key = self._key("types")
         h = await self._read(lambda: self._redis.hgetall(key))
         return {(k.decode() if isinstance(k, bytes) else k): float(v) for k, v in h.items()}
+
+    # The worker registry (P:workers, P:workers:seen, P:workers:ids; see _lib.lua):
+    # shared by every process on this Redis, so any server lists every worker, direct
+    # mode's included. A worker's jobs come from P:worker:<w>, the set heartbeat reads.
+
+    async def note_worker(self, worker: str, info: Mapping[str, Any], now: float) -> None:
+        data = check_worker_info(info)
+        await self._run("worker_note", check_worker(worker), repr(now), data, MAX_WORKERS)
+
+    async def workers(
+        self, now: float, *, max_age: float, limit: int = 1000
+    ) -> builtins.list[WorkerRecord]:  # (``list`` is the method above, in here)
+        check_workers(max_age, limit)
+        rows = await self._run("workers", repr(now - max_age), limit, WORKERS_PURGE,
+                               WORKER_JOBS)  # fmt: skip
+        return [
+            WorkerRecord(id=r[0].decode(), info=codec.loads(r[2]), seen=float(r[1]),
+                         jobs=[int(j) for j in r[3]])
+            for r in rows
+        ]  # fmt: skip
+
+    async def forget_worker(self, worker: str) -> None:
+        await self._run("worker_forget", check_worker(worker))

@@ -4,20 +4,23 @@ Shape (see writer.py): every operation runs on the store's writer thread, which
 owns the connection and the in-memory indexes, and commits operations in groups.
 The indexes make the hot paths cheap — a claim pops from per-(queue, type,
 priority) FIFO deques instead of scanning the table — and are rebuilt from the
-file on open, so the file alone is the truth. WAL mode with ``synchronous=FULL``
-(the default): an operation that returned is on disk, and a process killed at
-any instant reopens to a consistent state (every committed group, nothing else).
+file on open, so the file alone is the truth (of all but the worker registry,
+which is liveness only and lives in memory: see ``note_worker``). WAL mode with
+``synchronous=FULL`` (the default): an operation that returned is on disk, and a
+process killed at any instant reopens to a consistent state (every committed
+group, nothing else).
 """
 
 from __future__ import annotations
 
+import builtins
 import fcntl
 import heapq
 import os
 import random
 import sqlite3
 import threading
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from importlib import resources
 from pathlib import Path
 from typing import Any, TypeVar
@@ -34,7 +37,19 @@ from distqueue.errors import (
 from distqueue.jobs import TERMINAL_STATES, Job, JobError, JobSpec, JobState, check_name
 from distqueue.lifecycle import check_transition
 from distqueue.policy import DEFAULT_LEASE, DEFAULT_POISON_LIMIT, Retention, RetryPolicy
-from distqueue.store.base import Enqueued, FailOutcome, Heartbeat, Stats
+from distqueue.store.base import (
+    MAX_WORKERS,
+    WORKER_JOBS,
+    WORKERS_PURGE,
+    Enqueued,
+    FailOutcome,
+    Heartbeat,
+    Stats,
+    WorkerRecord,
+    check_worker,
+    check_worker_info,
+    check_workers,
+)
 from distqueue.store.checks import (
     check_claim,
     check_id,
@@ -114,6 +129,9 @@ class SQLiteStore:
         self._next_id = 1
         self._next_seq = 1
         self._meta_dirty = False
+        #: the worker registry: id -> (seen, info as JSON); in memory only (see
+        #: note_worker), so _recover leaves it be
+        self._workers: dict[str, tuple[float, bytes]] = {}
         #: (this run's epoch - 1) << EPOCH_SHIFT (see EPOCH_SHIFT)
         self._epoch_base = 0
         #: the reader threads' connections (see _reader)
@@ -754,6 +772,35 @@ class SQLiteStore:
     def _op_known_types(self) -> dict[str, float]:
         return dict(self._conn.execute("SELECT name, last_seen FROM types"))
 
+    def _op_note_worker(self, worker: str, info: bytes, now: float) -> None:
+        registry = self._workers
+        if worker not in registry and len(registry) >= MAX_WORKERS:
+            del registry[min(registry, key=lambda w: registry[w][0])]  # seen longest ago
+        registry[worker] = (now, info)
+
+    def _op_workers(self, now: float, max_age: float, limit: int) -> list[WorkerRecord]:
+        cutoff = now - max_age
+        stale: list[tuple[float, str]] = []
+        live: list[str] = []
+        for worker, (seen, _) in self._workers.items():  # at most MAX_WORKERS
+            if seen >= cutoff:
+                live.append(worker)
+            else:
+                stale.append((seen, worker))
+        # the ones seen longest ago first (as the Redis store does)
+        for _, worker in heapq.nsmallest(WORKERS_PURGE, stale):
+            del self._workers[worker]
+        out = []
+        for worker in sorted(live)[:limit]:
+            seen, info = self._workers[worker]
+            # the worker's own lease index: never more than the jobs it holds
+            held = heapq.nsmallest(WORKER_JOBS, self._by_worker.get(worker, ()))
+            out.append(WorkerRecord(id=worker, info=codec.loads(info), seen=seen, jobs=held))
+        return out
+
+    def _op_forget_worker(self, worker: str) -> None:
+        self._workers.pop(worker, None)
+
     # -- the async API (the Store protocol) -----------------------------------------------
 
     async def enqueue(self, specs: Sequence[JobSpec], now: float) -> list[Enqueued]:
@@ -918,6 +965,27 @@ class SQLiteStore:
 
     async def delete(self, job_id: int) -> None:
         await self._writer.call(self._op_delete, check_id("job id", job_id))
+
+    # The worker registry lives in memory, not in the file: it is liveness, which a
+    # restart makes stale anyway (workers note themselves again as they come back),
+    # and only this process opens the store, so no other process needs to see it.
+    # Its operations run on the writer thread, beside the lease indexes its ``jobs``
+    # come from, and write nothing to the file (so none waits for a commit).
+
+    async def note_worker(self, worker: str, info: Mapping[str, Any], now: float) -> None:
+        """See Store.note_worker. Kept in memory only (lost when the store closes)."""
+        data = check_worker_info(info)
+        await self._writer.call(self._op_note_worker, check_worker(worker), data, now,
+                                durable=False)  # fmt: skip
+
+    async def workers(
+        self, now: float, *, max_age: float, limit: int = 1000
+    ) -> builtins.list[WorkerRecord]:  # (``list`` is the method above, in here)
+        check_workers(max_age, limit)
+        return await self._writer.call(self._op_workers, now, max_age, limit, durable=False)
+
+    async def forget_worker(self, worker: str) -> None:
+        await self._writer.call(self._op_forget_worker, check_worker(worker), durable=False)
 
     async def watch(
         self, on_ready: Callable[[], None], on_done: Callable[[Collection[int]], None]

@@ -21,6 +21,9 @@
 --   P:prio                   hash priority -> queued jobs
 --   P:totals                 hash of running totals (submitted, succeeded, ...)
 --   P:types                  hash job type -> last time a worker declared it
+--   P:workers                hash worker -> its info (JSON), the worker registry
+--   P:workers:seen           zset of the registry's workers by when last noted
+--   P:workers:ids            zset of the registry's workers, score 0 (by id, bytewise)
 --
 -- Every script does bounded work: at most the n, the batch or the ids it is given.
 -- ARGV[1] of every script is the epoch its caller opened the store with; it is taken
