@@ -7,7 +7,14 @@ from dataclasses import dataclass, field
 
 from distqueue.policy import DEFAULT_LEASE, Retention
 
-__all__ = ["DEFAULT_PORT", "DEFAULT_SERVER", "Address", "ServerConfig", "server_addresses"]
+__all__ = [
+    "DEFAULT_HTTP",
+    "DEFAULT_PORT",
+    "DEFAULT_SERVER",
+    "Address",
+    "ServerConfig",
+    "server_addresses",
+]
 
 DEFAULT_PORT = 7700
 #: the admin port's default address (distqueue server --http)
@@ -69,6 +76,9 @@ class ServerConfig:
     #: None for none. ``distqueue server`` listens on 127.0.0.1:7701 unless told
     #: ``--http off``; a library-made server only when given one
     http: str | None = None
+    #: ``http`` was asked for: an admin port that cannot be had stops the server
+    #: (False: the default address, skipped with a warning when another process has it)
+    http_given: bool = True
     #: /health reports the queue stuck when jobs are ready, workers idle and nothing
     #: was handed out or finished for this many seconds
     stuck_after: float = 60.0

@@ -120,8 +120,11 @@ class ServerProc(Proc):
     def __init__(
         self, data: Path, *extra: str, port: int = 0, env: dict[str, str] | None = None
     ) -> None:
+        # no admin port unless asked for: it is the web extra's import (0.2 s) at each
+        # of the suite's hundreds of server starts (tests/web and test_metrics ask)
+        http = () if "--http" in extra else ("--http", "off")
         super().__init__([*CLI, "server", "--port", str(port), "--data", str(data),
-                          "--no-console", *extra], env=env)  # fmt: skip
+                          "--no-console", *http, *extra], env=env)  # fmt: skip
         m = self.wait_for(LISTENING.pattern)
         self.host, self.port = m.group(1), int(m.group(2))
         self.address = f"{self.host}:{self.port}"

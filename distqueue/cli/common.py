@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import logging
 import os
 import sys
 from collections.abc import Callable
@@ -11,6 +12,7 @@ from typing import Any, TypeVar
 import click
 import orjson
 
+from distqueue import logs
 from distqueue.errors import DistQueueError
 
 __all__ = [
@@ -18,6 +20,9 @@ __all__ = [
     "emit_json",
     "fail",
     "friendly_errors",
+    "log_options",
+    "log_options_passed_on",
+    "quiet_log_options",
     "resolve_token",
     "tls_options",
     "token_file_option",
@@ -28,7 +33,10 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 def fail(message: str, code: int = 1) -> None:
     """One clear line on stderr, a non-zero exit, no traceback."""
-    click.echo(f"distqueue: {message}", err=True)
+    if logs.json_enabled():  # --log-format json: every line of stderr parses
+        logs.announce(f"distqueue: {message}", level=logging.ERROR)
+    else:
+        click.echo(f"distqueue: {message}", err=True)
     sys.exit(code)
 
 
@@ -173,3 +181,49 @@ def client_options(fn: F) -> F:
 
 def emit_json(value: Any) -> None:
     click.echo(orjson.dumps(value, option=orjson.OPT_INDENT_2).decode())
+
+
+def _log_options(fn: F, *, keep: bool, default_level: str) -> F:
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        if keep:
+            logs.setup_logging(kwargs["log_level"], kwargs["log_format"])
+        else:
+            logs.setup_logging(kwargs.pop("log_level"), kwargs.pop("log_format"))
+        return fn(*args, **kwargs)
+
+    options = [
+        click.option(
+            "--log-level", type=click.Choice(logs.LEVELS, case_sensitive=False),
+            default=default_level, show_default=True, envvar="DISTQUEUE_LOG_LEVEL",
+            help="Log records of this level and above (env DISTQUEUE_LOG_LEVEL); debug"
+            " logs every job a worker runs.",
+        ),
+        click.option(
+            "--log-format", type=click.Choice(logs.FORMATS, case_sensitive=False),
+            default="text", show_default=True, envvar="DISTQUEUE_LOG_FORMAT",
+            help="text, or json: one JSON object per line of stderr (env"
+            " DISTQUEUE_LOG_FORMAT).",
+        ),
+    ]  # fmt: skip
+    for option in reversed(options):
+        wrapper = option(wrapper)
+    return wrapper  # type: ignore[return-value]
+
+
+def log_options(fn: F) -> F:
+    """--log-level and --log-format, for a long-running command: logging is set up
+    (distqueue.logs.setup_logging) before the command runs, which does not see them."""
+    return _log_options(fn, keep=False, default_level="info")
+
+
+def log_options_passed_on(fn: F) -> F:
+    """log_options for a command that passes them on (``distqueue workers`` to its
+    worker processes): it gets ``log_level`` and ``log_format`` too."""
+    return _log_options(fn, keep=True, default_level="info")
+
+
+def quiet_log_options(fn: F) -> F:
+    """log_options at --log-level warning by default (``distqueue demo``: its output
+    is what it prints; its in-process server says only what is wrong)."""
+    return _log_options(fn, keep=False, default_level="warning")

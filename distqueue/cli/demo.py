@@ -19,20 +19,26 @@ from typing import Any
 
 import click
 
+from distqueue.cli.common import quiet_log_options
 from distqueue.client import AsyncClient
-from distqueue.config import ServerConfig
+from distqueue.config import DEFAULT_HTTP, ServerConfig
 from distqueue.errors import UnknownType
 from distqueue.server.server import Server, format_stats
+from distqueue.web import web_available
 
 TEXTS = ["hello world", "the quick brown fox", "distqueue never loses a job", "a b c d e"]
 TYPES = ["echo", "wordcount", "charcount", "capitalize"]
 
 
 async def _demo(data: Path, n: int, workers: int) -> None:
-    server = Server(ServerConfig(port=0, data=str(data)))
+    server = Server(ServerConfig(port=0, data=str(data), http=DEFAULT_HTTP, http_given=False))
     await server.start()
     address = f"127.0.0.1:{server.port}"
     click.echo(f"server listening on {address}, data in {data}")
+    if server.admin is not None:
+        click.echo(f"dashboard and /metrics on http://127.0.0.1:{server.admin.port}/")
+    elif not web_available():
+        click.echo(f"dashboard: pip install 'distqueue[web]' to see it at http://{DEFAULT_HTTP}/")
     procs = [
         await asyncio.create_subprocess_exec(
             sys.executable,
@@ -97,8 +103,13 @@ async def _demo(data: Path, n: int, workers: int) -> None:
     default=None,
     help="Data directory (default: a new temporary one).",
 )
+@quiet_log_options
 def demo(n: int, workers: int, data: Path | None) -> None:
-    """Start a server and workers on this machine, run jobs through them."""
+    """Start a server and workers on this machine, run jobs through them.
+
+    Its server runs in this process and logs here (--log-level, default warning);
+    the worker processes' output is not shown.
+    """
     if data is None:
         data = Path(tempfile.mkdtemp(prefix="distqueue-demo-"))
     asyncio.run(_demo(data, n, workers))

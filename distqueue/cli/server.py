@@ -3,26 +3,30 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 import os
 import signal
 import sys
-from typing import Any
+from typing import Any, TextIO, cast
 
 import click
 
+from distqueue import logs
 from distqueue.cli.common import (
     TOKEN_HELP,
     friendly_errors,
+    log_options,
     resolve_token,
     tls_options,
     token_file_option,
 )
-from distqueue.config import DEFAULT_PORT, ServerConfig
+from distqueue.config import DEFAULT_HTTP, DEFAULT_PORT, ServerConfig
 from distqueue.server.server import Server
 from distqueue.worker.child import die_with_parent
 from distqueue.worker.executors import SHELL_OUTPUT_LIMIT
 from distqueue.worker.worker import Worker, WorkerOptions
+
+#: the logger a worker's status lines come from in --log-format json
+LOGGER = "distqueue.worker"
 
 
 def _run(main: Any) -> None:
@@ -120,10 +124,27 @@ def _run(main: Any) -> None:
     help="Require a client certificate signed by this CA (a PEM file) from every connection.",
 )
 @click.option(
+    "--http",
+    envvar="DISTQUEUE_HTTP",
+    default=None,
+    metavar="HOST:PORT|off",
+    help=f"The admin port: dashboard, /metrics, /health (needs distqueue[web])"
+    f" [default: {DEFAULT_HTTP}, skipped with a warning when taken]; off for none.",
+)
+@click.option(
+    "--stuck-after",
+    type=click.FloatRange(min=1.0),
+    default=60.0,
+    show_default=True,
+    help="/health reports the queue stuck when jobs are queued, workers idle and"
+    " nothing moved for this many seconds.",
+)
+@click.option(
     "--console/--no-console",
     default=None,
     help="Read 'stats' and 'quit' from stdin (default: when it is a terminal).",
 )
+@log_options
 @friendly_errors
 @resolve_token
 def server(
@@ -141,10 +162,13 @@ def server(
     tls_cert: str | None,
     tls_key: str | None,
     tls_ca: str | None,
+    http: str | None,
+    stuck_after: float,
     console: bool | None,
 ) -> None:
     """Run the job server (stops on quit, SIGTERM or Ctrl-C)."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    if http is not None and http.strip().lower() not in ("off", "none", ""):
+        _check_http(http)
     config = ServerConfig(
         host=host,
         port=port,
@@ -160,13 +184,33 @@ def server(
         tls_cert=tls_cert,
         tls_key=tls_key,
         tls_ca=tls_ca,
+        http=_http_address(http),
+        http_given=http is not None,
+        stuck_after=stuck_after,
     )
     if console is None:
         console = sys.stdin.isatty()
     srv = Server(config)
-    _run(srv.serve(console=sys.stdin if console else None))
+    out = sys.stderr
+    if logs.json_enabled():  # its status lines (listening, stopping, the console's) too
+        out = cast(TextIO, logs.AnnounceStream("distqueue.server"))
+    _run(srv.serve(console=sys.stdin if console else None, out=out))
     if srv.failed:  # it stopped because something broke, not because it was asked to
         sys.exit(1)
+
+
+def _http_address(http: str | None) -> str | None:
+    if http is None:
+        return DEFAULT_HTTP
+    return None if http.strip().lower() in ("off", "none", "") else http.strip()
+
+
+def _check_http(http: str) -> None:
+    _, sep, port = http.strip().rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise click.BadParameter(
+            f"{http!r}: expected HOST:PORT (e.g. 127.0.0.1:7701) or off", param_hint="--http"
+        )
 
 
 def worker_options(fn: Any) -> Any:
@@ -302,6 +346,7 @@ def make_options(
     help="Run under `distqueue workers` (this pid): stop on its SIGTERMs only, ignore"
     " SIGINT, and stop when it is gone.",
 )
+@log_options
 @friendly_errors
 def worker(worker_id: str | None, instances: int, parent_pid: int | None, **kw: Any) -> None:
     """Run a worker: fetch jobs, run them, report back.
@@ -311,7 +356,6 @@ def worker(worker_id: str | None, instances: int, parent_pid: int | None, **kw: 
     """
     if parent_pid is not None:  # its supervisor passes every stop on: one stop, one signal
         signal.signal(signal.SIGINT, signal.SIG_IGN)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     if worker_id is not None and instances > 1:
         raise click.UsageError("--id names one worker: not with --instances")
     ws = [Worker(make_options(worker_id=worker_id, **kw)) for _ in range(instances)]
@@ -341,12 +385,12 @@ def worker(worker_id: str | None, instances: int, parent_pid: int | None, **kw: 
             elif os.getppid() != parent_pid:  # it went before the kernel was told
                 stop_all()
         for w in ws:
-            click.echo(f"distqueue worker {w.id} serving {', '.join(w.types)}", err=True)
+            logs.announce(f"distqueue worker {w.id} serving {', '.join(w.types)}", LOGGER)
         await asyncio.gather(*(w.run() for w in ws))
         if watcher is not None:
             watcher.cancel()
         for w in ws:
-            click.echo(f"distqueue worker {w.id} stopped after {w.processed} jobs", err=True)
+            logs.announce(f"distqueue worker {w.id} stopped after {w.processed} jobs", LOGGER)
 
     _run(main())
     if any(w.stuck for w in ws):  # threads that would not stop: their jobs are back already

@@ -19,7 +19,8 @@ from typing import Any
 
 import click
 
-from distqueue.cli.common import friendly_errors
+from distqueue import logs
+from distqueue.cli.common import friendly_errors, log_options_passed_on
 from distqueue.cli.server import _run, worker_options
 from distqueue.client.local import is_store_url
 from distqueue.config import redact_url
@@ -58,7 +59,15 @@ def worker_argv(kw: dict[str, Any]) -> tuple[list[str], dict[str, str]]:
     for name in ("tls_ca", "tls_cert", "tls_key"):  # file names: nothing secret
         if kw.get(name):
             argv += ["--" + name.replace("_", "-"), str(kw[name])]
+    for name in ("log_level", "log_format"):  # the workers log as the supervisor does
+        if kw.get(name):
+            argv += ["--" + name.replace("_", "-"), str(kw[name])]
     return argv, env
+
+
+def _say(text: str) -> None:
+    """A status line of the supervisor's (a JSON record in --log-format json)."""
+    logs.announce(text, "distqueue.workers")
 
 
 class Supervisor:
@@ -77,10 +86,10 @@ class Supervisor:
     def stop(self) -> None:
         """First call: SIGTERM every worker (graceful); later calls: again (hurry)."""
         if self.stopping.is_set():
-            click.echo("distqueue workers: stopping at once", err=True)
+            _say("distqueue workers: stopping at once")
         else:
-            click.echo("distqueue workers: stopping; running jobs get their --grace"
-                       " (Ctrl-C again to stop at once)", err=True)  # fmt: skip
+            _say("distqueue workers: stopping; running jobs get their --grace"
+                 " (Ctrl-C again to stop at once)")  # fmt: skip
         self.stopping.set()
         self.signals += 1
         for proc in self.procs.values():
@@ -107,8 +116,8 @@ class Supervisor:
                 return
             if time.monotonic() - started > HEALTHY_AFTER:
                 delay = RESTART_MIN
-            click.echo(f"distqueue workers: worker {slot} (pid {proc.pid}) exited with {code};"
-                       f" restarting in {delay:g}s", err=True)  # fmt: skip
+            _say(f"distqueue workers: worker {slot} (pid {proc.pid}) exited with {code};"
+                 f" restarting in {delay:g}s")  # fmt: skip
             self.restarts += 1
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.stopping.wait(), delay)
@@ -125,6 +134,7 @@ class Supervisor:
     show_default=True,
     help="Workers per process: 1,000 workers as 20 processes of 50, say.",
 )
+@log_options_passed_on
 @friendly_errors
 def workers(n: int, per_process: int, **kw: Any) -> None:
     """Start N worker processes and keep them running (one that dies is restarted).
@@ -140,8 +150,8 @@ def workers(n: int, per_process: int, **kw: Any) -> None:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, sup.stop)
-        click.echo(f"distqueue workers: starting {n} workers in {sup.n} processes", err=True)
+        _say(f"distqueue workers: starting {n} workers in {sup.n} processes")
         await sup.run()
-        click.echo(f"distqueue workers: all {n} stopped ({sup.restarts} restarts)", err=True)
+        _say(f"distqueue workers: all {n} stopped ({sup.restarts} restarts)")
 
     _run(main())

@@ -122,8 +122,13 @@ class Server:
         try:
             self.admin = await start_admin(self, host.strip("[]") or "127.0.0.1", int(port))
         except OSError as exc:
+            why = os.strerror(exc.errno) if exc.errno else str(exc)
+            if not self.config.http_given:
+                log.warning("no admin port: %s: %s; give another with --http HOST:PORT",
+                            http, why)  # fmt: skip
+                return
             raise OSError(
-                f"cannot listen on the admin port {http}: {exc.strerror or exc}"
+                f"cannot listen on the admin port {http}: {why}"
                 " (give another with --http HOST:PORT, or --http off)"
             ) from None
 
