@@ -346,14 +346,49 @@ def make_options(
     help="Run under `distqueue workers` (this pid): stop on its SIGTERMs only, ignore"
     " SIGINT, and stop when it is gone.",
 )
+@click.option(
+    "--health-file",
+    envvar="DISTQUEUE_HEALTH_FILE",
+    default=None,
+    metavar="PATH",
+    help="Rewrite PATH every 5 s while running (pid, connected, jobs): what --check reads.",
+)
+@click.option(
+    "--check",
+    is_flag=True,
+    help="Do not run a worker: probe the one writing --health-file; exit 0 if it is"
+    " alive and its event loop turns, 1 otherwise (a liveness probe).",
+)
+@click.option(
+    "--max-age",
+    type=click.FloatRange(min=1.0),
+    default=None,
+    help="With --check: the oldest health file that passes, in seconds [default: 15].",
+)
 @log_options
 @friendly_errors
-def worker(worker_id: str | None, instances: int, parent_pid: int | None, **kw: Any) -> None:
+def worker(
+    worker_id: str | None,
+    instances: int,
+    parent_pid: int | None,
+    health_file: str | None,
+    check: bool,
+    max_age: float | None,
+    **kw: Any,
+) -> None:
     """Run a worker: fetch jobs, run them, report back.
 
     SIGTERM (or Ctrl-C) stops it cleanly: no new jobs, running ones get --grace
     seconds, the rest go back to the queue. A second signal stops it at once.
     """
+    if check:
+        from distqueue.worker.health import check_health
+
+        if health_file is None:
+            raise click.UsageError("--check reads the worker's --health-file: give it")
+        healthy, message = check_health(health_file, max_age)
+        click.echo(message, err=not healthy)
+        sys.exit(0 if healthy else 1)
     if parent_pid is not None:  # its supervisor passes every stop on: one stop, one signal
         signal.signal(signal.SIGINT, signal.SIG_IGN)
     if worker_id is not None and instances > 1:
@@ -386,9 +421,17 @@ def worker(worker_id: str | None, instances: int, parent_pid: int | None, **kw: 
                 stop_all()
         for w in ws:
             logs.announce(f"distqueue worker {w.id} serving {', '.join(w.types)}", LOGGER)
+        health = None
+        if health_file is not None:
+            from distqueue.worker.health import keep_health
+
+            health = asyncio.create_task(keep_health(health_file, ws), name="health")
         await asyncio.gather(*(w.run() for w in ws))
         if watcher is not None:
             watcher.cancel()
+        if health is not None:
+            health.cancel()
+            await asyncio.gather(health, return_exceptions=True)
         for w in ws:
             logs.announce(f"distqueue worker {w.id} stopped after {w.processed} jobs", LOGGER)
 

@@ -246,6 +246,8 @@ class Worker:
         #: (job id, token) of each FAIL not yet answered -> what its log line says
         self._failing: dict[tuple[int, int], _Failure] = {}
         self.processed = 0
+        #: connected to its server (or its store, in direct mode) right now
+        self.connected = False
         self.lease = 30.0
         #: the largest result the server accepts, and the most jobs one FETCH may ask
         self.max_result = 64 * 1024 * 1024
@@ -299,9 +301,11 @@ class Worker:
         while not self._stopping.is_set():
             try:
                 await self._connect()
+                self.connected = True
                 delay = RECONNECT_MIN
                 await self._session()
             except (ServerUnavailable, StoreError) as exc:
+                self.connected = False
                 # StoreError: direct mode, the store could not be opened (Redis down)
                 await self.fetcher.close()
                 await self.control.close()
