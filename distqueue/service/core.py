@@ -343,6 +343,9 @@ class Service:
             "jobs": stats.by_state,
             "queues": stats.by_queue,
             "queued_by_priority": {str(p): n for p, n in stats.queued_by_priority.items()},
+            "oldest_ready_age": None
+            if stats.oldest_queued_at is None
+            else max(0.0, self.clock() - stats.oldest_queued_at),
             "totals": stats.totals,
             "processed": succeeded + dead,
             "success_rate": None if succeeded + dead == 0 else succeeded / (succeeded + dead),

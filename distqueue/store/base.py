@@ -95,6 +95,16 @@ class Stats:
     #: running totals since the store was created: submitted, succeeded, failed
     #: (attempts that failed), retried, dead, cancelled, lost, expired, purged
     totals: dict[str, int] = field(default_factory=dict)
+    #: when the queued job that has waited longest became queued (epoch seconds), or
+    #: None when no job is queued. A job becomes queued at the ``now`` of the
+    #: operation that last queued it: its enqueue (a job due at once), the promote
+    #: that queued it (a scheduled or retrying job: at or after its run-at, when
+    #: promote ran), the release or expire that took it back, the retry of a dead or
+    #: cancelled job. Read from the first job of each (queue, type, priority) FIFO,
+    #: so bounded by those, never by the jobs: exact while ``now`` does not go back
+    #: from one operation to the next (each FIFO's first job is then its oldest). A
+    #: job queued again by a distqueue older than this field counts from its submit.
+    oldest_queued_at: float | None = None
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

@@ -30,7 +30,9 @@ class ReadyQueues:
     one int, shared with the id map (no tuple, no second copy of the seq; 133 bytes
     a queued job in all). An entry is live iff the id map holds it; entries of jobs
     that left the queue otherwise (cancelled) are skipped when they reach the front.
-    Only jobs larger than SMALL_JOB bytes have their size kept (``sizes``).
+    Only jobs larger than SMALL_JOB bytes have their size kept (``sizes``). When a
+    job became queued is not kept here either: the store reads it from the file for
+    the ``heads`` alone.
     """
 
     def __init__(self) -> None:
@@ -73,6 +75,28 @@ class ReadyQueues:
 
     def __contains__(self, jid: int) -> bool:
         return jid in self._entry
+
+    def heads(self) -> list[int]:
+        """The id of the first live job of each (queue, type, priority) that has one:
+        the job of that priority queued earliest (lowest seq). Stale entries at the
+        fronts are dropped, and pairs with nothing ready forgotten, as ``take`` does:
+        work bounded by the pairs, plus stale entries each dropped once."""
+        live = self._entry
+        out: list[int] = []
+        empty = []
+        for key, dqs in self._queues.items():
+            found = False
+            for dq in dqs:
+                while dq and live.get(dq[0] & ID_MASK) != dq[0]:
+                    dq.popleft()  # stale: the job left the queue since
+                if dq:
+                    out.append(dq[0] & ID_MASK)
+                    found = True
+            if not found:
+                empty.append(key)
+        for key in empty:
+            del self._queues[key]
+        return out
 
     def take(
         self, queues: frozenset[str] | None, types: frozenset[str] | None,

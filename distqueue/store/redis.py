@@ -1,8 +1,8 @@
 """The Redis store: the whole Store contract on Redis, one Lua script per operation.
 
 Every state change is one script (redis_scripts/*.lua, key schema in _lib.lua),
-so it is atomic however many servers and workers share the Redis. Reads that
-span keys (stats) use MULTI/EXEC. Open with ``await RedisStore.open(url)``,
+so it is atomic however many servers and workers share the Redis; so is stats,
+a read-only script. Open with ``await RedisStore.open(url)``,
 ``redis://host:port/db``, ``redis+cluster://host:port`` for a Redis Cluster
 (any node; every key carries the hash tag of its prefix, so one store's keys
 share one Cluster slot) or ``redis+sentinel://host:port[,host:port...]/master[/db]``
@@ -143,10 +143,11 @@ S = JobState
 SCRIPTS = (
     "enqueue", "claim", "complete", "fail", "progress", "heartbeat", "expire", "release",
     "promote", "cancel", "retry", "purge", "list", "types", "migrate", "worker_note",
-    "workers", "worker_forget",
+    "workers", "worker_forget", "stats",
 )  # fmt: skip
-#: the scripts that change nothing: no WAIT after them
-READ_ONLY = frozenset({"list"})
+#: the scripts that change nothing: no WAIT after them, and sent again once after a
+#: dropped connection (as _read does)
+READ_ONLY = frozenset({"list", "stats"})
 TOTALS = ("submitted", "succeeded", "failed", "retried", "dead", "cancelled", "lost",
           "expired", "purged")  # fmt: skip
 SUMMARY_FIELDS = (
@@ -521,6 +522,7 @@ class RedisStore:
         """One script call: atomic and bounded in Redis. Raises StoreError when Redis
         fails (then the script may or may not have run: see NO_RETRY), when WAIT
         found too few replicas, or when the store's data vanished (then it did not)."""
+        resend = name in READ_ONLY
         for _ in range(3):
             epoch = self._epoch
             try:
@@ -530,6 +532,10 @@ class RedisStore:
                 if found is None:
                     raise _store_error(exc) from None
                 self._epoch_changed(found.group(1))  # the script changed nothing
+            except aioredis.ConnectionError as exc:
+                if not resend:
+                    raise _store_error(exc) from None
+                resend = False  # a read: sent again once (a pooled connection died idle)
             except REDIS_ERRORS as exc:
                 raise _store_error(exc) from None
         raise StoreError(f"store {self.prefix}: its epoch keeps changing under this process")
@@ -803,7 +809,7 @@ class RedisStore:
         return state
 
     async def retry(self, job_id: int, now: float) -> None:
-        answer = (await self._run("retry", check_id("job id", job_id))).decode()
+        answer = (await self._run("retry", check_id("job id", job_id), repr(now))).decode()
         if answer == "notfound":
             raise JobNotFound(job_id)
         if answer.startswith("illegal:"):
@@ -855,14 +861,12 @@ class RedisStore:
         return jobs
 
     async def stats(self) -> Stats:
-        async def read() -> list[Any]:
-            async with self._redis.pipeline(transaction=True) as pipe:
-                pipe.hgetall(self._key("counts"))
-                pipe.hgetall(self._key("prio"))
-                pipe.hgetall(self._key("totals"))
-                return await pipe.execute()  # type: ignore[no-any-return]
-
-        counts, prio, totals = await self._read(read)
+        # one script: the counts and the oldest queued job at one instant (stats.lua)
+        flat_counts, flat_prio, flat_totals, oldest = await self._run("stats")
+        counts, prio, totals = (
+            dict(zip(flat[::2], flat[1::2], strict=True))
+            for flat in (flat_counts, flat_prio, flat_totals)
+        )
         by_state = {s.value: 0 for s in JobState}
         by_queue: dict[str, dict[str, int]] = {}
         for key, value in counts.items():
@@ -875,7 +879,8 @@ class RedisStore:
         all_totals = dict.fromkeys(TOTALS, 0)
         all_totals.update({k.decode(): int(v) for k, v in totals.items()})
         return Stats(by_state=by_state, by_queue=by_queue, queued_by_priority=queued,
-                     totals=all_totals)  # fmt: skip
+                     totals=all_totals,
+                     oldest_queued_at=float(oldest) if oldest else None)  # fmt: skip
 
     async def purge(self, now: float, retention: Retention | None = None) -> int:
         r = retention or Retention()

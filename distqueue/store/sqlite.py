@@ -185,6 +185,11 @@ class SQLiteStore:
                 db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('epoch', 1)")
             schema = resources.files("distqueue.store").joinpath("sqlite_schema.sql")
             db.executescript(schema.read_text())
+            # when a job queued again (promote, release, expire, retry) became queued;
+            # NULL for one queued by its enqueue (then created_at). A nullable column:
+            # added in place (no rewrite), and the file stays readable by version 2
+            if not any(col[1] == "queued_at" for col in db.execute("PRAGMA table_info(jobs)")):
+                db.execute("ALTER TABLE jobs ADD COLUMN queued_at REAL")
             db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
             self._load()
             self._new_epoch()
@@ -320,15 +325,18 @@ class SQLiteStore:
         row = self._conn.execute("SELECT state FROM jobs WHERE id = ?", (jid,)).fetchone()
         return None if row is None else JobState(row[0])
 
-    def _requeue(self, jid: int, queue: str, type_: str, prio: int, old: JobState) -> None:
-        """Make a job queued again at the back of its priority (writes the row)."""
+    def _requeue(
+        self, jid: int, queue: str, type_: str, prio: int, old: JobState, now: float
+    ) -> None:
+        """Make a job queued again at the back of its priority, queued at ``now``
+        (writes the row)."""
         check_transition(jid, old, S.QUEUED)
         seq = self._next_seq
         self._next_seq += 1
         deadline, size = self._conn.execute(
-            "UPDATE jobs SET state = 'queued', seq = ?, lease_until = NULL, run_at = NULL,"
-            f" cancel_requested = 0 WHERE id = ? RETURNING deadline, {SIZE}",
-            (seq, jid),
+            "UPDATE jobs SET state = 'queued', seq = ?, queued_at = ?, lease_until = NULL,"
+            f" run_at = NULL, cancel_requested = 0 WHERE id = ? RETURNING deadline, {SIZE}",
+            (seq, now, jid),
         ).fetchone()
         self._ready.push(jid, queue, type_, prio, seq, deadline, size)
         self._count(queue, old.value, S.QUEUED.value)
@@ -371,7 +379,7 @@ class SQLiteStore:
                 jid, r.queue, S.RUNNING, S.DEAD, now, JobError(kind="poison", message=message)
             )
         else:
-            self._requeue(jid, r.queue, r.type, r.priority, S.RUNNING)
+            self._requeue(jid, r.queue, r.type, r.priority, S.RUNNING, now)
 
     # -- operations: each runs whole on the writer thread ------------------------------
 
@@ -621,7 +629,7 @@ class SQLiteStore:
                 self._finish(jid, r.queue, S.RUNNING, S.CANCELLED, now)
             else:
                 self._drop_running(jid, r)
-                self._requeue(jid, r.queue, r.type, r.priority, S.RUNNING)
+                self._requeue(jid, r.queue, r.type, r.priority, S.RUNNING, now)
         return chosen
 
     def _op_promote(self, now: float, limit: int) -> list[int]:
@@ -629,7 +637,7 @@ class SQLiteStore:
         for jid, queue, type_, prio in self._schedule.due(now):
             old = self._state(jid)
             assert old is not None
-            self._requeue(jid, queue, type_, prio, old)
+            self._requeue(jid, queue, type_, prio, old, now)
             out.append(jid)
             if len(out) == limit:
                 break
@@ -677,7 +685,7 @@ class SQLiteStore:
         self._conn.execute(
             "UPDATE jobs SET failures = 0, lost = 0, finished_at = NULL WHERE id = ?", (jid,)
         )
-        self._requeue(jid, row[1], row[2], row[3], state)
+        self._requeue(jid, row[1], row[2], row[3], state, now)
         self._total("retried")
 
     # -- reads: on reader threads, each with its own connection (see Writer.read) -----
@@ -727,8 +735,26 @@ class SQLiteStore:
         queued = {p: c for p, c in enumerate(self._ready.by_priority) if c}
         return Stats(
             by_state=by_state, by_queue=by_queue, queued_by_priority=queued,
-            totals=dict(self._totals),
+            totals=dict(self._totals), oldest_queued_at=self._oldest_queued_at(),
         )  # fmt: skip
+
+    def _oldest_queued_at(self) -> float | None:
+        """Stats.oldest_queued_at: the earliest queued-at time of the first job of each
+        (queue, type, priority) FIFO, looked up by id (one query per SIZE_LOOKUP of
+        them: bounded by the FIFOs, never by the jobs). A job queued by its enqueue
+        has no queued_at: it was queued when created."""
+        heads = self._ready.heads()
+        oldest: float | None = None
+        for i in range(0, len(heads), SIZE_LOOKUP):
+            part = heads[i : i + SIZE_LOOKUP]
+            (at,) = self._conn.execute(
+                "SELECT min(coalesce(queued_at, created_at)) FROM jobs"
+                f" WHERE id IN ({','.join('?' * len(part))})",
+                part,
+            ).fetchone()
+            if at is not None and (oldest is None or at < oldest):
+                oldest = at
+        return oldest
 
     def _op_purge(self, now: float, retention: Retention, limit: int) -> int:
         """Delete at most ``limit`` jobs past retention (bounded work per transaction)."""

@@ -7,7 +7,9 @@
 --   P:format                 '2': the members of P:scheduled and P:leases are padded
 --   P:next_id                counter of job ids (never reused)
 --   P:seq                    counter giving ready jobs their FIFO order
---   P:job:<id>               hash: every field of a job (strings; floats as %.17g)
+--   P:job:<id>               hash: every field of a job (strings; floats as %.17g),
+--                            and queued_at: when a job queued again (promote, release,
+--                            expire, retry) became queued (none: at its created_at)
 --   P:ready:<queue>\t<type>  zset of queued ids, score priority * 2^48 + seq
 --   P:pairs                  set of "<queue>\t<type>" whose ready zset is not empty
 --   P:scheduled              zset of scheduled and retrying ids by run_at  (members
@@ -78,10 +80,10 @@ local function drop_ready(id, queue, type, prio)
   redis.call('HINCRBY', P .. ':prio', prio, -1)
 end
 
--- queue a job again (at the back of its priority); old is its current state
-local function requeue(id, old)
+-- queue a job again (at the back of its priority) at time now; old is its current state
+local function requeue(id, old, now)
   local j = redis.call('HMGET', jobkey(id), 'queue', 'type', 'priority')
-  redis.call('HSET', jobkey(id), 'cancel_requested', '0')
+  redis.call('HSET', jobkey(id), 'cancel_requested', '0', 'queued_at', num(now))
   redis.call('HDEL', jobkey(id), 'lease_until', 'run_at')
   set_state(id, j[1], old, 'queued')
   push_ready(id, j[1], j[2], j[3])
@@ -128,7 +130,7 @@ local function lose(id, now, poison_limit)
     finish(id, j[1], 'running', 'dead', now,
       cjson.encode({kind = 'poison', message = msg, traceback = ''}))
   else
-    requeue(id, 'running')
+    requeue(id, 'running', now)
   end
 end
 

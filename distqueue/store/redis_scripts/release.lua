@@ -22,7 +22,7 @@ for _, n in ipairs(chosen) do
     finish(id, hget(id, 'queue'), 'running', 'cancelled', now, nil)
   else
     unlease(id, worker)
-    requeue(id, 'running')
+    requeue(id, 'running', now)
   end
 end
 return chosen
