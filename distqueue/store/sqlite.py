@@ -85,6 +85,10 @@ TOTALS = (
 )  # fmt: skip
 
 
+#: the states the partial index jobs_state covers (sqlite_schema.sql)
+INDEXED_STATES = frozenset({"scheduled", "retrying", "dead", "cancelled"})
+
+
 class SQLiteStore:
     """The embedded durable store. Open with ``await SQLiteStore.open(data_dir)``."""
 
@@ -719,6 +723,10 @@ class SQLiteStore:
             if value is not None:
                 where.append(f"{column} = ?" if "<" not in column else f"{column} ?")
                 params.append(value)
+        if state in INDEXED_STATES:
+            # the partial index jobs_state holds these states only: say so in the
+            # query's own words, or the planner cannot use it and scans the table
+            where.append("state IN ('scheduled', 'retrying', 'dead', 'cancelled')")
         sql = f"SELECT {SUMMARY_COLS} FROM jobs"
         if where:
             sql += " WHERE " + " AND ".join(where)

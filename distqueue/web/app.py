@@ -42,10 +42,14 @@ SERVER_KEY: web.AppKey[Server] = web.AppKey("server")
 SNAPSHOT_KEY: web.AppKey[Snapshot] = web.AppKey("snapshot")
 SECRET_KEY: web.AppKey[bytes] = web.AppKey("secret")
 REGISTRY_KEY: web.AppKey[CollectorRegistry] = web.AppKey("registry")
+#: this request's CSRF token (set by csrf_token), and whether a bearer header authenticated it
+CSRF_KEY: web.RequestKey[str] = web.RequestKey("csrf", str)
+BEARER_KEY: web.RequestKey[bool] = web.RequestKey("bearer", bool)
 
 SESSION_COOKIE = "dq_session"
 CSRF_COOKIE = "dq_csrf"
-#: paths anyone may read: they say up or down, nothing more
+#: paths anyone may read: they say up or down, nothing more (and /static/, the
+#: dashboard's own style and script, which the sign-in page needs)
 OPEN_PATHS = frozenset({"/livez", "/readyz", "/login"})
 #: a login session lasts this long (seconds)
 SESSION_AGE = 12 * 3600
@@ -80,17 +84,17 @@ def _bearer_ok(request: web.Request, token: str) -> bool:
 
 def csrf_token(request: web.Request) -> str:
     """The CSRF token a page puts in its forms (set as a cookie on its response)."""
-    token = request.get("csrf")
+    token = request.get(CSRF_KEY)
     if not isinstance(token, str):
         token = request.cookies.get(CSRF_COOKIE) or secrets.token_urlsafe(24)
-        request["csrf"] = token
+        request[CSRF_KEY] = token
     return token
 
 
 async def require_csrf(request: web.Request) -> None:
     """Raise 403 unless a POST carries the CSRF token of its cookie (or came with a
     bearer token, which a cross-site page cannot send)."""
-    if request.get("bearer"):
+    if request.get(BEARER_KEY):
         return
     cookie = request.cookies.get(CSRF_COOKIE, "")
     sent = request.headers.get("X-CSRF-Token", "")
@@ -107,9 +111,10 @@ async def require_csrf(request: web.Request) -> None:
 async def security(request: web.Request, handler: Handler) -> web.StreamResponse:
     server = request.app[SERVER_KEY]
     token = server.config.token
-    if token is not None and request.path not in OPEN_PATHS:
+    open_path = request.path in OPEN_PATHS or request.path.startswith("/static/")
+    if token is not None and not open_path:
         if _bearer_ok(request, token):
-            request["bearer"] = True
+            request[BEARER_KEY] = True
         elif not _session_ok(request.app[SECRET_KEY], request.cookies.get(SESSION_COOKIE)):
             if request.method == "GET" and "text/html" in request.headers.get("Accept", ""):
                 raise web.HTTPSeeOther(f"/login?next={request.path_qs}")
@@ -126,7 +131,7 @@ async def security(request: web.Request, handler: Handler) -> web.StreamResponse
     headers.setdefault("X-Frame-Options", "DENY")
     headers.setdefault("Referrer-Policy", "no-referrer")
     headers.setdefault("Cache-Control", "no-store")
-    csrf = request.get("csrf")
+    csrf = request.get(CSRF_KEY)
     if isinstance(csrf, str) and request.cookies.get(CSRF_COOKIE) != csrf:
         response.set_cookie(CSRF_COOKIE, csrf, httponly=True, samesite="Strict", path="/")
     return response
@@ -295,12 +300,14 @@ class AdminSite:
         self.server = server
         self.snapshot = Snapshot(server)
         self.app = create_app(server, self.snapshot)
-        self._runner = web.AppRunner(self.app, access_log=None, handle_signals=False)
+        self._runner = web.AppRunner(
+            self.app, access_log=None, handle_signals=False, shutdown_timeout=1.0
+        )
         self.port = 0
 
     async def start(self, host: str, port: int) -> None:
         await self._runner.setup()
-        site = web.TCPSite(self._runner, host, port, reuse_address=True, shutdown_timeout=1.0)
+        site = web.TCPSite(self._runner, host, port, reuse_address=True)
         await site.start()
         self.port = self._runner.addresses[0][1]
         self.snapshot.start()
