@@ -113,6 +113,7 @@ async def main() -> None:
                 "/jobs?state=succeeded": "/jobs?state=succeeded",
                 "/jobs?queue=rare (100 of N)": "/jobs?queue=rare",
                 "/jobs?type=raretype (100 of N)": "/jobs?type=raretype",
+                "/jobs?queue=nosuch (none: the whole table)": "/jobs?queue=nosuch",
                 "/jobs?queue=emails&state=queued": "/jobs?queue=emails&state=queued",
                 "/dead": "/dead",
                 "/jobs/{id}": f"/jobs/{dead[0].id if dead else 1}",
