@@ -172,3 +172,23 @@ def test_readyz_and_health_turn_503_while_redis_is_down(server_proc: Any) -> Non
         assert samples(get(url + "/metrics")[1])[("distqueue_store_up", ())] == 1
     finally:
         redis.kill()
+
+
+def test_health_says_stuck_when_jobs_wait_and_workers_idle(
+    server_proc: Any, worker_proc: Any
+) -> None:
+    server = server_proc("--http", "127.0.0.1:0", "--stuck-after", "1")
+    url = admin_url(server)
+    worker_proc(server.address, "-q", "default").wait_connected()
+    with Client(server.address) as client:
+        client.submit("echo", "typo'd queue", queue="defualt")  # no worker serves it
+
+    def stuck() -> dict[str, Any] | None:
+        status, body = get(url + "/health")
+        report = json.loads(body)
+        return report if status == 503 and report["status"] == "stuck" else None
+
+    report = wait_until(stuck, 20, "/health to say stuck")
+    assert report["queue_depth"] == 1 and report["workers"]["idle"] == 1
+    assert "do the workers serve these queues and types?" in report["reason"]
+    assert get(url + "/readyz")[0] == 200  # stuck is not unready: the server is fine
