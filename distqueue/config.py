@@ -5,7 +5,8 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
-from distqueue.policy import DEFAULT_LEASE, Retention
+from distqueue import defaults
+from distqueue.policy import DEFAULT_LEASE, Retention, RetryPolicy
 
 __all__ = [
     "DEFAULT_HTTP",
@@ -16,10 +17,10 @@ __all__ = [
     "server_addresses",
 ]
 
-DEFAULT_PORT = 7700
+DEFAULT_PORT = defaults.PORT
 #: the admin port's default address (distqueue server --http)
-DEFAULT_HTTP = "127.0.0.1:7701"
-DEFAULT_SERVER = f"127.0.0.1:{DEFAULT_PORT}"
+DEFAULT_HTTP = defaults.HTTP
+DEFAULT_SERVER = defaults.SERVER
 #: the environment variable naming the server(s) for clients, workers and the CLI
 SERVER_ENV = "DISTQUEUE_SERVER"
 
@@ -27,45 +28,48 @@ SERVER_ENV = "DISTQUEUE_SERVER"
 @dataclass(kw_only=True)
 class ServerConfig:
     #: the address to listen on
-    host: str = "127.0.0.1"
+    host: str = defaults.HOST
     #: the port to listen on (0 = any free port)
     port: int = DEFAULT_PORT
     #: the store: a directory for the embedded store, or a store URL
-    data: str = "./distqueue-data"
+    data: str = defaults.DATA
     #: "full": every answered change is fsynced (survives power loss); "normal": it is
     #: written to the OS (survives the server being killed) and fsynced at checkpoints
-    durability: str = "full"
+    durability: str = defaults.DURABILITY
     #: when set, every connection must present it (HELLO ... TOKEN t, or AUTH t) first
     token: str | None = None
     #: seconds a FETCH leases a job for; workers heartbeat at a third of it
     lease: float = DEFAULT_LEASE
     #: the largest argument of a request (a payload, a job spec, a result), in bytes;
     #: a whole request may be up to 64 KiB more (its command and the rest)
-    max_payload: int = 64 * 1024 * 1024
+    max_payload: int = defaults.MAX_PAYLOAD
     #: a connection whose replies not yet taken by its client pass this many bytes is
     #: dropped at once (a client that does not read cannot make the server hold more)
-    max_output: int = 256 * 1024 * 1024
+    max_output: int = defaults.MAX_OUTPUT
     #: ... or when they stay above ``output_soft`` bytes for ``output_soft_seconds``
-    output_soft: int = 32 * 1024 * 1024
-    output_soft_seconds: float = 30.0
+    output_soft: int = defaults.OUTPUT_SOFT
+    output_soft_seconds: float = defaults.OUTPUT_SOFT_SECONDS
     #: refuse to listen on an address other machines can reach without a token
     #: unless this is set (the Faktory rule: an open port runs anyone's jobs)
     insecure: bool = False
     #: the most bytes of jobs (args plus payloads) one FETCH answer carries; a job
     #: larger than that is handed out alone
-    max_fetch_bytes: int = 16 * 1024 * 1024
+    max_fetch_bytes: int = defaults.MAX_FETCH_BYTES
     #: seconds a worker-declared job type is still accepted after its last worker left
-    type_memory: float = 7 * 86_400.0
+    type_memory: float = defaults.TYPE_MEMORY
     #: how long finished jobs are kept
     retention: Retention = field(default_factory=Retention)
+    #: retry backoff of failed jobs, and the poison limit (leases lost without an answer)
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    poison_limit: int = defaults.POISON_LIMIT
     #: seconds a connection has to authenticate (when a token is set), whatever it
     #: sends meanwhile: a hard deadline, from the connection's first moment
-    auth_timeout: float = 10.0
+    auth_timeout: float = defaults.AUTH_TIMEOUT
     #: seconds a half-sent request may stall before the connection is closed
-    frame_timeout: float = 30.0
+    frame_timeout: float = defaults.FRAME_TIMEOUT
     #: seconds between a blocked FETCH's or WAIT's own looks at the store; what this
     #: server does wakes them at once, and so do other servers' events on a shared store
-    poll: float = 1.0
+    poll: float = defaults.POLL
     #: TLS: the server's certificate (chain) and private key, PEM files; with both,
     #: the port speaks TLS only
     tls_cert: str | None = None
@@ -81,7 +85,7 @@ class ServerConfig:
     http_given: bool = True
     #: /health reports the queue stuck when jobs are ready, workers idle and nothing
     #: was handed out or finished for this many seconds
-    stuck_after: float = 60.0
+    stuck_after: float = defaults.STUCK_AFTER
 
 
 class Address(tuple[str, int]):

@@ -8,6 +8,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from distqueue import defaults
 from distqueue.errors import InvalidJob
 
 __all__ = [
@@ -50,8 +51,8 @@ TERMINAL_STATES = frozenset({JobState.SUCCEEDED, JobState.DEAD, JobState.CANCELL
 
 #: priority names and their numbers; 0 is the most urgent, 10 the least
 PRIORITY_NAMES = {"high": 0, "normal": 5, "low": 10}
-DEFAULT_PRIORITY = 5
-DEFAULT_QUEUE = "default"
+DEFAULT_PRIORITY = defaults.PRIORITY
+DEFAULT_QUEUE = defaults.QUEUE
 MIN_PRIORITY, MAX_PRIORITY = 0, 10
 
 #: a type or queue name: letters, digits and _ . : - / (so import paths fit), at most
@@ -109,7 +110,7 @@ class JobSpec:
     #: 0 (most urgent) .. 10 (least); see PRIORITY_NAMES
     priority: int = DEFAULT_PRIORITY
     #: how many times a retryable failure is retried before the job is dead
-    max_retries: int = 3
+    max_retries: int = defaults.MAX_RETRIES
     #: seconds a single attempt may run (the worker enforces it); None = no limit
     timeout: float | None = None
     #: epoch seconds after which the job must not start; None = no deadline

@@ -5,12 +5,14 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
+from distqueue import defaults
+
 __all__ = ["DEFAULT_LEASE", "DEFAULT_POISON_LIMIT", "Retention", "RetryPolicy"]
 
 #: seconds a claim holds a job unless a heartbeat renews it
-DEFAULT_LEASE = 30.0
+DEFAULT_LEASE = defaults.LEASE
 #: a job whose lease is lost without an answer more than this many times is dead (poison)
-DEFAULT_POISON_LIMIT = 3
+DEFAULT_POISON_LIMIT = defaults.POISON_LIMIT
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -24,13 +26,13 @@ class RetryPolicy:
     """
 
     #: seconds before the first retry (before jitter)
-    base: float = 2.0
+    base: float = defaults.RETRY_BASE
     #: growth per further failure
-    factor: float = 2.0
+    factor: float = defaults.RETRY_FACTOR
     #: the longest wait, in seconds (before jitter)
-    cap: float = 3600.0
+    cap: float = defaults.RETRY_CAP
     #: the largest fraction taken off at random (0 = no jitter, 0.5 = up to half)
-    jitter: float = 0.5
+    jitter: float = defaults.RETRY_JITTER
 
     def ceiling(self, failures: int) -> float:
         """The wait before jitter after the ``failures``-th failure."""
@@ -51,6 +53,6 @@ class Retention:
     """How long finished jobs are kept before ``purge`` deletes them."""
 
     #: seconds a succeeded job is kept (default 1 day)
-    succeeded: float = 86_400.0
+    succeeded: float = defaults.RETAIN_SUCCEEDED
     #: seconds a dead or cancelled job is kept (default 7 days)
-    failed: float = 7 * 86_400.0
+    failed: float = defaults.RETAIN_FAILED

@@ -10,7 +10,7 @@ from typing import Any, TextIO, cast
 
 import click
 
-from distqueue import logs
+from distqueue import defaults, logs
 from distqueue.cli.common import (
     TOKEN_HELP,
     friendly_errors,
@@ -19,7 +19,9 @@ from distqueue.cli.common import (
     tls_options,
     token_file_option,
 )
-from distqueue.config import DEFAULT_HTTP, DEFAULT_PORT, ServerConfig
+from distqueue.cli.types import DURATION, Duration, Size
+from distqueue.config import DEFAULT_HTTP, SERVER_ENV, ServerConfig, server_addresses
+from distqueue.policy import Retention, RetryPolicy
 from distqueue.server.server import Server
 from distqueue.worker.child import die_with_parent
 from distqueue.worker.executors import SHELL_OUTPUT_LIMIT
@@ -39,14 +41,68 @@ def _run(main: Any) -> None:
         uvloop.run(main)
 
 
+def _policy_options(fn: Any) -> Any:
+    """What the server decides about jobs: retries, poison, retention, limits."""
+    d = defaults
+    options = [
+        click.option("--retry-base", type=DURATION, default=d.RETRY_BASE, show_default=True,
+                     help="Wait before a failed job's first retry (doubling after each"
+                     " further failure, by --retry-factor)."),
+        click.option("--retry-factor", type=click.FloatRange(min=1.0), default=d.RETRY_FACTOR,
+                     show_default=True, help="Growth of the retry wait per failure."),
+        click.option("--retry-cap", type=DURATION, default=d.RETRY_CAP, show_default=True,
+                     help="The longest retry wait."),
+        click.option("--retry-jitter", type=click.FloatRange(0.0, 1.0), default=d.RETRY_JITTER,
+                     show_default=True,
+                     help="Up to this fraction of each retry wait is taken off at random."),
+        click.option("--poison-limit", type=click.IntRange(min=0), default=d.POISON_LIMIT,
+                     show_default=True, help="A job whose worker vanished more than this"
+                     " many times is dead (kind poison)."),
+        click.option("--retain-succeeded", type=DURATION, default=d.RETAIN_SUCCEEDED,
+                     show_default=True, help="How long succeeded jobs are kept."),
+        click.option("--retain-failed", type=DURATION, default=d.RETAIN_FAILED,
+                     show_default=True, help="How long dead and cancelled jobs are kept."),
+        click.option("--max-fetch-bytes", type=Size(min=1), default=d.MAX_FETCH_BYTES,
+                     show_default=True, help="The most bytes of jobs one FETCH answer"
+                     " carries (a larger job goes alone)."),
+        click.option("--type-memory", type=DURATION, default=d.TYPE_MEMORY, show_default=True,
+                     help="How long a job type is accepted after its last worker left."),
+        click.option("--auth-timeout", type=Duration(min=0.1), default=d.AUTH_TIMEOUT,
+                     show_default=True, help="Time a connection has to authenticate."),
+        click.option("--frame-timeout", type=Duration(min=0.1), default=d.FRAME_TIMEOUT,
+                     show_default=True, help="Time a half-sent request may stall."),
+        click.option("--output-soft", type=Size(min=1024), default=d.OUTPUT_SOFT,
+                     show_default=True, help="A connection whose unread replies stay above"
+                     " this for --output-soft-seconds is dropped."),
+        click.option("--output-soft-seconds", type=DURATION, default=d.OUTPUT_SOFT_SECONDS,
+                     show_default=True),
+    ]  # fmt: skip
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
+def _default_port() -> int:
+    """The port of DISTQUEUE_SERVER's first address (what its clients are told to use),
+    else 7700."""
+    env = os.environ.get(SERVER_ENV)
+    if env:
+        try:
+            return int(server_addresses(env)[0][1])
+        except (ValueError, IndexError):
+            pass
+    return defaults.PORT
+
+
 @click.command()
-@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--host", default=defaults.HOST, show_default=True, help="Address to listen on.")
 @click.option(
-    "--port", type=int, default=DEFAULT_PORT, show_default=True, help="0 = any free port."
-)
+    "--port", type=click.IntRange(0, 65535), default=None,
+    help="0 = any free port [default: the port of DISTQUEUE_SERVER, else 7700].",
+)  # fmt: skip
 @click.option(
     "--data",
-    default="./distqueue-data",
+    default=defaults.DATA,
     show_default=True,
     help="Data directory of the embedded store.",
 )
@@ -66,14 +122,15 @@ def _run(main: Any) -> None:
 )
 @click.option(
     "--max-output",
-    type=click.IntRange(min=1024 * 1024),
-    default=256 * 1024 * 1024,
+    type=Size(min=1024 * 1024),
+    default=defaults.MAX_OUTPUT,
     show_default=True,
     help="Drop a connection whose unread replies pass this many bytes.",
 )
 @click.option(
     "--store",
     "store_url",
+    envvar="DISTQUEUE_SERVER_STORE",
     default=None,
     metavar="URL",
     help="Keep jobs in this store instead of --data: redis://HOST:PORT/DB (several"
@@ -82,33 +139,34 @@ def _run(main: Any) -> None:
 @click.option(
     "--durability",
     type=click.Choice(["full", "normal"]),
-    default="full",
+    default=defaults.DURABILITY,
     show_default=True,
     help="full: fsync every commit (survives power loss); normal: survives the server"
     " being killed, not the machine losing power, and is faster.",
 )
 @click.option(
     "--lease",
-    type=float,
-    default=30.0,
+    type=Duration(min=0.5),
+    default=defaults.LEASE,
     show_default=True,
-    help="Seconds a worker holds a job between heartbeats.",
+    help="How long a worker holds a job between heartbeats (it beats at a third of it).",
 )
 @click.option(
     "--max-payload",
-    type=int,
-    default=64 * 1024 * 1024,
+    type=Size(min=1024),
+    default=defaults.MAX_PAYLOAD,
     show_default=True,
-    help="Largest request in bytes.",
+    help="Largest argument of a request (a payload, a spec, a result).",
 )
 @click.option(
     "--poll",
-    type=click.FloatRange(min=0.01),
-    default=1.0,
+    type=Duration(min=0.01),
+    default=defaults.POLL,
     show_default=True,
-    help="Seconds between a blocked FETCH's or WAIT's own looks at the store"
+    help="Time between a blocked FETCH's or WAIT's own looks at the store"
     " (on a shared Redis, other servers' events usually wake them first).",
 )
+@_policy_options
 @click.option(
     "--tls-cert",
     default=None,
@@ -133,11 +191,11 @@ def _run(main: Any) -> None:
 )
 @click.option(
     "--stuck-after",
-    type=click.FloatRange(min=1.0),
-    default=60.0,
+    type=Duration(min=1.0),
+    default=defaults.STUCK_AFTER,
     show_default=True,
     help="/health reports the queue stuck when jobs are queued, workers idle and"
-    " nothing moved for this many seconds.",
+    " nothing moved for this long.",
 )
 @click.option(
     "--console/--no-console",
@@ -149,7 +207,7 @@ def _run(main: Any) -> None:
 @resolve_token
 def server(
     host: str,
-    port: int,
+    port: int | None,
     data: str,
     token: str | None,
     insecure: bool,
@@ -165,18 +223,25 @@ def server(
     http: str | None,
     stuck_after: float,
     console: bool | None,
+    **policy: Any,
 ) -> None:
-    """Run the job server (stops on quit, SIGTERM or Ctrl-C)."""
+    """Run the job server (stops on quit, SIGTERM or Ctrl-C).
+
+    Every option may also come from the environment (DISTQUEUE_SERVER_<OPTION>, e.g.
+    DISTQUEUE_SERVER_LEASE=60) or a config file ([server] in distqueue.toml):
+    `distqueue config server` shows what is in effect and where it came from.
+    """
     if http is not None and http.strip().lower() not in ("off", "none", ""):
         _check_http(http)
     config = ServerConfig(
         host=host,
-        port=port,
+        port=_default_port() if port is None else port,
         data=store_url or data,
         token=token,
         insecure=insecure,
         max_output=max(max_output, max_payload + 2 * 1024 * 1024),
-        output_soft=min(32 * 1024 * 1024, max_output),
+        output_soft=min(policy["output_soft"], max_output),
+        output_soft_seconds=policy["output_soft_seconds"],
         lease=lease,
         max_payload=max_payload,
         durability=durability,
@@ -187,7 +252,16 @@ def server(
         http=_http_address(http),
         http_given=http is not None,
         stuck_after=stuck_after,
-    )
+        retry=RetryPolicy(base=policy["retry_base"], factor=policy["retry_factor"],
+                          cap=policy["retry_cap"], jitter=policy["retry_jitter"]),
+        poison_limit=policy["poison_limit"],
+        retention=Retention(succeeded=policy["retain_succeeded"],
+                            failed=policy["retain_failed"]),
+        max_fetch_bytes=policy["max_fetch_bytes"],
+        type_memory=policy["type_memory"],
+        auth_timeout=policy["auth_timeout"],
+        frame_timeout=policy["frame_timeout"],
+    )  # fmt: skip
     if console is None:
         console = sys.stdin.isatty()
     srv = Server(config)
@@ -232,7 +306,7 @@ def worker_options(fn: Any) -> Any:
         click.option(
             "-q",
             "--queues",
-            default="default",
+            default=defaults.QUEUE,
             show_default=True,
             help="Comma-separated queues to serve, or * for all.",
         ),
@@ -240,20 +314,21 @@ def worker_options(fn: Any) -> Any:
             "-c",
             "--concurrency",
             type=click.IntRange(1, 10_000),
-            default=4,
+            default=defaults.CONCURRENCY,
             show_default=True,
             help="Jobs run at once.",
         ),
         click.option(
             "--pool",
             type=click.Choice(["thread", "process"]),
-            default="thread",
+            default=defaults.POOL,
             show_default=True,
             help="Where sync tasks run: process when they must be killable.",
         ),
         click.option(
             "--tasks",
             "task_modules",
+            envvar="DISTQUEUE_WORKER_TASKS",
             multiple=True,
             metavar="MODULE",
             help="Import MODULE and serve its @distqueue.task functions.",
@@ -261,7 +336,7 @@ def worker_options(fn: Any) -> Any:
         click.option("--allow-shell", is_flag=True, help="Serve shell jobs (any command!)."),
         click.option(
             "--shell-output-limit",
-            type=click.IntRange(min=1),
+            type=Size(min=1),
             default=SHELL_OUTPUT_LIMIT,
             show_default=True,
             help="Bytes of a shell job's stdout, and of its stderr, kept; a command that"
@@ -269,15 +344,15 @@ def worker_options(fn: Any) -> Any:
         ),
         click.option(
             "--grace",
-            type=float,
-            default=30.0,
+            type=DURATION,
+            default=defaults.GRACE,
             show_default=True,
-            help="Seconds running jobs get to finish on SIGTERM.",
+            help="Time running jobs get to finish on SIGTERM.",
         ),
         click.option("--no-builtins", is_flag=True, help="Do not serve the built-in types."),
         click.option(
             "--lease",
-            type=click.FloatRange(min=0.5),
+            type=Duration(min=0.5),
             default=None,
             help="Direct mode (--store redis://...): seconds a job is leased; a worker"
             " that dies loses its jobs after it [default: 30].",

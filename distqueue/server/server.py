@@ -140,8 +140,9 @@ class Server:
         while True:
             try:
                 store = await open_store(
-                    self.config.data, synchronous=self.config.durability.upper()
-                )
+                    self.config.data, synchronous=self.config.durability.upper(),
+                    retry_policy=self.config.retry, poison_limit=self.config.poison_limit,
+                )  # fmt: skip
             except StoreError as exc:
                 url = self.config.data
                 if "://" not in url or url.startswith("sqlite://"):  # embedded

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from distqueue import codec
+from distqueue import codec, defaults
 from distqueue.errors import DistQueueError, InvalidJob
 from distqueue.worker.builtins import BUILTINS, SLEEP, sleep_seconds, text_of
 from distqueue.worker.registry import (
@@ -53,7 +53,7 @@ __all__ = [
 #: 4-byte big-endian length prefix of the frames spoken with pool children
 _LEN = struct.Struct(">I")
 #: the most bytes of a shell job's stdout, and of its stderr, kept (WorkerOptions)
-SHELL_OUTPUT_LIMIT = 16 * 1024 * 1024
+SHELL_OUTPUT_LIMIT = defaults.SHELL_OUTPUT_LIMIT
 #: bytes read from a shell job's pipe at a time
 SHELL_CHUNK = 64 * 1024
 #: seconds a timed-out shell job's pipes are still read after the kill
