@@ -6,29 +6,46 @@ import functools
 import logging
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any, TypeVar
 
 import click
 import orjson
 
 from distqueue import logs
-from distqueue.errors import DistQueueError
+from distqueue.errors import DistQueueError, NotFinished, Timeout
+from distqueue.store import MissingExtra
+from distqueue.worker.registry import TaskImportError
 
 __all__ = [
     "client_options",
     "emit_json",
+    "exit_code",
     "fail",
     "friendly_errors",
     "log_options",
     "log_options_passed_on",
+    "progress_bar",
     "quiet_log_options",
     "resolve_token",
+    "stderr_is_tty",
     "tls_options",
     "token_file_option",
 ]
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+#: exit codes (README, "Exit codes"): it worked (for wait and result: the job
+#: succeeded); the job failed or the command was refused; a usage or set-up mistake
+#: (click's own code for a bad option; a missing extra; --tasks that does not
+#: import); the job has not finished (wait --timeout, result --wait ran out)
+OK, FAILED, USAGE, PENDING = 0, 1, 2, 3
+
+
+def exit_code(exc: DistQueueError) -> int:
+    """The exit code of a command that ended with ``exc``."""
+    return PENDING if isinstance(exc, NotFinished | Timeout) else FAILED
 
 
 def fail(message: str, code: int = 1) -> None:
@@ -46,7 +63,9 @@ def friendly_errors(fn: F) -> F:
         try:
             return fn(*args, **kwargs)
         except DistQueueError as exc:
-            fail(f"{exc} [{exc.code}]")
+            fail(f"{exc} [{exc.code}]", exit_code(exc))
+        except (MissingExtra, TaskImportError) as exc:  # a missing extra, a bad --tasks
+            fail(str(exc), USAGE)
         except (ValueError, OSError) as exc:
             fail(str(exc))
         except KeyboardInterrupt:
@@ -227,3 +246,28 @@ def quiet_log_options(fn: F) -> F:
     """log_options at --log-level warning by default (``distqueue demo``: its output
     is what it prints; its in-process server says only what is wrong)."""
     return _log_options(fn, keep=False, default_level="warning")
+
+
+def stderr_is_tty() -> bool:
+    """Progress and spinners are drawn on stderr only when it is a terminal."""
+    return sys.stderr.isatty()
+
+
+@contextmanager
+def progress_bar(
+    total: int, what: str, *, transient: bool = True
+) -> Iterator[Callable[[int], None]]:
+    """``advance(n)``: a progress bar of ``total`` on stderr when it is a terminal
+    (and ``total`` > 0), gone when done unless not ``transient``; nothing otherwise
+    (piped output stays as it is)."""
+    if not total or not stderr_is_tty():
+        yield lambda n: None
+        return
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+    columns = ("[progress.description]{task.description}", BarColumn(),
+               MofNCompleteColumn(), TimeElapsedColumn())  # fmt: skip
+    with Progress(*columns, console=Console(stderr=True), transient=transient) as bar:
+        task = bar.add_task(what, total=total)
+        yield lambda n: bar.advance(task, n)

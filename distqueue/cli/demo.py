@@ -19,10 +19,11 @@ from typing import Any
 
 import click
 
-from distqueue.cli.common import quiet_log_options
+from distqueue.cli.common import progress_bar, quiet_log_options
 from distqueue.client import AsyncClient
 from distqueue.config import DEFAULT_HTTP, ServerConfig
 from distqueue.errors import UnknownType
+from distqueue.jobs import Job
 from distqueue.server.server import Server, format_stats
 from distqueue.web import web_available
 
@@ -73,7 +74,14 @@ async def _demo(data: Path, n: int, workers: int) -> None:
                 await client.submit("wordcont", "a typo")
             except UnknownType as exc:
                 click.echo(f"a typo is refused at once: {exc}")
-            jobs = await asyncio.gather(*(client.wait(i, timeout=120) for i in ids))
+            with progress_bar(len(ids), "jobs finished", transient=False) as advance:
+
+                async def finished(job_id: int) -> Job:
+                    job = await client.wait(job_id, timeout=120)
+                    advance(1)
+                    return job
+
+                jobs = await asyncio.gather(*(finished(i) for i in ids))
             elapsed = time.perf_counter() - started
             for job in jobs[:4]:
                 result = await client.result(job.id)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import re
 import sys
 import time
 from datetime import datetime
@@ -11,10 +13,11 @@ from typing import Any
 import click
 
 from distqueue import codec
-from distqueue.cli.common import client_options, emit_json, fail
+from distqueue.cli.common import client_options, emit_json, fail, progress_bar, stderr_is_tty
 from distqueue.client import Client
-from distqueue.errors import InvalidJob
+from distqueue.errors import DistQueueError, InvalidJob, Timeout
 from distqueue.jobs import Job, JobState, parse_priority
+from distqueue.names import BUILTIN_TYPES
 from distqueue.protocol.messages import job_to_wire
 from distqueue.server.server import format_stats
 
@@ -51,7 +54,18 @@ def _deadline(value: str) -> dict[str, float]:
 )
 @click.option("--args", "args_json", default=None, help="The job's args as JSON.")
 @click.option("--unique-key", default=None, help="Idempotency key: one job per key.")
-@click.option("--no-check-type", is_flag=True, help="Queue even if no worker serves the type.")
+@click.option(
+    "--no-check-type",
+    is_flag=True,
+    help="Queue it even if its type looks like a typo of a known one.",
+)
+@click.option(
+    "-n",
+    "--count",
+    type=click.IntRange(1, 10_000_000),
+    default=1,
+    help="Submit this many copies (in calls of 1000); print their ids, one a line.",
+)
 @client_options
 def submit(
     job_type: str,
@@ -66,6 +80,7 @@ def submit(
     args_json: str | None,
     unique_key: str | None,
     no_check_type: bool,
+    count: int,
     server: str | None,
     token: str | None,
     as_json: bool,
@@ -76,10 +91,16 @@ def submit(
       distqueue submit wordcount hello world
       distqueue submit "capitalize hello"      (type and text in one string)
       id=$(distqueue submit echo hi) && distqueue result $id --wait 10
+      distqueue submit sleep 0.1 --count 5000  (5000 jobs: their ids, one a line)
+
+    A type no worker serves yet is queued with a warning (a task's first jobs,
+    before its workers start); one that looks like a typo of a known type is
+    refused (--no-check-type queues it anyway).
     """
-    if not text and " " in job_type.strip():
-        job_type, *rest = job_type.split()
-        text = tuple(rest)
+    if not text and (one := re.match(r"\s*(\S+)\s+(.*)\Z", job_type, re.DOTALL)):
+        job_type, text = one[1], (one[2],) if one[2] else ()  # the text after it, verbatim
+    if count > 1 and unique_key is not None:
+        raise click.UsageError("--unique-key makes one job: not with --count")
     spec: dict[str, Any] = {"type": job_type}
     if args_json is not None:
         if text:
@@ -105,11 +126,56 @@ def submit(
     if payload_file is not None:
         spec["payload"] = payload_file.read_bytes()
     with Client(server, token=token) as client:
-        [job_id] = client.submit_many([spec])
-    if as_json:
-        emit_json({"id": job_id})
+        ids = _submit_copies(client, spec, count)
+        _warn_unserved(client, job_type, queue, no_check_type)
+    if count == 1 and as_json:
+        emit_json({"id": ids[0]})
+    elif as_json:
+        emit_json(ids)
     else:
-        click.echo(job_id)
+        click.echo("\n".join(map(str, ids)))
+
+
+#: the most jobs one SUBMIT of ``submit --count`` carries
+BULK = 1000
+
+
+def _submit_copies(client: Client, spec: dict[str, Any], count: int) -> list[int]:
+    """Submit ``count`` copies of ``spec``, BULK at a time (each call all or none);
+    a progress bar on stderr when it is a terminal."""
+    ids: list[int] = []
+    with progress_bar(count if count > 1 else 0, "submitting") as advance:
+        while len(ids) < count:
+            n = min(BULK, count - len(ids))
+            ids += client.submit_many([spec] * n)
+            advance(n)
+    return ids
+
+
+def _warn_unserved(client: Client, job_type: str, queue: str | None, no_check: bool) -> None:
+    """A warning line on stderr when no worker serves the job's type or queue: the job
+    waits until one does (one STATS call, only for such a type or a queue given)."""
+    check_type = not no_check and job_type not in BUILTIN_TYPES
+    check_queue = queue is not None and queue != "default"
+    if not check_type and not check_queue:
+        return
+    try:
+        snapshot = client.stats()
+    except DistQueueError:
+        return  # the job is in; the warning is a courtesy
+    types = snapshot.get("types")
+    if check_type and isinstance(types, list) and job_type not in types:
+        _warn(f"no worker serves {job_type!r} yet: it waits until one does")
+    served = snapshot.get("queues_served")
+    if check_queue and isinstance(served, list) and queue not in served:
+        _warn(
+            f"no worker serves queue {queue!r} (served: {', '.join(served) or 'none'}):"
+            " the job waits until one does"
+        )
+
+
+def _warn(message: str) -> None:
+    click.echo(f"distqueue: warning: {message}", err=True)
 
 
 def _ago(t: float | None) -> str:
@@ -169,7 +235,7 @@ def status(job_id: int, server: str | None, token: str | None, as_json: bool) ->
     "--output",
     type=click.Path(dir_okay=False, path_type=Path),
     default=None,
-    help="Write the result to this file (file results).",
+    help="Write the result to this file (file results: its bytes; else its JSON).",
 )
 @client_options
 def result(
@@ -180,13 +246,26 @@ def result(
     token: str | None,
     as_json: bool,
 ) -> None:
-    """Print a finished job's result (exit 1 if it is not finished or failed)."""
+    """Print a finished job's result.
+
+    Exit 0 if the job succeeded, 1 if it ended dead or cancelled, 3 if it has not
+    finished (nor within --wait). A file (bytes) result goes to -o FILE, or raw to
+    a stdout that is not a terminal; with --json it is an object:
+    {"kind": "bytes", "size": N, "base64": "..."}.
+    """
     with Client(server, token=token) as client:
-        value = client.result(job_id, wait=wait)
+        if wait is not None:
+            _wait_for(client, job_id, wait)
+        value = client.result(job_id)
     if output is not None:
         output.write_bytes(value if isinstance(value, bytes) else codec.dumps(value))
         return
     if isinstance(value, bytes):
+        if as_json:
+            emit_json(
+                {"kind": "bytes", "size": len(value), "base64": base64.b64encode(value).decode()}
+            )
+            return
         if sys.stdout.isatty():
             fail(f"job {job_id}'s result is {len(value)} bytes: write it with -o FILE")
         sys.stdout.buffer.write(value)
@@ -196,16 +275,53 @@ def result(
         click.echo(_text(value))
 
 
+def _wait_for(client: Client, job_id: int, timeout: float | None) -> Job:
+    """``client.wait``; with a spinner showing the job's state on stderr when it is a
+    terminal (then it waits in short steps, reading the state between them)."""
+    if not stderr_is_tty():
+        return client.wait(job_id, timeout)
+    from rich.console import Console
+    from rich.markup import escape
+
+    deadline = None if timeout is None else time.monotonic() + timeout
+    job = client.status(job_id)
+    with Console(stderr=True).status(escape(_state_line(job))) as spinner:
+        while True:
+            step = 0.5 if deadline is None else max(0.0, min(0.5, deadline - time.monotonic()))
+            try:
+                return client.wait(job_id, step)
+            except Timeout:
+                if deadline is not None and time.monotonic() >= deadline:
+                    raise Timeout(
+                        f"job {job_id} is still {job.state.value} after {timeout}s"
+                    ) from None
+            job = client.status(job_id)
+            spinner.update(escape(_state_line(job)))
+
+
+def _state_line(job: Job) -> str:
+    line = f"job {job.id} ({job.type}): {job.state.value}"
+    if job.attempts > 1:
+        line += f", attempt {job.attempts}"
+    if job.progress:
+        line += f", {job.progress.get('percent')}% {job.progress.get('message', '')}"
+    return line.rstrip()
+
+
 @click.command()
 @click.argument("job_id", type=int)
-@click.option("--timeout", type=float, default=None, help="Give up after SECONDS (exit 2).")
+@click.option("--timeout", type=float, default=None, help="Give up after SECONDS (exit 3).")
 @client_options
 def wait(
     job_id: int, timeout: float | None, server: str | None, token: str | None, as_json: bool
 ) -> None:
-    """Wait until a job finishes; exit 0 if it succeeded, 1 if not."""
+    """Wait until a job finishes and show it.
+
+    Exit 0 if it succeeded, 1 if it ended dead or cancelled, 3 if it is still not
+    finished after --timeout.
+    """
     with Client(server, token=token) as client:
-        job = client.wait(job_id, timeout)
+        job = _wait_for(client, job_id, timeout)
     if as_json:
         emit_json(job_to_wire(job))
     else:
@@ -261,23 +377,42 @@ def list_(
     token: str | None,
     as_json: bool,
 ) -> None:
-    """List jobs, newest first."""
+    """List jobs, newest first.
+
+    A table on a terminal; piped, one job a line, tab-separated: id, state, type,
+    queue, priority, attempts, created (local time), no header.
+    """
     with Client(server, token=token) as client:
         jobs = client.list(state=state, queue=queue, type=job_type, limit=limit, before=before)
     if as_json:
         emit_json([job_to_wire(j) for j in jobs])
         return
-    if not jobs:
+    rows = [
+        [str(j.id), j.state.value, j.type, j.queue, str(j.priority), str(j.attempts),
+         _ago(j.created_at)]
+        for j in jobs
+    ]  # fmt: skip
+    if not sys.stdout.isatty():
+        for row in rows:
+            click.echo("\t".join(row))
+        return
+    if not rows:
         click.echo("no jobs")
         return
-    click.echo(
-        f"{'ID':>8}  {'STATE':<10} {'TYPE':<16} {'QUEUE':<10} {'PRI':>3} {'TRIES':>5}  CREATED"
-    )
-    for j in jobs:
-        click.echo(
-            f"{j.id:>8}  {j.state.value:<10} {j.type[:16]:<16} {j.queue[:10]:<10}"
-            f" {j.priority:>3} {j.attempts:>5}  {_ago(j.created_at)}"
-        )
+    from rich.console import Console
+    from rich.table import Table
+    from rich.text import Text
+
+    table = Table(box=None, header_style="bold", pad_edge=False)
+    for name in ("ID", "STATE", "TYPE", "QUEUE", "PRI", "TRIES", "CREATED"):
+        table.add_column(name, justify="right" if name in ("ID", "PRI", "TRIES") else "left")
+    for row in rows:  # Text: a type or queue is never read as markup
+        table.add_row(*map(Text, row), style=_STATE_STYLE.get(row[1]))
+    Console(highlight=False).print(table)
+
+
+#: how ``list`` colours a job's row on a terminal, by state
+_STATE_STYLE = {"dead": "red", "cancelled": "dim", "running": "cyan", "retrying": "yellow"}
 
 
 @click.command()

@@ -33,12 +33,14 @@ LOGGER = "distqueue.worker"
 
 def _run(main: Any) -> None:
     """asyncio.run, on uvloop when it is installed."""
+    run: Any = asyncio.run
     try:
         import uvloop
-    except ImportError:
-        asyncio.run(main)
+    except ImportError:  # the fast extra is not installed: asyncio's own loop
+        pass
     else:
-        uvloop.run(main)
+        run = uvloop.run
+    run(main)  # outside the except: an error of main's is not "during" the ImportError
 
 
 def _policy_options(fn: Any) -> Any:
@@ -331,7 +333,8 @@ def worker_options(fn: Any) -> Any:
             envvar="DISTQUEUE_WORKER_TASKS",
             multiple=True,
             metavar="MODULE",
-            help="Import MODULE and serve its @distqueue.task functions.",
+            help="A module (myapp.tasks), package (myapp) or file (myapp/tasks.py) whose"
+            " @distqueue.task functions to serve.",
         ),
         click.option("--allow-shell", is_flag=True, help="Serve shell jobs (any command!)."),
         click.option(

@@ -82,6 +82,8 @@ class Supervisor:
         #: stop signals passed on so far (a worker started meanwhile gets as many)
         self.signals = 0
         self.restarts = 0
+        #: a worker exited with a usage error (2): the exit code of the whole lot
+        self.failed = 0
 
     def stop(self) -> None:
         """First call: SIGTERM every worker (graceful); later calls: again (hurry)."""
@@ -113,6 +115,12 @@ class Supervisor:
                     proc.send_signal(signal.SIGTERM)
             code = await proc.wait()
             if self.stopping.is_set():
+                return
+            if code == 2:  # a usage error (bad --tasks, a missing extra): it would recur
+                _say(f"distqueue workers: worker {slot} (pid {proc.pid}) exited with 2, a"
+                     " usage error that a restart would repeat; stopping them all")  # fmt: skip
+                self.failed = 2
+                self.stop()
                 return
             if time.monotonic() - started > HEALTHY_AFTER:
                 delay = RESTART_MIN
@@ -155,3 +163,5 @@ def workers(n: int, per_process: int, **kw: Any) -> None:
         _say(f"distqueue workers: all {n} stopped ({sup.restarts} restarts)")
 
     _run(main())
+    if sup.failed:
+        sys.exit(sup.failed)

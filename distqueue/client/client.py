@@ -45,6 +45,8 @@ def _spec(
             spec[key] = value
     if options.get("payload") is not None:
         spec["payload"] = True
+    if not isinstance(target, str) and options.get("check_type") is None:
+        spec["check_type"] = False  # a task of this process: its type is no typo
     return spec
 
 

@@ -24,7 +24,7 @@ from distqueue.errors import DistQueueError, UnknownCommand
 from distqueue.protocol.commands import COMMANDS, Session, check_allowed
 from distqueue.protocol.resp import Simple
 from distqueue.service.core import Service, keep_trying
-from distqueue.store import Store, open_store
+from distqueue.store import Store, open_store, require_backend
 
 __all__ = ["LocalConnection", "is_store_url"]
 
@@ -69,6 +69,7 @@ class LocalConnection:
         housekeeping: bool = False,
         lease: float | None = None,
     ) -> None:
+        require_backend(url)  # a missing extra is said now, not at the first call
         self.url = url
         self.lease = lease
         self.role = role

@@ -268,8 +268,7 @@ def format_stats(stats: dict[str, Any]) -> str:
     by_prio = stats["queued_by_priority"]
     depth = ", ".join(f"p{p}={n}" for p, n in sorted(by_prio.items(), key=lambda i: int(i[0])))
     lines = [
-        f"jobs processed: {stats['processed']}"
-        f"   success rate: {'-' if rate is None else f'{rate:.1%}'}",
+        f"jobs processed: {stats['processed']}   success rate: {_percent(rate)}",
         f"workers: {workers['connected']} connected, {workers['active']} active,"
         f" {workers['idle']} idle",
         "jobs by state: " + ", ".join(f"{k}={v}" for k, v in jobs.items()),
@@ -277,6 +276,19 @@ def format_stats(stats: dict[str, Any]) -> str:
         f"uptime: {stats['server']['uptime']:.0f}s   as of {time.strftime('%H:%M:%S')}",
     ]
     return "\n".join(lines)
+
+
+def _percent(rate: float | None) -> str:
+    """A rate as people read it: never 100.0% while a job died, nor 0.0% while one
+    succeeded (2000 of 2001 rounds to 100.0%)."""
+    if rate is None:
+        return "-"
+    text = f"{rate:.1%}"
+    if text == "100.0%" and rate < 1:
+        return "99.9%"
+    if text == "0.0%" and rate > 0:
+        return "0.1%"
+    return text
 
 
 @contextlib.contextmanager

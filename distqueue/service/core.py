@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import difflib
 import logging
 import random
 import time
@@ -215,21 +216,37 @@ class Service:
         return any(type_ in w.types for w in self.workers.values())
 
     async def check_types(self, types: Collection[str], now: float) -> None:
-        """Raise UnknownType unless every type is served, or was in the type memory."""
+        """Raise UnknownType for a type that is not known — built in, served by a
+        connected worker, or in the type memory — and is close to one that is: a typo
+        (``wordcont``). Any other unknown type is accepted and waits until a worker
+        serves it: one that looks like a task's import path (``myapp.tasks.resize``,
+        it has a dot), or a bare name far from every known type (a task named with
+        ``@task(name=...)`` whose workers have not started yet)."""
         unknown = sorted({t for t in types if not self._type_known(t, now)})
         if unknown and time.monotonic() - self._types_loaded > 0.5:
             await self.refresh_types()  # another server's workers may serve them
             unknown = [t for t in unknown if not self._type_known(t, now)]
-        if unknown:
-            known = sorted(
-                BUILTIN_TYPES
-                | {t for t, seen in self._types.items() if seen >= now - self.config.type_memory}
-            )
-            raise UnknownType(
-                f"unknown job type {', '.join(map(repr, unknown))}: no worker serves it"
-                f" (known types: {', '.join(known)}); check the spelling, start a worker"
-                " that serves it, or submit with check_type false to queue it anyway"
-            )
+        if not unknown:
+            return
+        known = sorted(self.known_types(now))
+        for type_ in unknown:
+            close = [] if "." in type_ else difflib.get_close_matches(type_, known, 1, 0.8)
+            if close:
+                raise UnknownType(
+                    f"unknown job type {type_!r}: no worker serves it; did you mean"
+                    f" {close[0]!r}? (known types: {', '.join(known)}); to queue it anyway:"
+                    " distqueue submit --no-check-type, or check_type=False in Python"
+                )
+
+    def known_types(self, now: float) -> set[str]:
+        """The types a job may have without a warning: built in, served by a connected
+        worker, or declared by one within the type memory."""
+        memory = now - self.config.type_memory
+        return (
+            set(BUILTIN_TYPES)
+            | {t for t, seen in self._types.items() if seen >= memory}
+            | {t for w in self.workers.values() for t in w.types}
+        )
 
     # -- clients ----------------------------------------------------------------------
 
@@ -339,6 +356,8 @@ class Service:
         busy = sum(min(len(w.held), w.concurrency) for w in workers)
         slots = sum(w.concurrency for w in workers)
         return {
+            "types": sorted(self.known_types(self.clock())),
+            "queues_served": await self._queues_served(),
             "store": self.health.to_wire(),
             "jobs": stats.by_state,
             "queues": stats.by_queue,
@@ -374,6 +393,21 @@ class Service:
                 "uptime": round(time.monotonic() - self.started, 3),
             },
         }
+
+    async def _queues_served(self) -> list[str] | None:
+        """The queues live workers serve — connected here, or anywhere else the store's
+        worker registry saw them (other servers, direct mode) —; None when one of them
+        serves every queue."""
+        infos = [w.to_wire() for w in self.workers.values()]
+        with contextlib.suppress(StoreError):
+            infos += [r.info for r in await self.workers_everywhere()]
+        served: set[str] = set()
+        for info in infos:
+            queues = info.get("queues", ())
+            if queues is None:
+                return None
+            served.update(str(q) for q in queues)
+        return sorted(served)
 
     # -- workers ----------------------------------------------------------------------
 

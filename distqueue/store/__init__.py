@@ -2,12 +2,55 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from distqueue.config import redact_url
 from distqueue.store.base import Enqueued, FailOutcome, Heartbeat, Stats, Store, WorkerRecord
 
-__all__ = ["Enqueued", "FailOutcome", "Heartbeat", "Stats", "Store", "WorkerRecord", "open_store"]
+if TYPE_CHECKING:
+    from distqueue.store.redis import RedisStore
+
+__all__ = [
+    "Enqueued",
+    "FailOutcome",
+    "Heartbeat",
+    "MissingExtra",
+    "Stats",
+    "Store",
+    "WorkerRecord",
+    "open_store",
+    "require_backend",
+]
+
+#: the URL schemes of the Redis store (the redis extra)
+REDIS_SCHEMES = ("redis", "rediss", "unix", "redis+cluster", "redis+sentinel")
+
+
+class MissingExtra(ImportError):
+    """An optional dependency is not installed: the message names the extra to install
+    (the CLI prints it as its one line, exit 2)."""
+
+    def __init__(self, what: str, extra: str) -> None:
+        super().__init__(f"{what} needs the {extra} extra: pip install 'distqueue[{extra}]'")
+        self.extra = extra
+
+
+def _redis_store() -> type[RedisStore]:
+    """The RedisStore class; MissingExtra when redis-py is not installed."""
+    try:
+        from distqueue.store import redis
+    except ImportError as exc:
+        if (exc.name or "").partition(".")[0] != "redis":
+            raise  # something else is broken: show it
+        raise MissingExtra("the Redis store", "redis") from None
+    return redis.RedisStore
+
+
+def require_backend(url: str) -> None:
+    """Raise MissingExtra now, not at the first call, if the store ``url`` names needs an
+    extra that is not installed."""
+    if url.partition("://")[0] in REDIS_SCHEMES:
+        _redis_store()
 
 
 async def open_store(url: str, **options: Any) -> Store:
@@ -17,7 +60,8 @@ async def open_store(url: str, **options: Any) -> Store:
     Sentinels name); a Redis URL may end in ``?wait=N`` (every change waits for N
     replicas, docs/scaling.md).
 
-    Raises StoreError when it cannot be opened, ValueError for an unknown scheme.
+    Raises StoreError when it cannot be opened, ValueError for an unknown scheme,
+    MissingExtra when the backend's extra is not installed (redis-py for Redis).
     """
     scheme, sep, rest = url.partition("://")
     if not sep:
@@ -26,13 +70,12 @@ async def open_store(url: str, **options: Any) -> Store:
         from distqueue.store.sqlite import SQLiteStore
 
         return await SQLiteStore.open(rest, **options)
-    if scheme in ("redis", "rediss", "unix", "redis+cluster", "redis+sentinel"):
-        from distqueue.store.redis import RedisStore
-
+    if scheme in REDIS_SCHEMES:
+        redis_store = _redis_store()
         options.pop("synchronous", None)  # Redis' durability is its own (appendfsync)
         if scheme == "redis+cluster":
-            return await RedisStore.open("redis://" + rest, cluster=True, **options)
-        return await RedisStore.open(url, **options)
+            return await redis_store.open("redis://" + rest, cluster=True, **options)
+        return await redis_store.open(url, **options)
     raise ValueError(
         f"unknown store {redact_url(url)!r}: expected a directory, sqlite:///DIR,"
         " redis://HOST:PORT/DB, "

@@ -3,6 +3,7 @@ strings joined by spaces (so ``submit wordcount hello world`` works either way).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -46,9 +47,16 @@ def noop(args: Any) -> None:
     return None
 
 
+#: a plain decimal number (no nan, inf, exponent or underscores)
+_DECIMAL = re.compile(r"[0-9]+(\.[0-9]*)?|\.[0-9]+")
+
+
 def sleep_seconds(args: Any) -> float:
-    """The seconds a ``sleep`` job waits: a number, or a list holding one."""
+    """The seconds a ``sleep`` job waits: a number, a string of one (``"5"``, ``"0.5"``:
+    what ``distqueue submit sleep 5`` sends), or a list holding either; 0-86400."""
     value = args[0] if isinstance(args, list) and len(args) == 1 else args
+    if isinstance(value, str) and _DECIMAL.fullmatch(value.strip()):
+        value = float(value)
     if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 86400:
         raise InvalidJob(f"sleep takes a number of seconds (0-86400), not {args!r}")
     return float(value)

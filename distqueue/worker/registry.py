@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextvars
 import importlib
+import importlib.util
 import inspect
 import os
 import sys
@@ -44,6 +45,7 @@ __all__ = [
     "FileResult",
     "JobContext",
     "Task",
+    "TaskImportError",
     "call_args",
     "current_job",
     "import_tasks",
@@ -89,14 +91,121 @@ def task(fn: F | None = None, /, *, name: str | None = None) -> F | Callable[[F]
     return register(fn) if fn is not None else register
 
 
+class TaskImportError(ImportError):
+    """``--tasks`` names nothing a worker can serve: a module that does not import, or
+    one that registers no task (the CLI prints the message as its one line, exit 2)."""
+
+
 def import_tasks(modules: list[str]) -> dict[str, Task]:
-    """Import the modules (``myapp.tasks``) and return the tasks they registered.
-    The current directory is on the import path, as for ``python -m``."""
+    """Import the modules and return the tasks they registered. Each may be a module
+    (``myapp.tasks``), a package (``myapp``: its own tasks, else those of its ``tasks``
+    submodule) or a file or package directory (``myapp/tasks.py``, imported under the
+    module name its place on the import path gives it, so its types are the same).
+    The current directory is on the import path, as for ``python -m``.
+
+    Raises TaskImportError, with the import's own error, or when one of them
+    registers no ``@distqueue.task``."""
     if os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())
-    for module in modules:
-        importlib.import_module(module)
-    return {n: t for n, t in REGISTRY.items() if t.fn.__module__ in modules}
+    tasks: dict[str, Task] = {}
+    for spec in modules:
+        tasks.update(_import_one(spec))
+    return tasks
+
+
+def _import_one(spec: str) -> dict[str, Task]:
+    name = _module_of_path(spec) if spec.endswith(".py") or os.sep in spec else spec
+    before = set(REGISTRY)
+    module = _import(spec, name)
+    found = _registered(name, before)
+    if not found and hasattr(module, "__path__"):  # a package: look in its tasks module
+        sub = f"{name}.tasks"
+        try:
+            has_tasks = importlib.util.find_spec(sub) is not None
+        except (ImportError, ValueError):
+            has_tasks = False
+        if has_tasks:
+            _import(spec, sub)
+            found = _registered(name, before)
+    if not found:
+        example = f"{name}.tasks" if hasattr(module, "__path__") else "myapp.tasks"
+        raise TaskImportError(
+            f"{spec} registers no @distqueue.task: point --tasks at the module that"
+            f" defines them, e.g. {example}"
+        )
+    return found
+
+
+def _registered(name: str, before: set[str]) -> dict[str, Task]:
+    """The tasks the import registered, and those already registered in the module
+    or under it (a module imported before)."""
+    return {
+        n: t
+        for n, t in REGISTRY.items()
+        if n not in before or t.fn.__module__ == name or t.fn.__module__.startswith(name + ".")
+    }
+
+
+def _import(spec: str, name: str) -> Any:
+    try:
+        return importlib.import_module(name)
+    except Exception as exc:  # its own error, in one line: it is the user's code
+        what = spec if spec == name else f"{spec} (as {name})"
+        raise TaskImportError(
+            f"--tasks {what} does not import: {type(exc).__name__}: {exc}{_where(exc)}"
+        ) from exc
+
+
+def _where(exc: BaseException) -> str:
+    """`` (at FILE:LINE)``: the innermost line of the user's code that raised ``exc``."""
+    if isinstance(exc, SyntaxError):
+        return ""  # its message says where
+    skip = (os.path.dirname(importlib.__file__ or ""), __file__)
+    tb, where = exc.__traceback__, ""
+    while tb is not None:
+        filename = tb.tb_frame.f_code.co_filename
+        if not filename.startswith("<") and not filename.startswith(skip):
+            where = f" (at {os.path.relpath(filename)}:{tb.tb_lineno})"
+        tb = tb.tb_next
+    return where
+
+
+def _module_of_path(spec: str) -> str:
+    """The module name a file (``myapp/tasks.py``) or package directory has: in a
+    package (``__init__.py`` files), relative to the directory above its topmost
+    package, which joins the import path; else relative to the deepest entry of the
+    import path that holds it (the current directory: namespace packages), else its
+    own name, its directory joining the import path."""
+    path = Path(spec).absolute()
+    if path.is_dir():
+        if not (path / "__init__.py").is_file() and not any(path.glob("*.py")):
+            raise TaskImportError(f"--tasks {spec}: a directory without Python modules")
+    elif not path.is_file():
+        raise TaskImportError(f"--tasks {spec}: no such file")
+    elif path.suffix != ".py":
+        raise TaskImportError(f"--tasks {spec}: not a Python file (.py) or package directory")
+    stem = path if path.is_dir() else path.with_suffix("")
+    if stem.name == "__init__":
+        stem = stem.parent
+    root = stem.parent
+    in_package = (root / "__init__.py").is_file() or (stem / "__init__.py").is_file()
+    while (root / "__init__.py").is_file():
+        root = root.parent
+    if not in_package:  # a module or a namespace package
+        entries = [Path(p or os.getcwd()).absolute() for p in sys.path if isinstance(p, str)]
+        for entry in sorted(entries, key=lambda e: len(e.parts), reverse=True):
+            if stem.is_relative_to(entry) and stem != entry:
+                parts = stem.relative_to(entry).parts
+                if all(part.isidentifier() for part in parts):
+                    return ".".join(parts)
+    parts = stem.relative_to(root).parts
+    if not all(part.isidentifier() for part in parts):
+        raise TaskImportError(
+            f"--tasks {spec}: {'.'.join(parts)!r} is not a module name (letters, digits and _)"
+        )
+    if str(root) not in sys.path:
+        sys.path.insert(0, str(root))
+    return ".".join(parts)
 
 
 def call_args(fn: Callable[..., Any], args: Any) -> tuple[tuple[Any, ...], dict[str, Any]]:
