@@ -49,3 +49,25 @@ def test_three_terminal_walkthrough(server_proc, worker_proc) -> None:  # type: 
     assert after.split("\n")[1] == "2"
     assert "cancelled" in out.stdout
     assert "jobs processed:" in out.stdout
+
+
+def test_the_two_set_up_commands(tmp_path: Path) -> None:
+    """The first block: command 1 makes a venv, installs and runs the demo (the demo
+    is run here, in this test's environment: installing is .ci/smoke's part); command
+    2 is what .ci/run runs, word for word."""
+    text = README.read_text()
+    block = re.search(r"```sh\n(.*?)```", text, re.S)
+    assert block is not None
+    commands = [line for line in block.group(1).splitlines() if line and line[0] != "#"]
+    assert commands == [
+        "python3 -m venv .venv && . .venv/bin/activate && pip install -e . && distqueue demo",
+        "pip install -e '.[test]' && pytest",
+    ]
+    ci = (README.parent / ".ci" / "run").read_text()
+    assert "python3 -m venv .venv" in ci and ". .venv/bin/activate" in ci
+    assert commands[1] in ci.replace("pip install --quiet ", "pip install ")
+    out = subprocess.run([sys.executable, "-m", "distqueue", "demo", "--data",
+                          str(tmp_path / "data")], capture_output=True, text=True,
+                         timeout=180)  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert "all 1001 jobs finished" in out.stdout
