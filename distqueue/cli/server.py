@@ -135,8 +135,8 @@ def _default_port() -> int:
     envvar="DISTQUEUE_SERVER_STORE",
     default=None,
     metavar="URL",
-    help="Keep jobs in this store instead of --data: redis://HOST:PORT/DB (several"
-    " servers may share it).",
+    help="Where jobs live: a directory (the embedded store, as --data) or a URL,"
+    " redis://HOST:PORT/DB (several servers may share it).",
 )
 @click.option(
     "--durability",

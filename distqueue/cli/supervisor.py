@@ -22,7 +22,7 @@ import click
 from distqueue import logs
 from distqueue.cli.common import friendly_errors, log_options_passed_on
 from distqueue.cli.server import _run, worker_options
-from distqueue.client.local import is_store_url
+from distqueue.client.direct import is_store_url
 from distqueue.config import redact_url
 
 #: restart backoff for a worker that keeps dying: first wait, longest wait (seconds)

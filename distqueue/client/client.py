@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from distqueue import codec
 from distqueue.client.connection import Arg, AsyncConnection, Connection
-from distqueue.client.local import LocalConnection, SyncLocalConnection, is_store_url
+from distqueue.client.direct import DirectConnection, SyncDirectConnection, is_store_url
 from distqueue.errors import InvalidJob
 from distqueue.jobs import Job
 from distqueue.names import task_name
@@ -126,7 +126,7 @@ class Client:
     ) -> None:
         self.connection: Any
         if is_store_url(server):  # direct mode: straight to the shared store
-            self.connection = SyncLocalConnection(server)  # type: ignore[arg-type]
+            self.connection = SyncDirectConnection(server)  # type: ignore[arg-type]
         else:
             self.connection = Connection(
                 server, token=token, timeout=timeout,
@@ -242,7 +242,7 @@ class AsyncClient:
     ) -> None:
         self.connection: Any
         if is_store_url(server):  # direct mode: straight to the shared store
-            self.connection = LocalConnection(server)  # type: ignore[arg-type]
+            self.connection = DirectConnection(server)  # type: ignore[arg-type]
         else:
             self.connection = AsyncConnection(server, token=token, tls=tls, tls_ca=tls_ca,
                                               tls_cert=tls_cert, tls_key=tls_key)  # fmt: skip

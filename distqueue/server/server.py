@@ -229,7 +229,7 @@ class Server:
 
     async def _retention(self) -> None:
         async def purge() -> float:
-            purged = await self.service.store.purge(self.clock(), self.config.retention)
+            purged = await self.service.store.sweep(self.clock(), self.config.retention)
             if purged:
                 log.info("purged %d finished jobs past retention", purged)
             return PURGE_EVERY

@@ -1,6 +1,6 @@
 """The service layer: the rules (submit, claim, ack, stats...) between every front
 end and the Store. The protocol server (distqueue.server), direct mode
-(distqueue.client.local) and the admin port (distqueue.web) all sit on it; it
+(distqueue.client.direct) and the admin port (distqueue.web) all sit on it; it
 imports none of them."""
 
 from distqueue.service.core import (

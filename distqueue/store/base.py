@@ -331,7 +331,7 @@ class Store(Protocol):
         """Counts by state, by queue and state, queued by priority, and totals."""
         ...
 
-    async def purge(self, now: float, retention: Retention | None = None) -> int:
+    async def sweep(self, now: float, retention: Retention | None = None) -> int:
         """Delete succeeded jobs finished more than ``retention.succeeded`` seconds
         before ``now``, and dead or cancelled ones older than ``retention.failed``.
         Their unique keys become free. Returns how many were deleted. Works in

@@ -882,7 +882,7 @@ class RedisStore:
                      totals=all_totals,
                      oldest_queued_at=float(oldest) if oldest else None)  # fmt: skip
 
-    async def purge(self, now: float, retention: Retention | None = None) -> int:
+    async def sweep(self, now: float, retention: Retention | None = None) -> int:
         r = retention or Retention()
         purged = 0
         while True:  # a batch at a time, as expire

@@ -764,7 +764,7 @@ class SQLiteStore:
                 oldest = at
         return oldest
 
-    def _op_purge(self, now: float, retention: Retention, limit: int) -> int:
+    def _op_sweep(self, now: float, retention: Retention, limit: int) -> int:
         """Delete at most ``limit`` jobs past retention (bounded work per transaction)."""
         deleted: list[tuple[str, str]] = []
         for state, keep in (("succeeded", retention.succeeded), ("dead", retention.failed),
@@ -981,10 +981,10 @@ class SQLiteStore:
     async def stats(self) -> Stats:
         return await self._writer.call(self._op_stats)
 
-    async def purge(self, now: float, retention: Retention | None = None) -> int:
+    async def sweep(self, now: float, retention: Retention | None = None) -> int:
         total = 0
         while True:  # one bounded transaction per batch: other work goes on between them
-            n = await self._writer.call(self._op_purge, now, retention or Retention(), PURGE_BATCH)
+            n = await self._writer.call(self._op_sweep, now, retention or Retention(), PURGE_BATCH)
             total += n
             if n < PURGE_BATCH:
                 return total

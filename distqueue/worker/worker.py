@@ -31,7 +31,7 @@ from typing import Any, NamedTuple
 
 from distqueue import codec
 from distqueue.client.connection import AsyncConnection
-from distqueue.client.local import LocalConnection, is_store_url
+from distqueue.client.direct import DirectConnection, is_store_url
 from distqueue.config import redact_url
 from distqueue.errors import (
     DistQueueError,
@@ -222,8 +222,8 @@ class Worker:
         if is_store_url(options.server):  # direct mode: no server, the store itself
             url = str(options.server)
             lease = options.lease
-            self.fetcher = LocalConnection(url, role="worker", hello=hello, lease=lease)
-            self.control = LocalConnection(url, role="worker", hello=hello, lease=lease,
+            self.fetcher = DirectConnection(url, role="worker", hello=hello, lease=lease)
+            self.control = DirectConnection(url, role="worker", hello=hello, lease=lease,
                                            housekeeping=True)  # fmt: skip
         else:
             if options.lease is not None:

@@ -379,10 +379,10 @@ class TestReading:
         await store.complete(ok, jobs[ok].token, None, T0)
         await store.fail(dead, jobs[dead].token, ERR, T0)
         retention = Retention(succeeded=10, failed=100)
-        assert await store.purge(T0 + 9, retention) == 0
-        assert await store.purge(T0 + 10, retention) == 1
+        assert await store.sweep(T0 + 9, retention) == 0
+        assert await store.sweep(T0 + 10, retention) == 1
         assert await store.get(ok) is None and await store.get(dead) is not None
-        assert await store.purge(T0 + 1000, retention) == 1
+        assert await store.sweep(T0 + 1000, retention) == 1
         assert await state(store, run) is S.RUNNING  # unfinished jobs are never purged
         with pytest.raises(IllegalTransition):
             await store.delete(run)

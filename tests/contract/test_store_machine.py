@@ -325,7 +325,7 @@ class StoreMachine(RuleBasedStateMachine):
     def purge(self, age: float) -> None:
         gone = [m for m in self.jobs.values()
                 if m.finished_at is not None and m.finished_at <= self.now - age]  # fmt: skip
-        n = self.run(self.store.purge(self.now, Retention(succeeded=age, failed=age)))
+        n = self.run(self.store.sweep(self.now, Retention(succeeded=age, failed=age)))
         assert n == len(gone)
         for m in gone:
             del self.jobs[m.id]

@@ -133,7 +133,7 @@ async def test_each_script_call_handles_at_most_a_batch() -> None:
         ok_before, failed_before = repr(T0 + 30 - r.succeeded), repr(T0 + 30 - r.failed)
         assert await store._run("purge", ok_before, failed_before, BATCH) == BATCH
         assert sum((await store.stats()).by_state.values()) == n - BATCH
-        assert await store.purge(T0 + 30, r) == n - BATCH
+        assert await store.sweep(T0 + 30, r) == n - BATCH
         # a filtered list: one call looks at LIST_SCAN ids at most, and says where
         # to go on
         [rare] = [e.id for e in await store.enqueue([JobSpec(type="rare")], T0)]
@@ -223,7 +223,7 @@ async def every_call(store: RedisStore, job_id: int, token: int) -> dict[str, An
         "list": lambda: store.list(),
         "list filtered": lambda: store.list(type="t"),
         "stats": lambda: store.stats(),
-        "purge": lambda: store.purge(T0),
+        "purge": lambda: store.sweep(T0),
         "delete": lambda: store.delete(job_id),
         "note_types": lambda: store.note_types(["t"], T0),
         "known_types": lambda: store.known_types(),

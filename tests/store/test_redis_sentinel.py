@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from distqueue.client.local import is_store_url
+from distqueue.client.direct import is_store_url
 from distqueue.errors import JobNotFound, LeaseLost, StoreError
 from distqueue.jobs import JobSpec, JobState
 from distqueue.store import open_store

@@ -50,8 +50,8 @@ async def test_promote_expire_and_purge_move_a_batch_per_operation(tmp_path: Pat
         for job in jobs:
             await store.complete(job.id, job.token, None, T0 + 3)
         keep = Retention(succeeded=1, failed=1)
-        assert await store._writer.call(store._op_purge, T0 + 10, keep, BATCH) == BATCH
-        assert await store.purge(T0 + 10, keep) == n - BATCH
+        assert await store._writer.call(store._op_sweep, T0 + 10, keep, BATCH) == BATCH
+        assert await store.sweep(T0 + 10, keep) == n - BATCH
         assert (await store.stats()).by_state == {s.value: 0 for s in JobState}
     finally:
         await store.close()

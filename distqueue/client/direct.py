@@ -1,6 +1,6 @@
 """Direct mode: clients and workers on a shared store, without a server.
 
-``LocalConnection`` speaks the same commands as a server connection, answered
+``DirectConnection`` speaks the same commands as a server connection, answered
 in this process by the server's own command handlers and rules (commands.py,
 service.py) over a store opened from its URL (``redis://...``): the same leases,
 retries and fencing, because the store enforces them. What a server would do in
@@ -26,7 +26,7 @@ from distqueue.protocol.resp import Simple
 from distqueue.service.core import Service, keep_trying
 from distqueue.store import Store, open_store, require_backend
 
-__all__ = ["LocalConnection", "is_store_url"]
+__all__ = ["DirectConnection", "is_store_url"]
 
 #: seconds between a direct-mode worker's promote/expire rounds
 HOUSEKEEPING_EVERY = 0.25
@@ -56,7 +56,7 @@ def _arg(value: Arg) -> bytes:
     return repr(value).encode()
 
 
-class LocalConnection:
+class DirectConnection:
     """The AsyncConnection interface, answered in-process over a shared store."""
 
     def __init__(
@@ -154,8 +154,8 @@ class LocalConnection:
         self._store = self._service = self._session = None
 
 
-class SyncLocalConnection:
-    """The blocking Connection interface over LocalConnection (an event loop of its
+class SyncDirectConnection:
+    """The blocking Connection interface over DirectConnection (an event loop of its
     own on a background thread)."""
 
     def __init__(self, url: str, **options: Any) -> None:
@@ -165,7 +165,7 @@ class SyncLocalConnection:
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True,
                                         name="distqueue-direct")  # fmt: skip
         self._thread.start()
-        self._local = LocalConnection(url, **options)
+        self._local = DirectConnection(url, **options)
         # a client nobody closed still lets go of its store cleanly at exit
         atexit.register(self.close)
 
