@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import itertools
 import os
 import secrets
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -22,13 +24,14 @@ from distqueue.errors import (
     DistQueueError,
     InvalidJob,
     NotAllowed,
+    UnknownCommand,
     WrongArguments,
 )
 from distqueue.jobs import DEFAULT_QUEUE, Job, JobError, JobSpec, JobState, check_name
 from distqueue.protocol import PROTOCOL_VERSION
 from distqueue.protocol.guard import AUTH_MAX_FAILURES, AuthThrottle, refusals
 from distqueue.protocol.messages import job_to_wire, spec_from_wire
-from distqueue.protocol.resp import Simple
+from distqueue.protocol.resp import Resp3, Simple
 from distqueue.service.core import Service, WorkerInfo
 
 __all__ = ["COMMANDS", "Command", "Session"]
@@ -39,6 +42,13 @@ MAX_FETCH = 1000
 MAX_LIST = 1000
 #: FETCH's default wait, in seconds
 FETCH_TIMEOUT = 5.0
+#: the RESP versions a Redis client library may ask for with ``HELLO 2|3``
+REDIS_PROTOCOLS = (2, 3)
+#: the Redis version INFO answers (``redis_version``): the Redis whose handshake
+#: (HELLO, AUTH, INFO, CLIENT, SELECT) this server answers as client libraries expect
+REDIS_VERSION = "7.4.0"
+#: connection ids (HELLO's ``id``, CLIENT ID), unique within this server process
+_CLIENT_IDS = itertools.count(1)
 
 
 class Session:
@@ -63,6 +73,13 @@ class Session:
         self.hello = False
         self.worker: WorkerInfo | None = None
         self.closing = False
+        #: replies in RESP3 forms (it said Redis's HELLO 3; resp.encode_reply3)
+        self.resp3 = False
+        #: what a Redis client library tells about itself (HELLO SETNAME, CLIENT ...)
+        self.client_id = next(_CLIENT_IDS)
+        self.client_name: bytes | None = None
+        self.lib_name: bytes | None = None
+        self.lib_ver: bytes | None = None
 
 
 Handler = Callable[[Session, list[bytes]], Any]
@@ -184,7 +201,9 @@ def _decide(s: Session, token: bytes, then: Callable[[], Any]) -> Any:
 
 
 def cmd_auth(s: Session, args: list[bytes]) -> Any:
-    return _try_token(s, args[0], lambda: OK)
+    # AUTH token, or Redis's AUTH username password (what a client library sends
+    # given a username): the username is not checked, the password is the token
+    return _try_token(s, args[-1], lambda: OK)
 
 
 HELLO_SYNTAX = (
@@ -206,10 +225,12 @@ def cmd_hello(s: Session, args: list[bytes]) -> Any:
     # this connection as a worker when it is dispatched
     if args and args[0].isdigit():
         version = int(args[0])
+        if version in REDIS_PROTOCOLS:  # a Redis client library's handshake
+            return _redis_hello(s, version, args[1:])
         if version != PROTOCOL_VERSION:
             raise WrongArguments(
                 f"protocol version {version} is not spoken here (this server speaks"
-                f" {PROTOCOL_VERSION})"
+                f" {PROTOCOL_VERSION}; Redis client libraries HELLO 2 or 3)"
             )
         args = args[1:]
     opts = _options(args, HELLO_OPTIONS, HELLO_SYNTAX)
@@ -260,6 +281,148 @@ def _hello(s: Session, opts: dict[str, bytes]) -> Any:
     s.role = role
     s.hello = True
     return codec.dumps(reply)
+
+
+# -- the handshake of Redis client libraries --------------------------------------------
+# redis-py, node-redis, ioredis and the like open a connection with Redis's HELLO 2|3
+# (or AUTH), CLIENT SETINFO / SETNAME, maybe SELECT, and INFO (ioredis' ready check):
+# these are answered as Redis does, so the libraries work with their default options
+# and SUBMIT, STATUS, RESULT ... go through their generic command calls.
+
+REDIS_HELLO_SYNTAX = "HELLO 2|3 [AUTH username password] [SETNAME clientname]"
+
+
+def _client_name(arg: bytes) -> bytes:
+    """A client name as Redis takes one: printable ASCII, no spaces (empty: none)."""
+    if any(not 33 <= c <= 126 for c in arg):
+        raise WrongArguments("client names cannot contain spaces, newlines or special characters")
+    return arg
+
+
+def _redis_hello(s: Session, proto: int, args: list[bytes]) -> Any:
+    """``HELLO 2|3 [AUTH username password] [SETNAME clientname]``: switch the
+    connection's replies to RESP2 or RESP3 and answer what Redis answers."""
+    password: bytes | None = None
+    name: bytes | None = None
+    i = 0
+    while i < len(args):
+        option = args[i].upper()
+        if option == b"AUTH" and i + 2 < len(args):
+            password = args[i + 2]  # the username (args[i + 1]) is not checked
+            i += 3
+        elif option == b"SETNAME" and i + 1 < len(args):
+            name = _client_name(args[i + 1])
+            i += 2
+        else:
+            shown = option[:40].decode("utf-8", "replace")
+            raise WrongArguments(f"syntax error in HELLO option {shown!r}: {REDIS_HELLO_SYNTAX}")
+    if password is not None:
+        return _try_token(s, password, lambda: _redis_hello_reply(s, proto, name))
+    if not s.authenticated:
+        raise AuthError(
+            f"this server wants a token: HELLO {proto} AUTH default <token>, or AUTH <token> first"
+        )
+    return _redis_hello_reply(s, proto, name)
+
+
+def _redis_hello_reply(s: Session, proto: int, name: bytes | None) -> Any:
+    if name is not None:
+        s.client_name = name or None
+    s.resp3 = proto == 3
+    reply: dict[str, Any] = {
+        "server": "distqueue", "version": __version__, "proto": proto, "id": s.client_id,
+        "mode": "standalone", "role": "master", "modules": [],
+    }  # fmt: skip
+    if proto == 3:
+        return Resp3(reply)  # a map, even when the answer waited for the token throttle
+    return [item for pair in reply.items() for item in pair]
+
+
+def _info_sections(s: Session) -> dict[str, list[tuple[str, Any]]]:
+    uptime = int(time.monotonic() - s.service.started)
+    return {
+        "server": [
+            ("redis_version", REDIS_VERSION), ("redis_mode", "standalone"),
+            ("server_name", "distqueue"), ("distqueue_version", __version__),
+            ("distqueue_protocol", PROTOCOL_VERSION), ("process_id", os.getpid()),
+            ("uptime_in_seconds", uptime), ("uptime_in_days", uptime // 86400),
+        ],
+        "persistence": [("loading", 0), ("async_loading", 0)],
+        "replication": [("role", "master"), ("connected_slaves", 0)],
+        "cluster": [("cluster_enabled", 0)],
+        "keyspace": [],
+    }  # fmt: skip
+
+
+def cmd_info(s: Session, args: list[bytes]) -> Any:
+    """``INFO [section ...]``: Redis's INFO text, with what a client library reads of
+    it (ioredis' ready check waits for ``loading:0``); an unknown section is empty."""
+    sections = _info_sections(s)
+    wanted = {a.decode("ascii", "replace").lower() for a in args}
+    if not wanted or wanted & {"default", "all", "everything"}:
+        wanted = set(sections)
+    parts = []
+    for name, fields in sections.items():
+        if name in wanted:
+            lines = [f"# {name.capitalize()}\r\n"] + [f"{k}:{v}\r\n" for k, v in fields]
+            parts.append("".join(lines))
+    return "\r\n".join(parts)
+
+
+CLIENT_SYNTAX = (
+    "CLIENT SETINFO LIB-NAME|LIB-VER value | CLIENT SETNAME name | CLIENT GETNAME"
+    " | CLIENT ID | CLIENT INFO"
+)
+#: CLIENT's subcommands: their number of arguments and syntax
+CLIENT_SUBCOMMANDS = {
+    b"SETINFO": (2, "CLIENT SETINFO LIB-NAME|LIB-VER value"),
+    b"SETNAME": (1, "CLIENT SETNAME name"),
+    b"GETNAME": (0, "CLIENT GETNAME"),
+    b"ID": (0, "CLIENT ID"),
+    b"INFO": (0, "CLIENT INFO"),
+}
+
+
+def cmd_client(s: Session, args: list[bytes]) -> Any:
+    sub = args[0].upper()
+    if sub not in CLIENT_SUBCOMMANDS:
+        shown = sub[:40].decode("utf-8", "replace")
+        raise UnknownCommand(
+            f"unknown subcommand 'CLIENT {shown}': distqueue answers {CLIENT_SYNTAX}"
+        )
+    nargs, syntax = CLIENT_SUBCOMMANDS[sub]
+    rest = args[1:]
+    if len(rest) != nargs:
+        raise WrongArguments(f"wrong number of arguments: {syntax}")
+    if sub == b"SETINFO":
+        attr = rest[0].upper()
+        if attr not in (b"LIB-NAME", b"LIB-VER"):
+            raise WrongArguments(f"unknown attribute {rest[0][:40]!r}: {syntax}")
+        value = _client_name(rest[1])
+        if attr == b"LIB-NAME":
+            s.lib_name = value or None
+        else:
+            s.lib_ver = value or None
+        return OK
+    if sub == b"SETNAME":
+        s.client_name = _client_name(rest[0]) or None
+        return OK
+    if sub == b"GETNAME":
+        return s.client_name
+    if sub == b"ID":
+        return s.client_id
+    fields = [
+        b"id=%d" % s.client_id, b"name=" + (s.client_name or b""), b"db=0",
+        b"resp=%d" % (3 if s.resp3 else 2),
+        b"lib-name=" + (s.lib_name or b""), b"lib-ver=" + (s.lib_ver or b""),
+    ]  # fmt: skip
+    return b" ".join(fields) + b"\n"
+
+
+def cmd_select(s: Session, args: list[bytes]) -> Any:
+    if args[0] != b"0":
+        raise WrongArguments("distqueue has one database: SELECT 0 only")
+    return OK
 
 
 def cmd_quit(s: Session, args: list[bytes]) -> Any:
@@ -490,9 +653,13 @@ def _c(handler: Handler, lo: int, hi: int | None, role: str, syntax: str) -> Com
 
 COMMANDS: dict[bytes, Command] = {
     b"PING": _c(cmd_ping, 0, 1, "any", "PING [message]"),
-    b"AUTH": _c(cmd_auth, 1, 1, "any", "AUTH token"),
+    b"AUTH": _c(cmd_auth, 1, 2, "any", "AUTH [username] token"),
     b"HELLO": _c(cmd_hello, 0, None, "any", HELLO_SYNTAX),
     b"QUIT": _c(cmd_quit, 0, 0, "any", "QUIT"),
+    # what Redis client libraries send on connect (see _redis_hello)
+    b"INFO": _c(cmd_info, 0, None, "client", "INFO [section ...]"),
+    b"CLIENT": _c(cmd_client, 1, None, "client", CLIENT_SYNTAX),
+    b"SELECT": _c(cmd_select, 1, 1, "client", "SELECT 0"),
     b"SUBMIT": _c(cmd_submit, 1, None, "client", SUBMIT_SYNTAX),
     b"STATUS": _c(cmd_status, 1, 1, "client", "STATUS id"),
     b"RESULT": _c(cmd_result, 1, 1, "client", "RESULT id"),

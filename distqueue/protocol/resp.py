@@ -16,10 +16,12 @@ from distqueue.errors import DistQueueError, ProtocolError, TooLarge
 
 __all__ = [
     "RequestParser",
+    "Resp3",
     "Simple",
     "encode_command",
     "encode_error",
     "encode_reply",
+    "encode_reply3",
 ]
 
 #: the longest inline line accepted (a person's typing, not a payload)
@@ -37,6 +39,16 @@ class Simple(str):
     """A reply sent as a RESP simple string (``+OK``) instead of a bulk string."""
 
     __slots__ = ()
+
+
+class Resp3:
+    """A reply to send in RESP3 forms whatever the connection speaks: the answer to
+    Redis's ``HELLO 3`` (a map), and every reply of a connection that said it."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
 
 
 class RequestParser:
@@ -326,4 +338,26 @@ def encode_reply(value: Any) -> bytes:
         return encode_error(value)
     if isinstance(value, list | tuple):
         return b"*%d\r\n" % len(value) + b"".join(encode_reply(v) for v in value)
+    if isinstance(value, Resp3):
+        return encode_reply3(value.value)
     raise TypeError(f"cannot encode {type(value).__name__} as a reply")
+
+
+def encode_reply3(value: Any) -> bytes:
+    """Encode a reply for a connection that speaks RESP3 (it said Redis's ``HELLO 3``):
+    None -> the null ``_``, dict -> a map ``%``; every other value has the same form
+    as in RESP2 (encode_reply): bulk strings (JSON text stays one), simple strings,
+    integers, arrays, errors."""
+    if isinstance(value, bytes | str | int):  # Simple is a str: encode_reply tells
+        return encode_reply(value)
+    if value is None:
+        return b"_\r\n"
+    if isinstance(value, list | tuple):
+        return b"*%d\r\n" % len(value) + b"".join(encode_reply3(v) for v in value)
+    if isinstance(value, dict):
+        return b"%%%d\r\n" % len(value) + b"".join(
+            encode_reply3(k) + encode_reply3(v) for k, v in value.items()
+        )
+    if isinstance(value, Resp3):
+        return encode_reply3(value.value)
+    return encode_reply(value)

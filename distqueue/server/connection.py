@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
+from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any, cast
 
 from distqueue.errors import (
@@ -38,7 +39,13 @@ from distqueue.protocol.commands import (
     parse_ack,
 )
 from distqueue.protocol.guard import refusals
-from distqueue.protocol.resp import RequestParser, encode_error, encode_reply
+from distqueue.protocol.resp import (
+    RequestParser,
+    Resp3,
+    encode_error,
+    encode_reply,
+    encode_reply3,
+)
 
 if TYPE_CHECKING:
     from distqueue.server.server import Server
@@ -289,12 +296,14 @@ class Connection(asyncio.Protocol):
             self._queue(encode_error(error_of(exc)))
             return
         if asyncio.iscoroutine(result):
+            if session.resp3:  # encoded when done, in the forms of now (resp.Resp3)
+                result = _in_resp3(result)
             task = asyncio.ensure_future(result)
             self.tasks.add(task)
             task.add_done_callback(self._done)
             self._queue(task)
         else:
-            self._queue(encode_reply(result))
+            self._queue(encode_reply3(result) if session.resp3 else encode_reply(result))
         if session.closing:
             self._close_after_flush()
 
@@ -507,6 +516,12 @@ class Connection(asyncio.Protocol):
     def abort(self) -> None:
         if self.transport is not None and not self.closed:
             self.transport.close()
+
+
+async def _in_resp3(reply: Coroutine[Any, Any, Any]) -> Resp3:
+    """The reply of a command sent on a RESP3 connection, marked to be encoded in
+    RESP3 whatever the connection speaks when it is done (a HELLO 2 behind it)."""
+    return Resp3(await reply)
 
 
 def _parser(max_payload: int) -> RequestParser:

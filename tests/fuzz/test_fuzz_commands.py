@@ -278,6 +278,16 @@ TEMPLATES: dict[bytes, st.SearchStrategy[list[bytes]]] = {
                            st.lists(TEXT, max_size=1)).map(lambda t: [*t[:3], *t[3]]),
     b"BEAT": st.lists(JOB_ID, max_size=3).map(lambda ids: [b"HOLDING", *ids] if ids else []),
     b"BYE": st.just([]),
+    # what Redis client libraries send on connect (HELLO 2|3 is in PRELUDES)
+    b"INFO": st.lists(st.sampled_from([b"server", b"persistence", b"all", b"nosuch"]),
+                      max_size=2),
+    b"CLIENT": st.one_of(
+        st.tuples(st.just(b"SETINFO"), st.sampled_from([b"LIB-NAME", b"LIB-VER", b"x"]),
+                  TEXT).map(list),
+        st.tuples(st.just(b"SETNAME"), TEXT).map(list),
+        st.sampled_from([[b"GETNAME"], [b"ID"], [b"INFO"], [b"MAINT_NOTIFICATIONS", b"ON"]]),
+    ),
+    b"SELECT": st.lists(st.sampled_from([b"0", b"1"]), min_size=1, max_size=1),
 }  # fmt: skip
 
 
@@ -312,6 +322,8 @@ PRELUDES: list[list[list[bytes]]] = [
     [[b"AUTH", TOKEN.encode()]],
     [[b"AUTH", b"wrong"]],
     [[b"HELLO", b"1", b"TOKEN", TOKEN.encode()]],
+    [[b"HELLO", b"3", b"AUTH", b"default", TOKEN.encode()]],  # RESP3 replies from here on
+    [[b"HELLO", b"2", b"AUTH", b"default", TOKEN.encode(), b"SETNAME", b"fuzz"]],
     [[b"HELLO", b"1", b"TOKEN", TOKEN.encode(), b"ROLE", b"worker", b"TYPES",
       b"echo,noop,wordcount,sleep", b"QUEUES", b"*"]],
     [[b"AUTH", TOKEN.encode()], [b"HELLO", b"ROLE", b"worker", b"ID", b"fuzz-w",

@@ -206,7 +206,7 @@ def test_stale_and_bad_worker_reports_change_nothing(server: ServerProc, peer: P
 
 @pytest.mark.parametrize(
     "hello",
-    [["HELLO", 2], ["HELLO", 1, "COLOUR", "red"], ["HELLO", 1, "ROLE", "worker"],
+    [["HELLO", 4], ["HELLO", 1, "COLOUR", "red"], ["HELLO", 1, "ROLE", "worker"],
      ["HELLO", 1, "ROLE", "worker", "TYPES", "bad type"], ["HELLO", 1, "ROLE", "boss"],
      ["HELLO", 1, "ROLE", "worker", "TYPES", "echo", "CONCURRENCY", "-1"]],
 )  # fmt: skip
