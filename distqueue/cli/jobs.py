@@ -12,7 +12,7 @@ from typing import Any
 
 import click
 
-from distqueue import codec
+from distqueue import codec, defaults
 from distqueue.cli.common import client_options, emit_json, fail, progress_bar, stderr_is_tty
 from distqueue.client import Client
 from distqueue.errors import DistQueueError, InvalidJob, Timeout
@@ -39,12 +39,23 @@ def _deadline(value: str) -> dict[str, float]:
 @click.command()
 @click.argument("job_type", metavar="TYPE")
 @click.argument("text", nargs=-1)
-@click.option("-p", "--priority", default=None, help="high, normal, low or 0-10 (0 most urgent).")
-@click.option("-r", "--retries", type=int, default=None, help="Retries after a failure (3).")
+@click.option(
+    "-p",
+    "--priority",
+    default=None,
+    help=f"high, normal, low or 0-10, 0 most urgent ({defaults.PRIORITY}).",
+)
+@click.option(
+    "-r",
+    "--retries",
+    type=int,
+    default=None,
+    help=f"Retries after a failure ({defaults.MAX_RETRIES}).",
+)
 @click.option("-t", "--timeout", type=float, default=None, help="Seconds one attempt may run.")
 @click.option("--deadline", default=None, help="Do not start after: seconds from now, or ISO time.")
 @click.option("-d", "--delay", type=float, default=None, help="Seconds to wait before it runs.")
-@click.option("-q", "--queue", default=None, help="The queue (default).")
+@click.option("-q", "--queue", default=None, help=f"The queue ({defaults.QUEUE}).")
 @click.option(
     "--payload",
     "payload_file",
@@ -156,7 +167,7 @@ def _warn_unserved(client: Client, job_type: str, queue: str | None, no_check: b
     """A warning line on stderr when no worker serves the job's type or queue: the job
     waits until one does (one STATS call, only for such a type or a queue given)."""
     check_type = not no_check and job_type not in BUILTIN_TYPES
-    check_queue = queue is not None and queue != "default"
+    check_queue = queue is not None and queue != defaults.QUEUE
     if not check_type and not check_queue:
         return
     try:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from distqueue import codec
+from distqueue import codec, defaults
 from distqueue.errors import InvalidJob
 from distqueue.jobs import Job, JobError, JobSpec, JobState, parse_priority
 
@@ -70,7 +70,7 @@ def spec_from_wire(obj: Any, now: float, payload: bytes | None = None) -> tuple[
     if not isinstance(check_type, bool):
         raise InvalidJob("check_type must be true or false")
     spec = JobSpec(
-        type=obj["type"], args=get("args"), payload=payload, queue=get("queue", "default"),
+        type=obj["type"], args=get("args"), payload=payload, queue=get("queue", defaults.QUEUE),
         priority=priority, max_retries=retries, timeout=timeout, deadline=deadline,
         run_at=run_at, unique_key=get("unique_key"),
     )  # fmt: skip

@@ -29,7 +29,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
-from distqueue import codec
+from distqueue import codec, defaults
 from distqueue.client.connection import AsyncConnection
 from distqueue.client.direct import DirectConnection, is_store_url
 from distqueue.config import redact_url
@@ -111,7 +111,7 @@ class WorkerOptions:
     server: str | None = None
     token: str | None = None
     #: queues served (None = every queue)
-    queues: list[str] | None = field(default_factory=lambda: ["default"])
+    queues: list[str] | None = field(default_factory=lambda: [defaults.QUEUE])
     #: jobs run at once; FETCH asks for the free slots
     concurrency: int = 4
     #: where sync Python tasks run: "thread" or "process" (killable, CPU-bound)
@@ -126,7 +126,7 @@ class WorkerOptions:
     #: has the command killed and the job failed (OutputTooLarge)
     shell_output_limit: int = SHELL_OUTPUT_LIMIT
     #: seconds running jobs get to finish after stop()
-    grace: float = 30.0
+    grace: float = defaults.GRACE
     #: the worker id (default: host-pid-random)
     id: str | None = None
     #: serve the built-in types (echo, wordcount, charcount, capitalize, gzip, gunzip)
@@ -248,9 +248,9 @@ class Worker:
         self.processed = 0
         #: connected to its server (or its store, in direct mode) right now
         self.connected = False
-        self.lease = 30.0
+        self.lease = defaults.LEASE
         #: the largest result the server accepts, and the most jobs one FETCH may ask
-        self.max_result = 64 * 1024 * 1024
+        self.max_result = defaults.MAX_PAYLOAD
         self.max_fetch = 1000
         self._generation = 0
         self._stopping = asyncio.Event()
@@ -323,7 +323,7 @@ class Worker:
             self.fetcher.addresses = [first] + [a for a in self.control.addresses if a != first]
         await self.fetcher.connect()
         info = self.control.info
-        self.lease = float(info.get("lease", 30.0))
+        self.lease = float(info.get("lease", defaults.LEASE))
         self.max_result = int(info.get("max_payload", self.max_result))
         self.max_fetch = int(info.get("max_fetch", self.max_fetch))
         where = self.control.address or (redact_url(getattr(self.control, "url", "?")), "")
