@@ -391,6 +391,10 @@ class Service:
             "server": {
                 "version": __version__,
                 "uptime": round(time.monotonic() - self.started, 3),
+                # what a returned change survives: the embedded store's setting, or
+                # "redis" (Redis's own appendfsync decides)
+                "durability": self.durability(),
+                "store": type(getattr(self.store, "inner", self.store)).__name__,
             },
         }
 
@@ -408,6 +412,12 @@ class Service:
                 return None
             served.update(str(q) for q in queues)
         return sorted(served)
+
+    def durability(self) -> str:
+        inner = getattr(self.store, "inner", self.store)
+        if type(inner).__name__ == "SQLiteStore":
+            return str(getattr(inner, "_synchronous", self.config.durability)).lower()
+        return "redis"
 
     # -- workers ----------------------------------------------------------------------
 
