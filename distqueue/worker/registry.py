@@ -25,6 +25,7 @@ function's signature fail the job at once, for good (retrying cannot help).
 from __future__ import annotations
 
 import contextvars
+import functools
 import importlib
 import importlib.util
 import inspect
@@ -34,7 +35,7 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar, overload
+from typing import Any, NamedTuple, TypeVar, overload
 
 from distqueue.errors import InvalidJob
 from distqueue.jobs import check_name
@@ -225,11 +226,56 @@ def call_args(fn: Callable[..., Any], args: Any) -> tuple[tuple[Any, ...], dict[
         pos, kw = (), dict(args)
     else:
         pos, kw = (args,), {}
+    shape = _shape(fn)
+    if shape is not None and _fits(shape, pos, kw):
+        return pos, kw
     try:
         inspect.signature(fn).bind(*pos, **kw)
     except TypeError as exc:
         raise InvalidJob(f"arguments do not fit {task_name(fn)}: {exc}") from None
     return pos, kw
+
+
+class _Shape(NamedTuple):
+    """A plain signature (parameters by position or keyword, no *args, **kwargs or
+    keyword-only ones), checked without ``inspect`` on every job."""
+
+    names: tuple[str, ...]
+    #: how many of the first parameters have no default
+    required: int
+
+
+@functools.lru_cache(maxsize=4096)
+def _shape(fn: Callable[..., Any]) -> _Shape | None:
+    """``fn``'s shape, once per function (None: not plain, bind() decides each time)."""
+    try:
+        params = list(inspect.signature(fn).parameters.values())
+    except (TypeError, ValueError):
+        return None
+    plain = (inspect.Parameter.POSITIONAL_OR_KEYWORD,)
+    if any(p.kind not in plain for p in params):
+        return None
+    required = 0
+    for p in params:
+        if p.default is not inspect.Parameter.empty:
+            break
+        required += 1
+    if any(p.default is inspect.Parameter.empty for p in params[required:]):
+        return None
+    return _Shape(tuple(p.name for p in params), required)
+
+
+def _fits(shape: _Shape, pos: tuple[Any, ...], kw: dict[str, Any]) -> bool:
+    """Whether bind() would take these (False: let it say why, or that they do)."""
+    n = len(pos)
+    if n > len(shape.names):
+        return False
+    if not kw:
+        return n >= shape.required
+    names = shape.names
+    if any(name not in names[n:] for name in kw):
+        return False
+    return all(name in kw for name in names[n : shape.required])
 
 
 @dataclass(frozen=True)

@@ -97,3 +97,51 @@ def test_sleep_takes_a_number_or_a_numeric_string(args: object, seconds: float) 
 def test_sleep_refuses_anything_else(args: object) -> None:
     with pytest.raises(InvalidJob, match=r"^sleep takes a number of seconds \(0-86400\)"):
         sleep_seconds(args)
+
+
+def test_call_args_decides_as_inspect_bind_does() -> None:
+    """The per-function shape cache (no inspect per job) accepts and refuses exactly
+    what Signature.bind does, over signatures and argument shapes of every kind."""
+    import inspect
+    import itertools
+
+    from distqueue.errors import InvalidJob
+    from distqueue.worker.registry import call_args
+
+    def f0() -> None: ...
+    def f1(a): ...  # type: ignore[no-untyped-def]
+    def f2(a, b=1): ...  # type: ignore[no-untyped-def]
+    def f3(a, b, c=1, d=2): ...  # type: ignore[no-untyped-def]
+    def f4(a, *rest): ...  # type: ignore[no-untyped-def]
+    def f5(a, *, k): ...  # type: ignore[no-untyped-def]
+    def f6(a, /, b): ...  # type: ignore[no-untyped-def]
+    def f7(**kw): ...  # type: ignore[no-untyped-def]
+
+    argses = [None, [], [1], [1, 2], [1, 2, 3], [1, 2, 3, 4, 5], 7, "x",
+              {"a": 1}, {"b": 1}, {"a": 1, "b": 2}, {"a": 1, "k": 2}, {"a": 1, "z": 2},
+              {"args": [1], "kwargs": {"b": 2}}, {"args": [1], "kwargs": {"a": 2}},
+              {"args": [], "kwargs": {"a": 1, "c": 3}}]  # fmt: skip
+    checked = 0
+    for fn, args in itertools.product([f0, f1, f2, f3, f4, f5, f6, f7], argses):
+        try:
+            call_args(fn, args)
+            ours = True
+        except InvalidJob:
+            ours = False
+        try:
+            if args is None:
+                inspect.signature(fn).bind()
+            elif isinstance(args, list):
+                inspect.signature(fn).bind(*args)
+            elif isinstance(args, dict) and set(args) <= {"args", "kwargs"}:
+                inspect.signature(fn).bind(*args["args"], **args["kwargs"])
+            elif isinstance(args, dict):
+                inspect.signature(fn).bind(**args)
+            else:
+                inspect.signature(fn).bind(args)
+            theirs = True
+        except TypeError:
+            theirs = False
+        assert ours == theirs, (fn.__name__, args)
+        checked += 1
+    assert checked == 8 * 16
