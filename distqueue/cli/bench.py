@@ -1,8 +1,11 @@
 """``distqueue bench``: how much work one machine pushes through distqueue.
 
-It starts a server (fresh data directory, durable settings as shipped) unless
-given ``--server``, starts worker processes, and measures, each ``--repeat``
-times (the table shows the median and the min-max):
+It starts a server (fresh data directory, the shipped settings) unless given
+``--server``, starts worker processes with the shipped defaults serving the
+registered tasks of ``distqueue.benchtasks`` (``--tasks distqueue.benchtasks``:
+the task registry, a slot, the executor and argument binding, as every user task
+has), warms up, and measures, each ``--repeat`` times (the table shows the median
+and the min-max):
 
 - enqueue, one call at a time: one client, one SUBMIT, wait for the answer, again;
 - enqueue, one job per call, ``--inflight`` calls in flight: one client, one job per
@@ -12,85 +15,203 @@ times (the table shows the median and the min-max):
 - end-to-end: submitting and running at the same time;
 - round-trip latency: one job submitted to an idle system and waited for.
 
-The jobs of the enqueue figures go to a queue no worker serves, so they do not
-mix with the drain and end-to-end runs.
+Drain, end-to-end and latency are measured for each job type of ``--type``: by
+default the sync task and the async task; ``--type noop`` is the built-in the
+worker runs inline, a server-only figure. Only jobs that succeeded count: after
+each figure the store's counts must show every job it submitted succeeded and none
+dead, else the figure fails (and the bench, exit 1), as it does when its jobs do
+not all succeed within ``--timeout``. Durability and store come from the server's
+STATS.
+
+The jobs of the enqueue figures go to a queue no worker serves; the others to a
+queue of this run's own, so they do not mix with earlier runs' jobs.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
+import contextlib
 import itertools
+import math
 import os
 import re
+import secrets
 import signal
 import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import click
 
-from distqueue.cli.common import emit_json, friendly_errors
+from distqueue import defaults
+from distqueue.cli.common import emit_json, fail, friendly_errors
 from distqueue.client import AsyncClient
+from distqueue.errors import DistQueueError, Timeout
+from distqueue.jobs import JobState
 
 HOLD_QUEUE = "bench-hold"
 FIGURES = {"single", "inflight", "bulk", "drain", "e2e", "latency"}
-RUN_QUEUE = "bench"
+#: the module of the tasks the bench's workers serve
+TASKS_MODULE = "distqueue.benchtasks"
 LISTENING = re.compile(rb"listening on (\S+):(\d+)")
-#: tasks that read the server's output, kept referenced until the process ends
+#: job states that mean a job failed: a figure with any of them is not a throughput
+FAILED_STATES = ("dead", "retrying", "cancelled")
+#: seconds the bench's workers have to connect
+CONNECT_TIMEOUT = 30.0
+#: tasks that read the children's output, kept referenced until the process ends
 _background: set[asyncio.Future[None]] = set()
 
 
-@dataclass
-class Figures:
-    #: name -> samples (jobs/s, or ms for latency)
-    samples: dict[str, list[float]] = field(default_factory=dict)
-    latencies_ms: list[float] = field(default_factory=list)
-    #: (seconds since start, jobs finished) during the end-to-end runs
-    timeline: list[tuple[float, int]] = field(default_factory=list)
+class BenchFailed(Exception):
+    """A figure whose jobs did not all succeed (in time), or a bench that could not
+    start: reported as failed, never as a throughput."""
 
-    def add(self, name: str, value: float) -> None:
+
+@dataclass(frozen=True)
+class Kind:
+    """One job type the bench measures."""
+
+    type: str
+    args: Any
+    #: what the output calls it
+    label: str
+
+
+def parse_kinds(types: str, sleep: float | None) -> list[Kind]:
+    """``--type``: ``sync`` and ``async`` (the registered tasks of benchtasks), ``noop``
+    (the built-in run inline), or any job type a worker serves (``--tasks``)."""
+    kinds: list[Kind] = []
+    for word in dict.fromkeys(w.strip() for w in types.split(",") if w.strip()):
+        if word in ("sync", "async"):
+            if sleep is None:
+                kinds.append(Kind(f"bench.{word}", None, f"{word} task"))
+            else:
+                label = f"{word} task, sleep {sleep:g} s"
+                kinds.append(Kind(f"bench.{word}_sleep", [sleep], label))
+        elif word == "noop":
+            if sleep is None:
+                kinds.append(Kind("noop", None, "noop (inline, server-only figure)"))
+            else:
+                kinds.append(Kind("sleep", sleep, f"built-in sleep {sleep:g} s"))
+        elif sleep is not None:
+            raise click.BadParameter(
+                f"--sleep goes with --type sync, async or noop, not {word!r}", param_hint="--sleep"
+            )
+        else:
+            kinds.append(Kind(word, None, word))
+    if not kinds:
+        raise click.BadParameter("name at least one job type", param_hint="--type")
+    return kinds
+
+
+@dataclass
+class Results:
+    #: figure -> samples (jobs/s)
+    samples: dict[str, list[float]] = field(default_factory=dict)
+    #: figure -> round-trip latencies (ms)
+    latencies: dict[str, list[float]] = field(default_factory=dict)
+    #: label -> (seconds since start, jobs succeeded) during the end-to-end runs
+    timelines: dict[str, list[tuple[float, int]]] = field(default_factory=dict)
+    #: figure -> why it failed
+    failed: dict[str, str] = field(default_factory=dict)
+    #: figure -> the job type it measured, in the order first measured
+    types: dict[str, str] = field(default_factory=dict)
+    #: what stopped the bench, if anything
+    error: str | None = None
+    #: the server's STATS ``server`` section, its address and who started it
+    server: dict[str, Any] = field(default_factory=dict)
+    #: the workers as the server saw them
+    workers: dict[str, Any] = field(default_factory=dict)
+    #: what the store recorded of the bench's jobs at the end
+    jobs: dict[str, Any] = field(default_factory=dict)
+
+    def add(self, name: str, job_type: str, value: float) -> None:
+        self.types.setdefault(name, job_type)
         self.samples.setdefault(name, []).append(value)
 
 
-async def _start_server(data: Path, extra: list[str]) -> tuple[asyncio.subprocess.Process, str]:
+# -- processes -----------------------------------------------------------------------------
+
+
+def _keep_output(stream: asyncio.StreamReader, lines: collections.deque[str]) -> None:
+    async def read() -> None:
+        while line := await stream.readline():
+            lines.append(line.decode(errors="replace").rstrip())
+
+    _background.add(asyncio.ensure_future(read()))
+
+
+async def _start_server(
+    data: Path, extra: list[str], tail: collections.deque[str]
+) -> tuple[asyncio.subprocess.Process, str]:
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "distqueue", "server", "--port", "0", "--data", str(data),
         "--no-console", *extra, stdin=asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
     assert proc.stderr is not None
+    deadline = time.monotonic() + 30
     while True:
-        line = await asyncio.wait_for(proc.stderr.readline(), 30)
+        try:
+            line = await asyncio.wait_for(proc.stderr.readline(), deadline - time.monotonic())
+        except TimeoutError:
+            line = b""
         if not line:
-            raise click.ClickException("the bench server did not start")
+            await _stop([proc])
+            said = "; ".join(tail) or "nothing"
+            raise BenchFailed(f"the bench's server did not start (it said: {said})")
+        tail.append(line.decode(errors="replace").rstrip())
         m = LISTENING.search(line)
         if m:
-            _background.add(asyncio.ensure_future(_drain_pipe(proc.stderr)))
+            _keep_output(proc.stderr, tail)
             return proc, f"{m.group(1).decode()}:{m.group(2).decode()}"
 
 
-async def _drain_pipe(stream: asyncio.StreamReader) -> None:
-    while await stream.readline():
-        pass
-
-
-async def _start_workers(address: str, n: int, concurrency: int, token: str | None) -> list[Any]:
+async def _start_workers(opts: dict[str, Any], address: str, queue: str) -> list[Any]:
+    """The workers: the shipped defaults, but for what the user asked for."""
     env = dict(os.environ)
-    if token:
-        env["DISTQUEUE_TOKEN"] = token
-    return [
-        await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "distqueue", "worker", "--server", address, "--queues",
-            RUN_QUEUE, "--concurrency", str(concurrency), env=env,
-            stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
-            stderr=asyncio.subprocess.DEVNULL,
-        )
-        for _ in range(n)
-    ]  # fmt: skip
+    if opts["token"]:
+        env["DISTQUEUE_TOKEN"] = opts["token"]
+    argv = [sys.executable, "-m", "distqueue", "worker", "--server", address, "--queues", queue,
+            "--tasks", TASKS_MODULE]  # fmt: skip
+    for module in opts["tasks"]:
+        argv += ["--tasks", module]
+    if opts["concurrency"] is not None:
+        argv += ["--concurrency", str(opts["concurrency"])]
+    if opts["pool"] is not None:
+        argv += ["--pool", opts["pool"]]
+    procs = []
+    for _ in range(opts["workers"]):
+        proc = await asyncio.create_subprocess_exec(
+            *argv, env=env, stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        proc.tail = collections.deque(maxlen=20)  # type: ignore[attr-defined]
+        assert proc.stderr is not None
+        _keep_output(proc.stderr, proc.tail)  # type: ignore[attr-defined]
+        procs.append(proc)
+    return procs
+
+
+async def _stop(procs: list[Any], grace: float = 5.0) -> None:
+    """SIGTERM; after ``grace`` a second one (a worker stops at once); then SIGKILL."""
+    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGTERM, 10.0), (signal.SIGKILL, 10.0)):
+        running = [p for p in procs if p.returncode is None]
+        if not running:
+            return
+        for proc in running:
+            proc.send_signal(sig)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.gather(*(p.wait() for p in running)), wait)
+
+
+# -- the figures ---------------------------------------------------------------------------
 
 
 def _spec(
@@ -104,130 +225,321 @@ def _spec(
     return spec
 
 
-async def _finished(client: AsyncClient) -> int:
-    stats = await client.stats()
-    counts = stats["queues"].get(RUN_QUEUE, {})
-    return int(counts.get("succeeded", 0) + counts.get("dead", 0))
+class Bench:
+    """One bench run against a connected client; keeps count of what it submitted."""
+
+    def __init__(self, client: AsyncClient, opts: dict[str, Any], queue: str,
+                 results: Results) -> None:  # fmt: skip
+        self.client = client
+        self.opts = opts
+        self.queue = queue
+        self.results = results
+        self.timeout: float = opts["timeout"]
+        self.n: int = opts["jobs"]
+        self.batch: int = opts["batch"]
+        self.payload = os.urandom(opts["payload_size"]) if opts["payload_size"] else None
+        #: jobs submitted to the run queue; before the current figure
+        self.submitted = 0
+        self.figure_base = 0
+        #: jobs submitted to the hold queue, and the jobs it held before the bench
+        self.held = 0
+        self.hold_base = 0
+
+    def spec(self, kind: Kind, queue: str, **extra: Any) -> dict[str, Any]:
+        return _spec(kind.type, kind.args, self.payload, queue, **extra)
+
+    async def queue_counts(self, queue: str) -> dict[str, int]:
+        counts = (await self.client.stats())["queues"].get(queue, {})
+        return {state: int(n) for state, n in counts.items() if n}
+
+    async def measure(self, name: str, kind: Kind, work: Coroutine[Any, Any, Any]) -> Any:
+        """Run one figure within ``--timeout``; BenchFailed (recorded) when its jobs did
+        not all succeed."""
+        self.figure_base = self.submitted
+        self.results.types.setdefault(name, kind.type)
+        try:
+            try:
+                return await asyncio.wait_for(work, self.timeout)
+            except (TimeoutError, Timeout):
+                raise BenchFailed(await self.missing(name)) from None
+            except DistQueueError as exc:
+                raise BenchFailed(f"{name}: {exc} [{exc.code}]") from None
+        except BenchFailed as exc:
+            self.results.failed[name] = str(exc)
+            raise
+
+    async def missing(self, name: str) -> str:
+        """What a figure that ran out of time left undone."""
+        try:
+            counts = await asyncio.wait_for(self.queue_counts(self.queue), 10)
+        except (TimeoutError, DistQueueError, OSError) as exc:
+            return (f"{name}: not done within {self.timeout:g} s (--timeout), and the server"
+                    f" did not answer STATS ({exc or type(exc).__name__})")  # fmt: skip
+        lost = self.submitted - counts.get("succeeded", 0)
+        if lost <= 0:
+            return f"{name}: not done within {self.timeout:g} s (--timeout)"
+        where = ", ".join(f"{n} {s}" for s, n in counts.items() if s != "succeeded")
+        left = "" if self.results.server.get("started_by_bench") else f" in queue {self.queue}"
+        return (f"{name}: {lost} of {self.submitted - self.figure_base} jobs missing after"
+                f" {self.timeout:g} s (--timeout): not succeeded"
+                f" ({where or 'not in the store'}){left}")  # fmt: skip
+
+    async def check_failures(self, name: str, counts: dict[str, int]) -> None:
+        bad = {s: counts[s] for s in FAILED_STATES if counts.get(s)}
+        if not bad:
+            return
+        first = ""
+        for state in bad:
+            jobs = await self.client.list(state=state, queue=self.queue, limit=1)
+            if jobs and jobs[0].error is not None:
+                err = jobs[0].error
+                first = f"; job {jobs[0].id} ({jobs[0].type}): {err.kind}: {err.message}"
+                break
+        what = ", ".join(f"{n} {s}" for s, n in bad.items())
+        raise BenchFailed(f"{name}: {sum(bad.values())} of {self.submitted - self.figure_base}"
+                          f" jobs failed ({what}){first}; only succeeded jobs count")  # fmt: skip
+
+    async def wait_succeeded(self, name: str, target: int,
+                             timeline: list[tuple[float, int]] | None = None,
+                             started: float = 0.0) -> float:  # fmt: skip
+        """Poll until ``target`` jobs of the run queue succeeded; when that happened.
+        A failed job (dead, retrying, cancelled) fails the figure at once."""
+        while True:
+            counts = await self.queue_counts(self.queue)
+            now = time.perf_counter()
+            succeeded = counts.get("succeeded", 0)
+            if timeline is not None:
+                timeline.append((now - started, succeeded - self.figure_base))
+            await self.check_failures(name, counts)
+            if succeeded >= target:
+                if succeeded > target:
+                    raise BenchFailed(f"{name}: {succeeded} jobs succeeded in queue"
+                                      f" {self.queue}, {target} submitted")  # fmt: skip
+                return now
+            await asyncio.sleep(0.005)
+
+    async def submit(self, kind: Kind, count: int, **extra: Any) -> None:
+        """``count`` jobs to the run queue, in batches of ``--batch``."""
+        for start in range(0, count, self.batch):
+            size = min(self.batch, count - start)
+            await self.client.submit_many([self.spec(kind, self.queue, **extra)] * size)
+            self.submitted += size
+
+    async def check_held(self, name: str) -> None:
+        counts = await self.queue_counts(HOLD_QUEUE)
+        stored = sum(counts.values()) - self.hold_base
+        if stored != self.held:
+            raise BenchFailed(f"{name}: the store holds {stored} of the {self.held} jobs"
+                              f" submitted to {HOLD_QUEUE}")  # fmt: skip
+
+    # each figure: its work, run by measure()
+
+    async def warmup(self, kind: Kind, count: int) -> None:
+        await self.submit(kind, count)
+        await self.wait_succeeded(f"warm-up, {kind.label}", self.submitted)
+
+    async def single(self, kind: Kind, name: str) -> float:
+        count: int = self.opts["single"]
+        t0 = time.perf_counter()
+        for _ in range(count):
+            await self.client.submit_many([self.spec(kind, HOLD_QUEUE)])
+            self.held += 1
+        rate = count / (time.perf_counter() - t0)
+        await self.check_held(name)
+        return rate
+
+    async def inflight(self, kind: Kind, name: str) -> float:
+        inflight: int = self.opts["inflight"]
+        per_caller = max(1, self.n // inflight)
+
+        async def caller() -> None:
+            for _ in range(per_caller):
+                await self.client.submit_many([self.spec(kind, HOLD_QUEUE)])
+                self.held += 1
+
+        t0 = time.perf_counter()
+        await asyncio.gather(*(caller() for _ in range(inflight)))
+        rate = per_caller * inflight / (time.perf_counter() - t0)
+        await self.check_held(name)
+        return rate
+
+    async def bulk(self, kind: Kind, name: str) -> float:
+        n = self.n
+        t0 = time.perf_counter()
+        for start in range(0, n, self.batch):
+            size = min(self.batch, n - start)
+            await self.client.submit_many([self.spec(kind, HOLD_QUEUE)] * size)
+            self.held += size
+        rate = n / (time.perf_counter() - t0)
+        await self.check_held(name)
+        return rate
+
+    async def drain(self, kind: Kind, name: str, bulk_rate: float) -> float:
+        """N jobs queued, released at one instant (one run_at)."""
+        n = self.n
+        release = time.time() + max(1.0, 3 * n / bulk_rate)
+        await self.submit(kind, n, run_at=release)
+        while time.time() < release:
+            await asyncio.sleep(0.001)
+        t0 = time.perf_counter()
+        t1 = await self.wait_succeeded(name, self.submitted)
+        return n / (t1 - t0)
+
+    async def e2e(self, kind: Kind, name: str) -> float:
+        """Submitting and running at once."""
+        n = self.n
+        timeline = self.results.timelines.setdefault(kind.label, [])
+        t0 = time.perf_counter()
+        waiter = asyncio.ensure_future(self.wait_succeeded(name, self.submitted + n, timeline, t0))
+        try:
+            for start in range(0, n, self.batch):
+                if waiter.done():  # failed already
+                    break
+                size = min(self.batch, n - start)
+                await self.client.submit_many([self.spec(kind, self.queue)] * size)
+                self.submitted += size
+            t1 = await waiter
+        finally:
+            waiter.cancel()
+        return n / (t1 - t0)
+
+    async def latency(self, kind: Kind, name: str) -> list[float]:
+        """Round trips on an idle system: submit one job, WAIT for it."""
+        samples: list[float] = []
+        for _ in range(self.opts["latency_samples"]):
+            t0 = time.perf_counter()
+            [job_id] = await self.client.submit_many([self.spec(kind, self.queue)])
+            self.submitted += 1
+            job = await self.client.wait(job_id, timeout=self.timeout)
+            samples.append((time.perf_counter() - t0) * 1000)
+            if job.state != JobState.SUCCEEDED:
+                err = f": {job.error.kind}: {job.error.message}" if job.error else ""
+                raise BenchFailed(f"{name}: job {job_id} ended {job.state}{err};"
+                                  " only succeeded jobs count")  # fmt: skip
+        await self.wait_succeeded(name, self.submitted)  # the store's count agrees
+        return samples
 
 
-async def _wait_finished(client: AsyncClient, target: int, started: float,
-                         timeline: list[tuple[float, int]] | None = None) -> float:  # fmt: skip
-    """Poll until ``target`` bench jobs have finished; return when that happened."""
+async def _connect_workers(client: AsyncClient, workers: list[Any], queue: str) -> dict[str, Any]:
+    """Wait until every bench worker is connected; the server's view of them."""
+    deadline = time.monotonic() + CONNECT_TIMEOUT
     while True:
-        done = await _finished(client)
-        now = time.perf_counter()
-        if timeline is not None:
-            timeline.append((now - started, done))
-        if done >= target:
-            return now
-        await asyncio.sleep(0.005)
+        stats = await client.stats()
+        ours = [w for w in stats["workers"]["list"] if w.get("queues") == [queue]]
+        if len(ours) >= len(workers):
+            return {"count": len(ours), "slots": [w["concurrency"] for w in ours],
+                    "types": sorted({t for w in ours for t in w["types"]})}  # fmt: skip
+        for proc in workers:
+            if proc.returncode is not None:
+                await asyncio.sleep(0.2)  # its last words
+                said = "; ".join(proc.tail) or "nothing"
+                raise BenchFailed(f"a bench worker exited (code {proc.returncode}): {said}")
+        if time.monotonic() > deadline:
+            raise BenchFailed(f"{len(workers) - len(ours)} of the bench's {len(workers)}"
+                              f" workers did not connect within {CONNECT_TIMEOUT:g} s")  # fmt: skip
+        await asyncio.sleep(0.05)
 
 
-async def _run(opts: dict[str, Any], progress: Any) -> Figures:
-    figures = Figures()
-    n, batch = opts["jobs"], opts["batch"]
-    job_type, args = opts["job_type"], None
-    if opts["sleep"] is not None:
-        job_type, args = "sleep", opts["sleep"]
-    payload = os.urandom(opts["payload_size"]) if opts["payload_size"] else None
-    tmp = None
-    procs: list[Any] = []
+async def _run(opts: dict[str, Any], kinds: list[Kind], progress: Any) -> Results:
+    results = Results()
+    queue = f"bench-{secrets.token_hex(4)}"
     server_proc = None
+    workers: list[Any] = []
     address = opts["server"]
-    if address is None:
-        tmp = tempfile.mkdtemp(prefix="distqueue-bench-")
-        extra = ["--durability", opts["durability"]]
-        server_proc, address = await _start_server(Path(tmp) / "data", extra)
-        procs.append(server_proc)
-    workers = await _start_workers(address, opts["workers"], opts["concurrency"], opts["token"])
-    procs += workers
-    finished_base = 0
+    failed = True
     try:
+        if address is None:
+            tmp = tempfile.mkdtemp(prefix="distqueue-bench-")
+            extra = [] if opts["durability"] is None else ["--durability", opts["durability"]]
+            server_proc, address = await _start_server(
+                Path(tmp) / "data", extra, collections.deque(maxlen=20)
+            )
+        workers = await _start_workers(opts, address, queue)
         async with AsyncClient(address, token=opts["token"]) as client:
-            # wait until every worker is connected
-            while (await client.stats())["workers"]["connected"] < opts["workers"]:
-                await asyncio.sleep(0.05)
-            finished_base = await _finished(client)
-            total_steps = opts["repeat"] * 4 + 1
-            task = progress.add_task("benchmarking", total=total_steps)
-            want = opts["figures"]
-            bulk_rate = 50_000.0  # a guess, until measured, for the drain's release time
-            for _ in range(opts["repeat"]):
-                if "single" in want:  # enqueue, one call at a time
-                    single = opts["single"]
-                    t0 = time.perf_counter()
-                    for _ in range(single):
-                        await client.submit_many([_spec(job_type, args, payload, HOLD_QUEUE)])
-                    figures.add("enqueue, one call at a time", single / (time.perf_counter() - t0))
-                if "inflight" in want:  # one job per call, many calls at once
-                    inflight = opts["inflight"]
-                    per_caller = max(1, n // inflight)
-
-                    async def caller(count: int) -> None:
-                        for _ in range(count):
-                            await client.submit_many([_spec(job_type, args, payload, HOLD_QUEUE)])
-
-                    t0 = time.perf_counter()
-                    await asyncio.gather(*(caller(per_caller) for _ in range(inflight)))
-                    figures.add(
-                        f"enqueue, one job per call, {inflight} in flight",
-                        per_caller * inflight / (time.perf_counter() - t0),
+            results.workers = await _connect_workers(client, workers, queue)
+            stats = await client.stats()
+            results.server = {
+                **stats["server"], "address": address, "started_by_bench": server_proc is not None
+            }  # fmt: skip
+            served = set(results.workers["types"])
+            for kind in kinds:
+                if kind.type not in served:
+                    raise BenchFailed(
+                        f"no bench worker serves job type {kind.type!r}: they serve"
+                        f" {TASKS_MODULE} ({', '.join(sorted(t for t in served if '.' in t))}),"
+                        " the built-ins, and the tasks of --tasks MODULE"
                     )
-                progress.advance(task)
-                if "bulk" in want:  # enqueue, bulk
-                    t0 = time.perf_counter()
-                    for start in range(0, n, batch):
-                        size = min(batch, n - start)
-                        await client.submit_many(
-                            [_spec(job_type, args, payload, HOLD_QUEUE)] * size
-                        )
-                    bulk_rate = n / (time.perf_counter() - t0)
-                    figures.add("enqueue, bulk", bulk_rate)
-                progress.advance(task)
-                if "drain" in want:  # N jobs queued, released at once (one run_at)
-                    release = time.time() + max(1.0, 3 * n / bulk_rate)
-                    for start in range(0, n, batch):
-                        size = min(batch, n - start)
-                        await client.submit_many(
-                            [_spec(job_type, args, payload, RUN_QUEUE, run_at=release)] * size
-                        )
-                    while time.time() < release:
-                        await asyncio.sleep(0.001)
-                    t0 = time.perf_counter()
-                    finished_base += n
-                    t1 = await _wait_finished(client, finished_base, t0)
-                    figures.add("drain", n / (t1 - t0))
-                progress.advance(task)
-                if "e2e" in want:  # submit and run at once
-                    t0 = time.perf_counter()
-                    finished_base += n
-                    waiter = asyncio.ensure_future(
-                        _wait_finished(client, finished_base, t0, figures.timeline)
-                    )
-                    for start in range(0, n, batch):
-                        size = min(batch, n - start)
-                        await client.submit_many([_spec(job_type, args, payload, RUN_QUEUE)] * size)
-                    t1 = await waiter
-                    figures.add("end-to-end", n / (t1 - t0))
-                progress.advance(task)
-            if "latency" in want:  # round-trip latency on an idle system
-                for _ in range(opts["latency_samples"]):
-                    t0 = time.perf_counter()
-                    spec = _spec(job_type, args, payload, RUN_QUEUE)
-                    [job_id] = await client.submit_many([spec])
-                    await client.wait(job_id, timeout=30)
-                    figures.latencies_ms.append((time.perf_counter() - t0) * 1000)
-            progress.advance(task)
+            bench = Bench(client, opts, queue, results)
+            bench.hold_base = sum((await bench.queue_counts(HOLD_QUEUE)).values())
+            try:
+                await _figures(bench, kinds, progress)
+                failed = False
+            finally:
+                final: dict[str, Any] | None = None
+                with contextlib.suppress(TimeoutError, DistQueueError, OSError):
+                    final = await asyncio.wait_for(client.stats(), 10)
+                if final is not None:
+                    counts = final["queues"].get(queue, {})
+                    held = final["queues"].get(HOLD_QUEUE, {})
+                    results.jobs = {
+                        "queue": queue, "submitted": bench.submitted,
+                        "succeeded": counts.get("succeeded", 0), "dead": counts.get("dead", 0),
+                        "states": counts, "hold_queue": HOLD_QUEUE, "held": bench.held,
+                        "hold_stored": sum(held.values()) - bench.hold_base,
+                    }  # fmt: skip
+    except BenchFailed as exc:
+        results.error = str(exc)
     finally:
-        for proc in workers:
-            if proc.returncode is None:
-                proc.send_signal(signal.SIGTERM)
-        for proc in workers:
-            await proc.wait()
-        if server_proc is not None and server_proc.returncode is None:
-            server_proc.send_signal(signal.SIGTERM)
-            await server_proc.wait()
-    return figures
+        await _stop(workers, grace=2.0 if failed else 30.0)
+        if server_proc is not None:
+            await _stop([server_proc], grace=30.0)
+    return results
+
+
+async def _figures(bench: Bench, kinds: list[Kind], progress: Any) -> None:
+    opts, results = bench.opts, bench.results
+    want, repeat = opts["figures"], opts["repeat"]
+    task = progress.add_task("benchmarking", total=len(kinds) * (repeat + 2) + repeat)
+    if opts["warmup"]:
+        for kind in kinds:
+            await bench.measure(f"warm-up, {kind.label}", kind,
+                                bench.warmup(kind, opts["warmup"]))  # fmt: skip
+            progress.advance(task)
+    first = kinds[0]  # enqueueing does not depend on the type
+    bulk_rate = 50_000.0  # a guess, until measured, for the drain's release time
+
+    async def figure(name: str, kind: Kind, work: Coroutine[Any, Any, float]) -> float:
+        rate: float = await bench.measure(name, kind, work)
+        results.add(name, kind.type, rate)
+        return rate
+
+    for _ in range(repeat):
+        if "single" in want:
+            name = "enqueue, one call at a time"
+            await figure(name, first, bench.single(first, name))
+        if "inflight" in want:
+            name = f"enqueue, one job per call, {opts['inflight']} in flight"
+            await figure(name, first, bench.inflight(first, name))
+        if "bulk" in want:
+            name = "enqueue, bulk"
+            bulk_rate = await figure(name, first, bench.bulk(first, name))
+        progress.advance(task)
+        for kind in kinds:
+            if "drain" in want:
+                name = f"drain, {kind.label}"
+                await figure(name, kind, bench.drain(kind, name, bulk_rate))
+            if "e2e" in want:
+                name = f"end-to-end, {kind.label}"
+                await figure(name, kind, bench.e2e(kind, name))
+            progress.advance(task)
+    if "latency" in want:
+        for kind in kinds:
+            name = f"round-trip latency, {kind.label}"
+            results.latencies[name] = await bench.measure(name, kind, bench.latency(kind, name))
+            progress.advance(task)
+
+
+# -- the report ----------------------------------------------------------------------------
 
 
 def _percentile(values: list[float], p: float) -> float:
@@ -236,25 +548,28 @@ def _percentile(values: list[float], p: float) -> float:
     return ordered[k]
 
 
-def _summary(figures: Figures) -> dict[str, Any]:
+def _summary(results: Results) -> dict[str, Any]:
+    """Every figure, in the order measured: rates, latencies, or why it failed."""
     out: dict[str, Any] = {}
-    for name, values in figures.samples.items():
-        out[name] = {
-            "jobs_per_s": round(statistics.median(values)),
-            "min": round(min(values)),
-            "max": round(max(values)),
-            "runs": len(values),
-        }
-    lat = figures.latencies_ms
-    if lat:
-        out["round-trip latency"] = {
-            "p50_ms": round(_percentile(lat, 50), 3), "p95_ms": round(_percentile(lat, 95), 3),
-            "p99_ms": round(_percentile(lat, 99), 3), "samples": len(lat),
-        }  # fmt: skip
+    for name, job_type in results.types.items():
+        if name in results.failed:
+            out[name] = {"failed": results.failed[name], "type": job_type}
+        elif name in results.samples:
+            values = results.samples[name]
+            out[name] = {
+                "jobs_per_s": round(statistics.median(values)), "min": round(min(values)),
+                "max": round(max(values)), "runs": len(values), "type": job_type,
+            }  # fmt: skip
+        elif results.latencies.get(name):
+            lat = results.latencies[name]
+            out[name] = {
+                "p50_ms": round(_percentile(lat, 50), 3), "p95_ms": round(_percentile(lat, 95), 3),
+                "p99_ms": round(_percentile(lat, 99), 3), "samples": len(lat), "type": job_type,
+            }  # fmt: skip
     return out
 
 
-def _plot(figures: Figures, path: Path) -> None:
+def _plot(results: Results, path: Path) -> None:
     try:
         import matplotlib
 
@@ -265,17 +580,21 @@ def _plot(figures: Figures, path: Path) -> None:
             "--plot needs matplotlib: pip install 'distqueue[plot]'"
         ) from None
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4.5))
-    points = figures.timeline
-    rates = [
-        ((t0 + t1) / 2, (d1 - d0) / (t1 - t0))
-        for (t0, d0), (t1, d1) in itertools.pairwise(points)
-        if t1 > t0 and d1 >= d0
-    ]
-    if rates:
-        ax1.plot([r[0] for r in rates], [r[1] for r in rates], lw=0.8)
+    for label, points in results.timelines.items():
+        rates = [
+            ((t0 + t1) / 2, (d1 - d0) / (t1 - t0))
+            for (t0, d0), (t1, d1) in itertools.pairwise(points)
+            if t1 > t0 and d1 >= d0
+        ]
+        if rates:
+            ax1.plot([r[0] for r in rates], [r[1] for r in rates], lw=0.8, label=label)
     ax1.set(title="end-to-end throughput", xlabel="seconds into a run", ylabel="jobs/s")
-    ax2.hist(figures.latencies_ms, bins=50)
+    for name, lat in results.latencies.items():
+        ax2.hist(lat, bins=50, alpha=0.6, label=name.removeprefix("round-trip latency, "))
     ax2.set(title="round-trip latency", xlabel="ms", ylabel="jobs")
+    for ax in (ax1, ax2):
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=110)
 
@@ -291,28 +610,82 @@ def _plot(figures: Figures, path: Path) -> None:
 @click.option(
     "--durability",
     type=click.Choice(["full", "normal"]),
-    default="full",
-    show_default=True,
-    help="The durability of the server bench starts.",
+    default=None,
+    help=f"The durability of the server bench starts [default: {defaults.DURABILITY}, the"
+    " server's]; a --server's is its own. The report says what the server runs with.",
 )
-@click.option("-n", "--jobs", default=20_000, show_default=True, help="Jobs per figure.")
-@click.option("-w", "--workers", default=1, show_default=True, help="Worker processes.")
-@click.option("-c", "--concurrency", default=64, show_default=True, help="Slots per worker.")
-@click.option("--type", "job_type", default="noop", show_default=True, help="Job type.")
-@click.option("--sleep", type=float, default=None, help="Run 'sleep' jobs of this many seconds.")
-@click.option("--payload-size", type=int, default=0, show_default=True, help="Payload bytes.")
-@click.option("--batch", default=1000, show_default=True, help="Specs per bulk SUBMIT.")
+@click.option("-n", "--jobs", type=click.IntRange(1), default=20_000, show_default=True,
+              help="Jobs per figure.")  # fmt: skip
+@click.option("-w", "--workers", type=click.IntRange(1), default=1, show_default=True,
+              help="Worker processes.")  # fmt: skip
 @click.option(
-    "--single", default=2000, show_default=True, help="Jobs for the one-call-at-a-time figure."
+    "-c",
+    "--concurrency",
+    type=click.IntRange(1, 10_000),
+    default=None,
+    help=f"Slots per worker [default: the worker's, {defaults.CONCURRENCY}].",
+)
+@click.option(
+    "--pool",
+    type=click.Choice(["thread", "process"]),
+    default=None,
+    help=f"Where the workers run sync tasks [default: the worker's, {defaults.POOL}].",
+)
+@click.option(
+    "--type",
+    "types",
+    default="sync,async",
+    show_default=True,
+    help="Job types to run, comma-separated: sync and async (the registered tasks of"
+    f" {TASKS_MODULE}), noop (the built-in the worker runs inline: a server-only"
+    " figure), or a type of --tasks.",
+)
+@click.option(
+    "--tasks",
+    multiple=True,
+    metavar="MODULE",
+    help="Also serve these @distqueue.task functions (to bench your own with --type).",
+)
+@click.option(
+    "--sleep",
+    type=click.FloatRange(0, 86_400),
+    default=None,
+    help="Jobs sleep this many seconds (the sleep variant of each --type).",
+)
+@click.option("--payload-size", type=click.IntRange(0), default=0, show_default=True,
+              help="Payload bytes.")  # fmt: skip
+@click.option("--batch", type=click.IntRange(1, 10_000), default=1000, show_default=True,
+              help="Specs per bulk SUBMIT.")  # fmt: skip
+@click.option(
+    "--single",
+    type=click.IntRange(1),
+    default=2000,
+    show_default=True,
+    help="Jobs for the one-call-at-a-time figure.",
 )
 @click.option(
     "--inflight",
+    type=int,
     default=64,
     show_default=True,
     help="Calls in flight at once for the one-job-per-call figure.",
 )
-@click.option("--repeat", default=3, show_default=True, help="Runs of each figure.")
-@click.option("--latency-samples", default=300, show_default=True)
+@click.option("--repeat", type=click.IntRange(1), default=3, show_default=True,
+              help="Runs of each figure.")  # fmt: skip
+@click.option("--latency-samples", type=click.IntRange(1), default=300, show_default=True)
+@click.option(
+    "--warmup",
+    type=click.IntRange(0),
+    default=None,
+    help="Jobs of each type run before measuring, 0 for none [default: 10% of -n, at most 2,000].",
+)
+@click.option(
+    "--timeout",
+    type=click.FloatRange(0, min_open=True),
+    default=None,
+    help="Seconds a figure may take before its missing jobs fail the bench"
+    " [default: the larger of 60 and N/500].",
+)
 @click.option(
     "--figures",
     default="single,inflight,bulk,drain,e2e,latency",
@@ -328,7 +701,11 @@ def _plot(figures: Figures, path: Path) -> None:
 )
 @friendly_errors
 def bench(as_json: bool, plot: Path | None, **opts: Any) -> None:
-    """Measure enqueue, drain and end-to-end rates and round-trip latency."""
+    """Measure enqueue, drain and end-to-end rates and round-trip latency.
+
+    The workers run registered tasks (sync and async) with the shipped defaults;
+    only jobs that succeeded count. Exit 1 when a figure fails.
+    """
     wanted = {f.strip() for f in opts["figures"].split(",") if f.strip()}
     unknown = wanted - FIGURES
     if unknown:
@@ -338,30 +715,59 @@ def bench(as_json: bool, plot: Path | None, **opts: Any) -> None:
     opts["figures"] = wanted
     if opts["inflight"] < 1:
         raise click.BadParameter("--inflight must be at least 1")
+    if opts["server"] is not None and opts["durability"] is not None:
+        raise click.UsageError(
+            "--durability is for the server the bench starts; a --server runs with its own"
+            " (the report says which)"
+        )
+    kinds = parse_kinds(opts["types"], opts["sleep"])
+    n = opts["jobs"]
+    if opts["warmup"] is None:
+        opts["warmup"] = min(2000, math.ceil(n / 10))
+    if opts["timeout"] is None:
+        opts["timeout"] = max(60.0, n / 500)
     from rich.console import Console
     from rich.progress import Progress
     from rich.table import Table
 
     console = Console(stderr=True)
     with Progress(console=console, transient=True) as progress:
-        figures = asyncio.run(_run(opts, progress))
-    summary = _summary(figures)
-    if plot is not None:
-        _plot(figures, plot)
+        results = asyncio.run(_run(opts, kinds, progress))
+    summary = _summary(results)
+    if plot is not None and results.error is None:
+        _plot(results, plot)
     if as_json:
         config = {k: sorted(v) if isinstance(v, set) else v for k, v in opts.items()}
         config.pop("token", None)
-        emit_json({"config": config, "figures": summary})
-        return
-    table = Table(title=f"distqueue bench: {opts['jobs']} {opts['job_type']} jobs, "
-                        f"{opts['workers']} worker(s) x {opts['concurrency']} slots")  # fmt: skip
-    table.add_column("figure")
-    table.add_column("median", justify="right")
-    table.add_column("min - max", justify="right")
-    for name, row in summary.items():
-        if "jobs_per_s" in row:
-            table.add_row(name, f"{row['jobs_per_s']:,} jobs/s", f"{row['min']:,} - {row['max']:,}")
-        else:
-            table.add_row(name, f"p50 {row['p50_ms']} ms",
-                          f"p95 {row['p95_ms']} ms, p99 {row['p99_ms']} ms")  # fmt: skip
-    Console().print(table)
+        emit_json({
+            "ok": results.error is None, "error": results.error, "config": config,
+            "types": [{"type": k.type, "label": k.label} for k in kinds],
+            "server": results.server, "workers": results.workers, "jobs": results.jobs,
+            "figures": summary,
+        })  # fmt: skip
+    elif summary:
+        server = results.server
+        where = "started by the bench" if server["started_by_bench"] else server["address"]
+        slots = sorted(set(results.workers.get("slots", [])))
+        table = Table(
+            title=f"distqueue bench: {n:,} jobs per figure, {opts['workers']} worker(s) x"
+            f" {'/'.join(map(str, slots))} slots",
+            caption=f"server {where}: store {server['store']}, durability"
+            f" {server['durability']} (its STATS); warm-up {opts['warmup']:,} jobs per type;"
+            " only succeeded jobs count",
+        )
+        table.add_column("figure")
+        table.add_column("median", justify="right")
+        table.add_column("min - max", justify="right")
+        for name, row in summary.items():
+            if "failed" in row:
+                table.add_row(name, "FAILED", "see below")
+            elif "jobs_per_s" in row:
+                table.add_row(name, f"{row['jobs_per_s']:,} jobs/s",
+                              f"{row['min']:,} - {row['max']:,}")  # fmt: skip
+            else:
+                table.add_row(name, f"p50 {row['p50_ms']} ms",
+                              f"p95 {row['p95_ms']} ms, p99 {row['p99_ms']} ms")  # fmt: skip
+        Console().print(table)
+    if results.error is not None:
+        fail(results.error)
