@@ -61,6 +61,18 @@ STALLED = "a request stalled mid-frame"
 NO_AUTH = "no authentication in time"
 #: stop reading from a peer with this many replies not yet sent; resume below LOW
 HIGH_WATER, LOW_WATER = 4096, 512
+#: the most requests of one connection run per turn of the event loop: a deep
+#: pipeline is taken in slices, other connections served between them
+PER_TURN = 256
+#: the most commands in progress in the whole server (a store operation each, most
+#: of them): past it, no connection's requests are taken until it is back under
+#: INFLIGHT_LOW — a few clients pipelining thousands of SUBMITs and hanging up cannot
+#: pile up store work (and memory) without end
+INFLIGHT_HIGH, INFLIGHT_LOW = 16384, 8192
+#: commands that wait for something (a job, a job's end, the auth throttle): a
+#: closed connection cancels them; any other command runs to its end (its store
+#: operation is under way) and counts as in progress until then
+BLOCKING = frozenset({b"FETCH", b"WAIT", b"AUTH", b"HELLO"})
 #: a request may be this much larger than --max-payload (its command, spec, ...)
 REQUEST_OVERHEAD = 64 * 1024
 #: before authentication: the largest request, its most arguments, the most requests
@@ -102,6 +114,11 @@ class Connection(asyncio.Protocol):
         #: this read's pipelined ACKs, sent to the store together (see _group_ack)
         self._ack_group: list[tuple[tuple[int, int, Any], asyncio.Future[Any]]] = []
         self.tasks: set[asyncio.Task[Any]] = set()
+        #: ... of which those a close cancels (BLOCKING)
+        self.blocking: set[asyncio.Task[Any]] = set()
+        #: requests read and not yet run (see _pump)
+        self._requests: deque[list[bytes]] = deque()
+        self._pump_scheduled = False
         self.closed = False
         self.reading_paused = False
         self.writing_paused = False
@@ -138,10 +155,11 @@ class Connection(asyncio.Protocol):
             return
         try:
             if session.authenticated:
-                self._dispatch_all(self.parser.feed(data))
+                self._requests.extend(self.parser.feed(data))
+                self._pump()
             else:
                 self._preauth(self.parser.feed(data, 0 if self._preauth_busy else 1))
-            if self.parser.error is not None and not session.closing:
+            if self.parser.error is not None and not session.closing and not self._requests:
                 raise self.parser.error  # after the requests before it ran
         except ProtocolError as exc:  # TooLarge too
             self._refuse(exc)
@@ -165,6 +183,58 @@ class Connection(asyncio.Protocol):
         self._queue(encode_error(exc))
         self._close_after_flush()
         self._cut_off_later()
+
+    def _pump(self) -> None:
+        """Run the requests read, as many as there is room for: PER_TURN a turn, fewer
+        when this connection's replies pile up (HIGH_WATER) or the server's commands
+        in progress do (INFLIGHT_HIGH). The rest wait in ``_requests`` (reading
+        paused: at most one read's worth): the next turn takes them (call_soon), or
+        the flush, or the server's wake() that makes room."""
+        self._pump_scheduled = False
+        requests = self._requests
+        session = self.session
+        if self.closed or self.reading_stopped or session is None or session.closing:
+            requests.clear()
+            return
+        if not requests:
+            return
+        server = self.server
+        room = min(PER_TURN, HIGH_WATER - len(self.pending), INFLIGHT_HIGH - server.inflight)
+        if room <= 0:
+            self._pause_reading()
+            if server.inflight >= INFLIGHT_HIGH:
+                server.starved.add(self)
+            return
+        if room >= len(requests):
+            batch = list(requests)
+            requests.clear()
+        else:
+            batch = [requests.popleft() for _ in range(room)]
+        self._dispatch_all(batch)
+        if requests and not self._pump_scheduled:
+            self._pause_reading()  # what is read already comes before anything new
+            self._pump_scheduled = True
+            asyncio.get_running_loop().call_soon(self._next_turn)
+
+    def wake(self) -> None:
+        """The server has room for commands again: go on with those read already."""
+        if self._requests and not self._pump_scheduled and not self.closed:
+            self._pump_scheduled = True
+            asyncio.get_running_loop().call_soon(self._next_turn)
+
+    def _next_turn(self) -> None:
+        self._pump()
+        session = self.session
+        error = self.parser.error
+        if (
+            error is not None
+            and not self._requests
+            and session is not None
+            and not (session.closing or self.closed)
+        ):
+            self._refuse(error)
+            return
+        self._read_done()
 
     def _dispatch_all(self, commands: list[list[bytes]]) -> None:
         session = self.session
@@ -193,7 +263,8 @@ class Connection(asyncio.Protocol):
             self._dispatch(commands[0])
             if session.authenticated:
                 self._authenticated()
-                self._dispatch_all(self.parser.feed(b""))
+                self._requests.extend(self.parser.feed(b""))
+                self._pump()
                 return
             last = self.pending[-1] if self.pending else None
             if isinstance(last, asyncio.Future) and not last.done():
@@ -239,9 +310,11 @@ class Connection(asyncio.Protocol):
         for timer in (self._auth_timer, self._output_timer, self._cutoff_timer):
             if timer is not None:
                 timer.cancel()
-        # cancel blocked FETCH/WAIT first, so no claim lands after the release below
-        for task in self.tasks:
+        # cancel blocked FETCH/WAIT first, so no claim lands after the release below;
+        # the rest run to their end (their store operations are under way), unanswered
+        for task in self.blocking:
             task.cancel()
+        self.server.starved.discard(self)
         # replies that were waiting behind a slower one will never be sent: their
         # errors (the client's own doing) are seen here, not logged as unretrieved
         for item in self.pending:
@@ -300,6 +373,9 @@ class Connection(asyncio.Protocol):
                 result = _in_resp3(result)
             task = asyncio.ensure_future(result)
             self.tasks.add(task)
+            if verb in BLOCKING:
+                self.blocking.add(task)
+            self.server.inflight += 1
             task.add_done_callback(self._done)
             self._queue(task)
         else:
@@ -330,9 +406,11 @@ class Connection(asyncio.Protocol):
         items = [item for item, _ in group]
         task = asyncio.ensure_future(self.server.service.ack_many(session.worker, items))
         self.tasks.add(task)  # referenced here until answer() runs
+        self.server.inflight += 1
 
         def answer(task: asyncio.Task[list[DistQueueError | None]]) -> None:
             self.tasks.discard(task)
+            self.server.command_done()
             if task.cancelled():
                 errors: list[Any] = [DistQueueError("cancelled")] * len(group)
             elif task.exception() is not None:
@@ -361,6 +439,8 @@ class Connection(asyncio.Protocol):
 
     def _done(self, task: asyncio.Task[Any]) -> None:
         self.tasks.discard(task)
+        self.blocking.discard(task)
+        self.server.command_done()
         if self.closed:
             # its client is gone: the reply will never be sent, and its error (the
             # client's own doing, like a bad LIST) is no "exception never retrieved"
@@ -485,6 +565,9 @@ class Connection(asyncio.Protocol):
             and self.transport is not None
             and not self.closed
         ):
+            if self._requests:  # requests read already come before any new ones
+                self.wake()
+                return
             self.reading_paused = False
             self.transport.resume_reading()
 

@@ -23,7 +23,7 @@ from distqueue.clock import Clock, system_clock
 from distqueue.config import ServerConfig, check_exposure, redact_url
 from distqueue.errors import StoreError
 from distqueue.protocol.guard import AuthThrottle
-from distqueue.server.connection import Connection
+from distqueue.server.connection import INFLIGHT_LOW, Connection
 from distqueue.service.core import (
     BACKOFF_MAX,
     BACKOFF_MIN,
@@ -53,6 +53,10 @@ class Server:
         self._store = store
         self._own_store = store is None
         self.connections: set[Connection] = set()
+        #: commands in progress across every connection (connection.INFLIGHT_HIGH),
+        #: and the connections waiting for it to go down before taking more requests
+        self.inflight = 0
+        self.starved: set[Connection] = set()
         #: wrong tokens by peer address, across connections
         self.auth_throttle = AuthThrottle()
         self.port = config.port
@@ -66,6 +70,14 @@ class Server:
         self.draining = False
         #: the admin port (metrics, health, dashboard), when it runs
         self.admin: AdminSite | None = None
+
+    def command_done(self) -> None:
+        """A command finished: below INFLIGHT_LOW, the connections it held back go on."""
+        self.inflight -= 1
+        if self.starved and self.inflight < INFLIGHT_LOW:
+            starved, self.starved = self.starved, set()
+            for conn in starved:
+                conn.wake()
 
     @property
     def service(self) -> Service:

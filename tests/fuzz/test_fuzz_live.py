@@ -2,15 +2,29 @@
 load (live_driver.py, 50 clients in a process of its own, niced), while a canary
 client PINGs it every 100 ms.
 
-Pass: the server never dies; no canary PING takes over 100 ms; its RSS, once the
-fuzz connections are closed and it has settled, is within 50 MB of its start; it
-logs no traceback and stops cleanly. A summary line gives the figures.
+Pass: the server never dies; no canary PING takes over 100 ms; the memory it holds
+for connections, once they are closed and it has settled, is under 50 MB (below);
+it logs no traceback and stops cleanly. A summary line gives the figures.
+
+What the memory bound measures: the load's valid, worker, half_close and
+big_upload clients store jobs (some 160,000 in the ten-minute soak, a 26 MB
+file), and holding them is the store's job, not a leak: its in-memory index of
+queued jobs and SQLite's page cache (up to 64 MB, PRAGMA cache_size) grow with
+them (a soak went 35 -> 103 MB; a fresh server opened on the file it left holds
+91 MB: 56 MB of the 68 are the stored jobs). So the server's settled RSS at the
+end is compared, not with its start, but with the RSS of a fresh server opened
+on the same data directory once the first has stopped (its index rebuilt from
+the file, its cache filled by the rebuild): what is left over is what the hostile
+connections cost, and must stay under 50 MB, whatever was stored — per-connection
+state kept after a close (44,000 connections in the soak: a kilobyte each is
+44 MB), unbounded buffers, and what the allocator keeps of the load's peaks. The
+raw growth and the store's share are printed beside it.
 
 A reference echo process (plain asyncio, no distqueue) is pinged beside the server
 at each tick: a canary spike that the reference shares is the machine stalling
 (both processes waited for a CPU), one it does not share is the server.
 
-Budget (budget.py): ~45 s of load in CI, 10 minutes with DISTQUEUE_SOAK=1.
+Budget (budget.py): ~54 s of load in CI, 10 minutes with DISTQUEUE_SOAK=1.
 """
 
 from __future__ import annotations
@@ -33,9 +47,11 @@ TOKEN = "secret"
 ROOT = Path(__file__).resolve().parents[2]
 #: the canary's period and the most one PING may take
 TICK, MAX_PING = 0.1, 0.1
-#: the most the server's RSS may grow over the run, settled
+#: the most the server's settled RSS may exceed a fresh server's on the same data
 MAX_GROWTH_MB = 50.0
 SETTLE = 5.0
+#: how long the fresh server on the same data is given before its RSS is read
+CONTROL_SETTLE = 2.0
 
 ECHO = """
 import asyncio, sys
@@ -97,6 +113,8 @@ class Record:
     rss_start: float = 0.0
     rss_peak: float = 0.0
     rss_end: float = 0.0
+    #: a fresh server's RSS on the data the run left (what the stored jobs cost)
+    rss_control: float = 0.0
     #: (seconds into the run, RSS in MB), ten or so through the run
     rss_timeline: list[tuple[float, float]] = field(default_factory=list)
     cpu: float = 0.0
@@ -113,6 +131,7 @@ def test_live_server_under_hostile_load(tmp_path: Path, seconds: float) -> None:
     server = ServerProc(tmp_path / "data", "--token", TOKEN)
     echo = subprocess.Popen([sys.executable, "-c", ECHO], stdout=subprocess.PIPE, text=True)
     driver: subprocess.Popen[str] | None = None
+    control: ServerProc | None = None
     rec = Record()
     try:
         assert echo.stdout is not None
@@ -170,6 +189,16 @@ def test_live_server_under_hostile_load(tmp_path: Path, seconds: float) -> None:
             f"{(tmp_path / 'driver.err').read_text()[-3000:]}"
         )
         counts = json.loads(out.strip().splitlines()[-1])
+        canary.sock.close()
+        reference.sock.close()
+        code = server.stop()
+        assert code == 0, f"the server exited with {code}:\n{server.output[-3000:]}"
+        assert "Traceback" not in server.output, f"the server logged a traceback:\n{server.output}"
+        # the stored jobs' share: a fresh server on the same data (see the docstring)
+        control = ServerProc(tmp_path / "data", "--token", TOKEN)
+        time.sleep(CONTROL_SETTLE)
+        rec.rss_control = rss_mb(control.popen.pid)
+        assert control.stop() == 0, f"the control server failed:\n{control.output[-3000:]}"
         print(
             f"\nlive fuzz: {duration:.0f} s, {counts.get('connections', 0)} connections,"
             f" {counts.get('frames', 0)} frames ({counts.get('bytes', 0) / 1e6:.0f} MB),"
@@ -177,15 +206,12 @@ def test_live_server_under_hostile_load(tmp_path: Path, seconds: float) -> None:
             f" p99 {rec.p(0.99):.1f} ms p50 {rec.p(0.5):.2f} ms"
             f" (reference echo max {rec.reference_max * 1000:.1f} ms),"
             f" RSS start {rec.rss_start:.0f} MB peak {rec.rss_peak:.0f} MB"
-            f" end {rec.rss_end:.0f} MB, server CPU {rec.cpu / duration:.0%}"
+            f" end {rec.rss_end:.0f} MB (fresh server on the same data {rec.rss_control:.0f} MB:"
+            f" stored jobs +{rec.rss_control - rec.rss_start:.0f} MB, connections"
+            f" +{rec.rss_end - rec.rss_control:.0f} MB), server CPU {rec.cpu / duration:.0%}"
         )
         print("behaviours: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
         print("server RSS (s: MB): " + ", ".join(f"{t:.0f}: {m:.0f}" for t, m in rec.rss_timeline))
-        canary.sock.close()
-        reference.sock.close()
-        code = server.stop()
-        assert code == 0, f"the server exited with {code}:\n{server.output[-3000:]}"
-        assert "Traceback" not in server.output, f"the server logged a traceback:\n{server.output}"
         spikes = "\n".join(
             f"  at {t:.1f} s: canary {c:.0f} ms, reference {r:.0f} ms, tick late {lt:.0f} ms"
             for t, c, r, lt in rec.spikes[:20]
@@ -194,10 +220,11 @@ def test_live_server_under_hostile_load(tmp_path: Path, seconds: float) -> None:
             f"{len(rec.spikes)} canary PINGs over {MAX_PING * 1000:.0f} ms (a reference"
             f" spike at the same time means the machine stalled):\n{spikes}"
         )
-        growth = rec.rss_end - rec.rss_start
+        growth = rec.rss_end - rec.rss_control
         assert growth <= MAX_GROWTH_MB, (
-            f"the server's RSS grew by {growth:.0f} MB ({rec.rss_start:.0f} ->"
-            f" {rec.rss_end:.0f} MB, peak {rec.rss_peak:.0f} MB)"
+            f"the server holds {growth:.0f} MB more than a fresh server on the same data"
+            f" ({rec.rss_end:.0f} MB against {rec.rss_control:.0f} MB; it started at"
+            f" {rec.rss_start:.0f} MB, peak {rec.rss_peak:.0f} MB)"
         )
     finally:
         if driver is not None:
@@ -212,3 +239,5 @@ def test_live_server_under_hostile_load(tmp_path: Path, seconds: float) -> None:
             echo.stdout.close()
         if server.alive:
             server.stop()
+        if control is not None and control.alive:
+            control.stop()
