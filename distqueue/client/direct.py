@@ -5,7 +5,8 @@ in this process by the server's own command handlers and rules (commands.py,
 service.py) over a store opened from its URL (``redis://...``): the same leases,
 retries and fencing, because the store enforces them. What a server would do in
 the background — promote due jobs, take back expired leases — each direct-mode
-worker does too (both are atomic and idempotent in the store). A worker that
+worker does too (both are atomic and idempotent in the store). As on a server, a
+pipeline's consecutive ACKs reach the store as one operation. A worker that
 dies loses its jobs when their leases run out, as there is no connection to drop.
 """
 
@@ -21,7 +22,7 @@ from distqueue import codec
 from distqueue.client.connection import Arg, hello_args
 from distqueue.config import ServerConfig, redact_url
 from distqueue.errors import DistQueueError, UnknownCommand
-from distqueue.protocol.commands import COMMANDS, Session, check_allowed
+from distqueue.protocol.commands import COMMANDS, OK, Session, check_allowed, parse_ack
 from distqueue.protocol.resp import Simple
 from distqueue.service.core import Service, keep_trying
 from distqueue.store import Store, open_store, require_backend
@@ -131,14 +132,54 @@ class DirectConnection:
         return _wire(reply)
 
     async def pipeline(self, commands: Sequence[Sequence[Arg]]) -> list[Any]:
-        """Many commands in order; errors come back as exception objects."""
+        """Many commands in order; errors come back as exception objects.
+
+        Consecutive well-formed ACKs go to the store as one operation (``ack_many``,
+        as a server groups a read's pipelined ACKs), each still answered on its own."""
+        if self._session is None:
+            await self.connect()
         out: list[Any] = []
+        acks: list[tuple[int, int, Any]] = []
         for command in commands:
+            item = self._ack_item(command)
+            if item is not None:
+                acks.append(item)
+                continue
+            if acks:  # what came after them starts once they are in the store
+                out += await self._ack_many(acks)
+                acks = []
             try:
                 out.append(await self.call(*command))
             except DistQueueError as exc:
                 out.append(exc)
+        if acks:
+            out += await self._ack_many(acks)
         return out
+
+    def _ack_item(self, command: Sequence[Arg]) -> tuple[int, int, Any] | None:
+        """A well-formed ACK's (job id, token, result); None for anything else (an ACK
+        with an error is answered the usual way, by call)."""
+        session = self._session
+        if session is None or not command or _arg(command[0]).upper() != b"ACK":
+            return None
+        words = [_arg(a) for a in command[1:]]
+        try:
+            check_allowed(session, b"ACK", COMMANDS[b"ACK"], len(words))
+            return parse_ack(words)
+        except DistQueueError:
+            return None
+
+    async def _ack_many(self, items: list[tuple[int, int, Any]]) -> list[Any]:
+        """One store operation for these ACKs; each one's reply (OK or its error)."""
+        session = self._session
+        assert session is not None and session.worker is not None
+        try:
+            errors: Sequence[DistQueueError | None] = await session.service.ack_many(
+                session.worker, items
+            )
+        except DistQueueError as exc:  # the store refused them all (an outage)
+            errors = [exc] * len(items)
+        return [_wire(OK) if error is None else error for error in errors]
 
     async def close(self) -> None:
         if self._tick is not None:

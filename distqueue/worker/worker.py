@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import random
@@ -54,6 +55,7 @@ from distqueue.worker.executors import (
     run_shell,
 )
 from distqueue.worker.registry import JobContext, Task, import_tasks, run_with_context
+from distqueue.worker.threads import ThreadRunner
 
 __all__ = ["Worker", "WorkerOptions"]
 
@@ -168,6 +170,9 @@ class JobRun:
     reported: bool = False
     #: time.monotonic() when it started (when its FETCH answered, for an inline one)
     started: float = 0.0
+    #: a sync task on the ThreadRunner: its context, and its timeout's timer
+    ctx: JobContext | None = None
+    timer: asyncio.TimerHandle | None = None
 
     def stop(self, reason: str) -> None:
         if self.stop_reason:
@@ -259,6 +264,9 @@ class Worker:
         self._slot_freed = asyncio.Event()
         self._reports_ready = asyncio.Event()
         self._threads = ThreadPoolExecutor(options.concurrency, thread_name_prefix="dq-job")
+        #: sync tasks' threads (threads.py), made on the first one; jobs on them now
+        self._runner: ThreadRunner | None = None
+        self._in_threads = 0
         self._procs = (
             ProcessPool(options.concurrency, options.tasks) if options.pool == "process" else None
         )
@@ -279,7 +287,7 @@ class Worker:
     @property
     def stuck(self) -> bool:
         """Jobs whose code would not stop (threads) are still running."""
-        return bool(self._job_tasks)
+        return bool(self._job_tasks) or self._in_threads > 0
 
     # -- the main loop --------------------------------------------------------------------
 
@@ -295,6 +303,8 @@ class Worker:
             if self._procs is not None:
                 await self._procs.close()
             self._threads.shutdown(wait=False, cancel_futures=True)
+            if self._runner is not None:
+                self._runner.close()
 
     async def _serve(self) -> None:
         delay = RECONNECT_MIN
@@ -357,7 +367,10 @@ class Worker:
     async def _fetch_loop(self) -> None:
         outage = _Outage("fetch")
         while True:
-            free = self.options.concurrency - len(self.running)
+            # never more than its slots ahead of what the store recorded: a finished
+            # job holds its slot until its ACK/FAIL is accepted (the reporter wakes us)
+            unaccepted = sum(1 for c in self.unreported if c[0] != "PROGRESS")
+            free = self.options.concurrency - len(self.running) - unaccepted
             if free <= 0:
                 self._slot_freed.clear()
                 await self._slot_freed.wait()
@@ -381,6 +394,8 @@ class Worker:
                     self._run_inline(run)
                     continue
                 self.running[job_id] = run
+                if self._start_in_thread(run):
+                    continue
                 task = asyncio.create_task(self._execute(run), name=f"job-{job_id}")
                 self._job_tasks.add(task)
                 task.add_done_callback(self._job_tasks.discard)
@@ -424,6 +439,7 @@ class Worker:
                 await self._reports_ready.wait()
                 continue
             store_error = await self._send_reports()  # ServerUnavailable: all kept
+            self._slot_freed.set()  # accepted reports free their slots for FETCH
             if store_error is not None:
                 await outage.pause(store_error)
             else:
@@ -558,6 +574,58 @@ class Worker:
                 del self.running[run.id]
             self._slot_freed.set()
 
+    def _start_in_thread(self, run: JobRun) -> bool:
+        """A sync task on the thread pool goes straight to a thread (threads.py): no
+        asyncio task, no future of its own, the loop woken once per batch of finished
+        jobs. False for every other kind of job (``_execute`` runs those)."""
+        task = self.tasks.get(run.type)
+        if task is None or task.is_async or self._procs is not None:
+            return False
+        if self._expired(run):  # reported as expired: its slot is free at once
+            del self.running[run.id]
+            return True
+        loop = asyncio.get_running_loop()
+        if self._runner is None:
+            self._runner = ThreadRunner(self.options.concurrency, loop, self._threads_done)
+
+        def report(percent: float, message: str) -> None:  # from the job's thread
+            loop.call_soon_threadsafe(self._progress, run, percent, message)
+
+        run.ctx = JobContext(
+            id=run.id, attempts=run.attempts, type=run.type, payload=run.payload,
+            report=report, token=run.token,
+        )  # fmt: skip
+        run.started = time.monotonic()
+        if log.isEnabledFor(logging.DEBUG):  # the hot path: nothing more when off
+            self._log_started(run)
+        # a thread cannot be stopped: a stop (timeout, cancel, lost, shutdown) is
+        # reported at once, and the slot waits for the code to return
+        run.kill = functools.partial(self._finish, run, None)
+        if run.timeout is not None:
+            run.timer = loop.call_later(run.timeout, run.stop, "timeout")
+        self._in_threads += 1
+        self._runner.submit(run, run_with_context, run.ctx, call_sync, task, run.args)
+        return True
+
+    def _threads_done(self, batch: list[tuple[Any, Any, BaseException | None]]) -> None:
+        """Sync tasks that returned (a batch, on the loop): report them, free their slots."""
+        for key, outcome, error in batch:
+            run: JobRun = key
+            if run.timer is not None:
+                run.timer.cancel()
+            if error is not None:  # call_sync catches Exception: this is a BaseException
+                outcome = error_outcome(error, retryable=True)
+            self._finish(run, outcome)  # (a stopped one was reported when it stopped)
+            if run.ctx is not None:
+                run.ctx.cleanup()
+            # both point back at run: left set, every job would be a cycle for the
+            # collector (a full collection under load stalls the loop for ms)
+            run.ctx = run.kill = None
+            if self.running.get(run.id) is run:
+                del self.running[run.id]
+        self._in_threads -= len(batch)
+        self._slot_freed.set()
+
     def _expired(self, run: JobRun) -> bool:
         """A job past its deadline is not started: it fails as expired, for good."""
         if run.deadline is None or time.time() <= run.deadline:
@@ -652,14 +720,21 @@ class Worker:
     async def _drain(self) -> None:
         """Let running jobs finish within the grace period; stop the rest."""
         self._drained = True
-        if self._job_tasks:
-            log.info("stopping: %d jobs running, %gs grace", len(self._job_tasks),
-                     self.options.grace)  # fmt: skip
+        if self._job_tasks or self._in_threads:
+            log.info("stopping: %d jobs running, %gs grace",
+                     len(self._job_tasks) + self._in_threads, self.options.grace)  # fmt: skip
             hurry = asyncio.ensure_future(self._hurry.wait())
             deadline = time.monotonic() + self.options.grace
-            while self._job_tasks and not self._hurry.is_set() and time.monotonic() < deadline:
-                await asyncio.wait([*self._job_tasks, hurry], timeout=deadline - time.monotonic(),
+            while (
+                (self._job_tasks or self._in_threads)
+                and not self._hurry.is_set() and time.monotonic() < deadline
+            ):  # fmt: skip
+                self._slot_freed.clear()
+                freed = asyncio.ensure_future(self._slot_freed.wait())
+                await asyncio.wait([*self._job_tasks, hurry, freed],
+                                   timeout=deadline - time.monotonic(),
                                    return_when=asyncio.FIRST_COMPLETED)  # fmt: skip
+                freed.cancel()
             hurry.cancel()
         for run in list(self.running.values()):
             run.stop("shutdown")
