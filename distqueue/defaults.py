@@ -6,6 +6,8 @@ flag, then the environment, then a config file (docs/configuration.md), then her
 
 from __future__ import annotations
 
+import os
+
 # -- where ---------------------------------------------------------------------------------
 
 #: the protocol port, and the address clients and workers use when told none
@@ -68,7 +70,11 @@ DURABILITY = "full"
 
 # -- the worker -------------------------------------------------------------------------------
 
-CONCURRENCY = 4
+#: jobs a worker runs at once, from the machine: 32 a core (16 to 256) on the thread
+#: pool — threads start only as jobs need them, so short jobs keep a few busy and
+#: slow (I/O) ones get many; with --pool process, a child process a core
+CONCURRENCY = min(256, max(16, 32 * (os.cpu_count() or 1)))
+PROCESSES = max(1, os.cpu_count() or 1)
 POOL = "thread"
 #: seconds running jobs get to finish on a graceful stop
 GRACE = 30.0

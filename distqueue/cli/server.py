@@ -316,9 +316,10 @@ def worker_options(fn: Any) -> Any:
             "-c",
             "--concurrency",
             type=click.IntRange(1, 10_000),
-            default=defaults.CONCURRENCY,
-            show_default=True,
-            help="Jobs run at once.",
+            default=None,
+            help=f"Jobs run at once [default: {defaults.CONCURRENCY} on this machine, 32 a"
+            f" core, with the thread pool; {defaults.PROCESSES}, a process a core, with"
+            " --pool process].",
         ),
         click.option(
             "--pool",
@@ -371,7 +372,7 @@ def make_options(
     server_addr: str | None,
     token: str | None,
     queues: str,
-    concurrency: int,
+    concurrency: int | None,
     pool: str,
     task_modules: tuple[str, ...],
     allow_shell: bool,
@@ -388,7 +389,8 @@ def make_options(
     return WorkerOptions(
         server=server_addr,
         token=token,
-        concurrency=concurrency,
+        concurrency=concurrency
+        or (defaults.PROCESSES if pool == "process" else defaults.CONCURRENCY),
         id=worker_id,
         pool=pool,
         queues=None if queues.strip() == "*" else [q for q in queues.split(",") if q],

@@ -34,8 +34,10 @@ HEALTHY_AFTER = 10.0
 def worker_argv(kw: dict[str, Any]) -> tuple[list[str], dict[str, str]]:
     """The ``distqueue worker`` command line (and environment) for these options."""
     argv = [sys.executable, "-m", "distqueue", "worker", "--queues", kw["queues"],
-            "--concurrency", str(kw["concurrency"]), "--pool", kw["pool"],
-            "--grace", str(kw["grace"]), "--parent", str(os.getpid())]  # fmt: skip
+            "--pool", kw["pool"], "--grace", str(kw["grace"]),
+            "--parent", str(os.getpid())]  # fmt: skip
+    if kw["concurrency"] is not None:  # else each worker's own default, from its machine
+        argv += ["--concurrency", str(kw["concurrency"])]
     env = dict(os.environ)
     if kw["server_addr"]:
         if redact_url(kw["server_addr"]) != kw["server_addr"]:  # a password in it:

@@ -26,6 +26,7 @@ import random
 import secrets
 import socket
 import time
+from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
@@ -80,6 +81,10 @@ RECONNECT_MIN, RECONNECT_MAX = 0.1, 5.0
 INLINE = frozenset(BUILTINS)
 #: seconds one FETCH blocks on the server before it is sent again
 FETCH_WAIT = 5.0
+#: the most jobs a worker claims beyond its free slots (its prefetch, see _prefetch)
+PREFETCH_MAX = 1000
+#: weight of the newest sample in the running means of job and FETCH times
+EWMA = 0.2
 #: retry backoff while the store fails (STORE replies): first wait, longest wait
 STORE_RETRY_MIN, STORE_RETRY_MAX = 0.1, 5.0
 
@@ -115,7 +120,7 @@ class WorkerOptions:
     #: queues served (None = every queue)
     queues: list[str] | None = field(default_factory=lambda: [defaults.QUEUE])
     #: jobs run at once; FETCH asks for the free slots
-    concurrency: int = 4
+    concurrency: int = defaults.CONCURRENCY
     #: where sync Python tasks run: "thread" or "process" (killable, CPU-bound)
     pool: str = "thread"
     #: modules whose @task functions this worker serves
@@ -267,6 +272,13 @@ class Worker:
         #: sync tasks' threads (threads.py), made on the first one; jobs on them now
         self._runner: ThreadRunner | None = None
         self._in_threads = 0
+        #: jobs claimed and not started yet (in ``running`` too), oldest first; how
+        #: many the fetch loop may claim beyond the free slots (see _prefetch); the
+        #: running means it is worked out from: a job's run time, a FETCH's round trip
+        self._waiting: deque[JobRun] = deque()
+        self.prefetch = 0
+        self._job_time: float | None = None
+        self._fetch_time: float | None = None
         self._procs = (
             ProcessPool(options.concurrency, options.tasks) if options.pool == "process" else None
         )
@@ -369,18 +381,25 @@ class Worker:
         while True:
             # never more than its slots ahead of what the store recorded: a finished
             # job holds its slot until its ACK/FAIL is accepted (the reporter wakes us)
-            unaccepted = sum(1 for c in self.unreported if c[0] != "PROGRESS")
-            free = self.options.concurrency - len(self.running) - unaccepted
-            if free <= 0:
+            # ... and, when jobs are short, a few more claimed ahead (self.prefetch) so
+            # the slots never wait for a FETCH's round trip
+            unaccepted = self._unaccepted()
+            concurrency = self.options.concurrency
+            free = concurrency + self.prefetch - len(self.running) - unaccepted
+            if free <= 0 or unaccepted >= concurrency:
                 self._slot_freed.clear()
                 await self._slot_freed.wait()
                 continue
+            ask = min(free, self.max_fetch)
+            sent = time.monotonic()
             try:
-                jobs = await self.fetcher.call("FETCH", min(free, self.max_fetch), FETCH_WAIT)
+                jobs = await self.fetcher.call("FETCH", ask, FETCH_WAIT)
             except StoreError as exc:
                 await outage.pause(exc)
                 continue
             outage.over()
+            if len(jobs) == ask:  # it had them all at hand: a round trip, no wait in it
+                self._fetch_time = _mean(self._fetch_time, time.monotonic() - sent)
             self._generation += 1
             now = time.monotonic()
             for job_id, token, meta_json, payload in jobs:
@@ -394,11 +413,59 @@ class Worker:
                     self._run_inline(run)
                     continue
                 self.running[job_id] = run
-                if self._start_in_thread(run):
-                    continue
-                task = asyncio.create_task(self._execute(run), name=f"job-{job_id}")
-                self._job_tasks.add(task)
-                task.add_done_callback(self._job_tasks.discard)
+                run.kill = functools.partial(self._drop_waiting, run)
+                self._waiting.append(run)
+            self._dispatch()
+
+    def _unaccepted(self) -> int:
+        """Reports of finished jobs the server has not accepted yet (each holds a slot)."""
+        return sum(1 for c in self.unreported if c[0] != "PROGRESS")
+
+    def _dispatch(self) -> None:
+        """Start waiting jobs while a slot is free: a slot is held by a running job, and
+        by a finished one until its report is accepted."""
+        waiting = self._waiting
+        if not waiting:
+            return
+        room = self.options.concurrency - self._unaccepted() - self._started()
+        while waiting and room > 0:
+            run = waiting.popleft()
+            run.kill = None
+            room -= 1
+            if self._start_in_thread(run):
+                continue
+            task = asyncio.create_task(self._execute(run), name=f"job-{run.id}")
+            self._job_tasks.add(task)
+            task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        self._job_tasks.discard(task)
+        self._dispatch()  # (its slot counts as taken until now)
+
+    def _started(self) -> int:
+        return len(self._job_tasks) + self._in_threads
+
+    def _drop_waiting(self, run: JobRun) -> None:
+        """A job stopped before it started (cancelled, lost, the worker stopping):
+        reported as such (nothing for lost or shutdown), never run."""
+        with contextlib.suppress(ValueError):
+            self._waiting.remove(run)
+        self._finish(run, None)
+        run.kill = None
+        if self.running.get(run.id) is run:
+            del self.running[run.id]
+        self._slot_freed.set()
+
+    def _freed(self, run: JobRun) -> None:
+        """A started job ended: count its time, let a waiting one start, wake FETCH."""
+        self._job_time = _mean(self._job_time, time.monotonic() - run.started)
+        if self._fetch_time is not None:
+            # enough claimed ahead to keep every slot busy through two FETCH round
+            # trips: for jobs that take a fraction of a round trip only (a job of a
+            # second claims nothing ahead: no hoarding from other workers)
+            ahead = 2 * self.options.concurrency * self._fetch_time / max(self._job_time, 1e-6)
+            self.prefetch = min(PREFETCH_MAX, int(ahead))
+        self._slot_freed.set()
 
     async def _heartbeat(self) -> None:
         outage = _Outage("heartbeat")
@@ -440,6 +507,7 @@ class Worker:
                 continue
             store_error = await self._send_reports()  # ServerUnavailable: all kept
             self._slot_freed.set()  # accepted reports free their slots for FETCH
+            self._dispatch()
             if store_error is not None:
                 await outage.pause(store_error)
             else:
@@ -572,7 +640,7 @@ class Worker:
             # run is not this one's to drop (its BEAT would then not list it)
             if self.running.get(run.id) is run:
                 del self.running[run.id]
-            self._slot_freed.set()
+            self._freed(run)
 
     def _start_in_thread(self, run: JobRun) -> bool:
         """A sync task on the thread pool goes straight to a thread (threads.py): no
@@ -623,8 +691,9 @@ class Worker:
             run.ctx = run.kill = None
             if self.running.get(run.id) is run:
                 del self.running[run.id]
+            self._freed(run)
         self._in_threads -= len(batch)
-        self._slot_freed.set()
+        self._dispatch()
 
     def _expired(self, run: JobRun) -> bool:
         """A job past its deadline is not started: it fails as expired, for good."""
@@ -720,6 +789,8 @@ class Worker:
     async def _drain(self) -> None:
         """Let running jobs finish within the grace period; stop the rest."""
         self._drained = True
+        for run in list(self._waiting):  # not started: back to the queue (BYE)
+            run.stop("shutdown")
         if self._job_tasks or self._in_threads:
             log.info("stopping: %d jobs running, %gs grace",
                      len(self._job_tasks) + self._in_threads, self.options.grace)  # fmt: skip
@@ -778,3 +849,8 @@ def _error_within(error: dict[str, Any], limit: int) -> bytes:
                 f" --max-payload of {limit} bytes]\n" + text[len(text) - keep :]
             )
     return codec.dumps(cut)
+
+
+def _mean(mean: float | None, sample: float) -> float:
+    """A running mean (exponentially weighted: recent samples count most)."""
+    return sample if mean is None else mean + EWMA * (sample - mean)
