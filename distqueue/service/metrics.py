@@ -169,6 +169,7 @@ class TimedStore:
             return attr
         wrapped = self._timed(name, attr)
         self._wrapped[name] = wrapped
+        setattr(self, name, wrapped)  # found directly from now on, not via __getattr__
         return wrapped
 
     def _timed(self, name: str, call: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[T]]:
