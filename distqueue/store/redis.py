@@ -16,6 +16,12 @@ automatically (see NO_RETRY). The store's epoch key tells a Redis that lost its
 data from an empty store: the scripts then refuse to change anything, rather than
 hand out job ids again.
 
+Few commands per job: a script touches a job's hash once or twice and sends its
+index and counter changes once per call (_lib.lua), and calls of one kind made while
+one is on its way to Redis go together in the next script call (_Group: claims,
+acknowledgements, enqueues), so a busy store sends fewer, bigger calls.
+``tests/store/test_redis_commands.py`` counts (docs/scaling.md has the figures).
+
 Several processes share one Redis: each publishes what it did that others may
 be waiting for (jobs made ready, jobs finished) on the channel ``{prefix}:events``,
 collected into one message per event-loop turn, and ``watch`` reports the other
@@ -27,13 +33,16 @@ from __future__ import annotations
 
 import asyncio
 import builtins
+import collections
 import contextlib
+import copy
 import logging
 import os
 import random
 import re
 import time
 from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping, Sequence
+from functools import partial
 from importlib import resources
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl, urlencode
@@ -91,8 +100,15 @@ QUIET = 1.0
 #: methods call again until a batch comes back short. 500 requeued jobs take Redis
 #: a few milliseconds, so other clients run between the calls.
 BATCH = 500
-#: the most jobs one claim script call leases (a claim of more calls it again)
+#: the most jobs one claim script call leases (a claim of more calls it again; claims
+#: made at once go together in one call up to this many jobs, see _Group)
 CLAIM_BATCH = 250
+#: enqueues and complete_many calls made at once go together in one script call up to
+#: this many jobs (a bigger one goes alone: each call is one script, as the contract
+#: wants it atomic)
+GROUP_JOBS = 1000
+#: the most claim groups (different queues and types) a store keeps ready at once
+CLAIM_GROUPS = 64
 #: the most ids one filtered list script call looks at
 LIST_SCAN = 1000
 #: the most members one migrate call pads (see _migrate)
@@ -158,6 +174,9 @@ SUMMARY_FIELDS = (
 )  # fmt: skip
 
 
+_SCHEDULED = (JobState.SCHEDULED, JobState.RETRYING)
+
+
 def _f(value: bytes | None) -> float | None:
     return None if value is None else float(value)
 
@@ -174,23 +193,32 @@ def _job(job_id: int, h: dict[Any, Any], payload_size: int | None = None) -> Job
         result = codec.loads(raw_result)
     args, error, progress = h.get(b"args"), h.get(b"error"), h.get(b"progress")
     payload = h.get(b"payload")
+    state = JobState(s("state") or "")
+    # lease_until and run_at stay in the hash after they stop applying (_lib.lua)
+    lease_until = _f(h.get(b"lease_until")) if state is JobState.RUNNING else None
+    run_at = _f(h.get(b"run_at")) if state in _SCHEDULED else None
     return Job(
         id=job_id, type=s("type") or "", args=None if args is None else codec.loads(args),
         payload=payload,
         payload_size=payload_size if payload_size is not None else len(payload or b""),
         queue=s("queue") or "", priority=int(s("priority") or 0),
         max_retries=int(s("max_retries") or 0), timeout=_f(h.get(b"timeout")),
-        deadline=_f(h.get(b"deadline")), run_at=_f(h.get(b"run_at")),
-        unique_key=s("unique_key"), state=JobState(s("state") or ""),
+        deadline=_f(h.get(b"deadline")), run_at=run_at,
+        unique_key=s("unique_key"), state=state,
         attempts=int(s("attempts") or 0), failures=int(s("failures") or 0),
         lost=int(s("lost") or 0), token=int(s("attempts") or 0), worker=s("worker"),
-        lease_until=_f(h.get(b"lease_until")),
+        lease_until=lease_until,
         cancel_requested=s("cancel_requested") == "1", result=result,
         error=None if error is None else JobError.from_dict(codec.loads(error)),
         progress=None if progress is None else codec.loads(progress),
         created_at=float(s("created_at") or 0), started_at=_f(h.get(b"started_at")),
         finished_at=_f(h.get(b"finished_at")),
     )  # fmt: skip
+
+
+def _pairs(flat: list[Any]) -> dict[Any, Any]:
+    """A hash as a script answers it (field, value, field, value, ...) as a dict."""
+    return dict(zip(flat[::2], flat[1::2], strict=True))
 
 
 def _store_error(exc: BaseException) -> StoreError:
@@ -283,6 +311,88 @@ def _refusal(job_id: int, token: int, answer: bytes) -> DistQueueError | None:
     raise StoreError(f"unexpected answer from the store: {answer!r}")
 
 
+def _copy(exc: Exception) -> Exception:
+    """Its own copy of an exception for each caller that raises it."""
+    try:
+        return copy.copy(exc)
+    except Exception:
+        return exc
+
+
+class _Group:
+    """Group commit for one script. A call made while none of its kind is on its way
+    to Redis is sent at once, alone, from the caller's own task (as an ungrouped call
+    would be); the calls made while one is on its way wait, and go together in the
+    next script call (each of them still whole, in the order they were made, as if
+    one after the other). So an idle store answers as fast as before, and a busy one
+    sends fewer, bigger script calls: each costs a round trip and a few commands
+    whatever its size (see _lib.lua). ``send`` takes the requests of one call and
+    answers one answer each, or raises: every request of that call then raises it
+    (a StoreError means "maybe" for each). ``limit``: the most jobs one grouped call
+    takes (a single request bigger than that goes alone)."""
+
+    def __init__(self, send: Callable[[list[Any]], Awaitable[list[Any]]], limit: int) -> None:
+        self._send = send
+        self._limit = limit
+        self._pending: collections.deque[tuple[Any, int, asyncio.Future[Any]]] = collections.deque()
+        #: the loop of the call on its way to Redis, None when there is none
+        self._busy: asyncio.AbstractEventLoop | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    def idle(self) -> bool:
+        return self._busy is None and not self._pending
+
+    async def __call__(self, request: Any, size: int) -> Any:
+        loop = asyncio.get_running_loop()
+        if self._busy is loop:
+            future: asyncio.Future[Any] = loop.create_future()
+            self._pending.append((request, size, future))
+            return await future
+        self._busy = loop  # (another loop's call, if any, died with its loop)
+        self._pending.clear()
+        try:
+            [answer] = await self._send([request])
+        finally:
+            self._next(loop)
+        return answer
+
+    def _next(self, loop: asyncio.AbstractEventLoop) -> None:
+        """A call came back: the requests made meanwhile go next, together."""
+        if self._pending:
+            self._task = loop.create_task(self._drain(loop))
+        else:
+            self._busy = None
+
+    async def _drain(self, loop: asyncio.AbstractEventLoop) -> None:
+        batch: list[tuple[Any, asyncio.Future[Any]]] = []
+        jobs = 0
+        while self._pending:
+            request, size, future = self._pending[0]
+            if batch and jobs + size > self._limit:
+                break
+            self._pending.popleft()
+            if not future.done():  # (done: its caller gave up before it was sent)
+                batch.append((request, future))
+                jobs += size
+        try:
+            answers = await self._send([request for request, _ in batch]) if batch else []
+        except asyncio.CancelledError:  # the loop is closing: no caller waits forever
+            for future in [f for _, f in batch] + [f for *_, f in self._pending]:
+                future.cancel()
+            self._pending.clear()
+            self._busy = None
+            raise
+        except Exception as exc:
+            for _, future in batch:
+                if not future.done():
+                    future.set_exception(_copy(exc))
+        else:
+            for (_, future), answer in zip(batch, answers, strict=True):
+                if not future.done():
+                    future.set_result(answer)
+        self._next(loop)
+
+
 class RedisStore:
     """The Store contract on Redis (redis-py asyncio, hiredis)."""
 
@@ -355,6 +465,9 @@ class RedisStore:
         self._quiet_until = 0.0
         self._last_publish = 0.0
         self._closed = False
+        self._enqueues = _Group(self._send_enqueues, GROUP_JOBS)
+        self._completes = _Group(self._send_completes, GROUP_JOBS)
+        self._claims: dict[tuple[bytes, bytes], _Group] = {}
         scripts = resources.files("distqueue.store").joinpath("redis_scripts")
         lib = scripts.joinpath("_lib.lua").read_text()
         self._scripts: dict[str, AsyncScript] = {}
@@ -619,7 +732,8 @@ class RedisStore:
                 payloads.append(bytes(spec.payload))
         if not wire:
             return []
-        rows = await self._run("enqueue", repr(now), codec.dumps(wire), *payloads)
+        request = (repr(now), codec.dumps(wire), payloads, len(wire))
+        rows = await self._enqueues(request, len(wire))
         out = [Enqueued(id=int(r[0]), created=bool(r[1]), state=JobState(r[2].decode()))
                for r in rows]  # fmt: skip
         self._announce(ready=any(e.created and e.state is S.QUEUED for e in out))
@@ -642,38 +756,74 @@ class RedisStore:
             check_id("max_bytes", max_bytes)
         qs = codec.dumps(None if queues is None else sorted(set(queues)))
         ts = codec.dumps(None if types is None else sorted(set(types)))
+        group = self._claim_group(qs, ts)
         jobs: list[Job] = []
         room = max_bytes  # the byte budget the earlier script calls left
         while len(jobs) < n:  # CLAIM_BATCH jobs per script call at most
             want = min(CLAIM_BATCH, n - len(jobs))
+            request = (worker, want, repr(now), repr(now + lease), "" if room is None else room,
+                       "1" if jobs else "0")  # fmt: skip
             try:
-                rows = await self._run("claim", worker, want, repr(now), repr(now + lease),
-                                       qs, ts, "" if room is None else room,
-                                       "1" if jobs else "0")  # fmt: skip
+                rows = await group(request, want)
             except StoreError:
                 if not jobs:
                     raise
                 return jobs  # what the earlier calls leased is the caller's: "up to n"
-            jobs += await self._claimed(rows)
+            jobs += [_job(int(row[0]), _pairs(row[3])) for row in rows]
             if len(rows) < want:
                 break
             if room is not None:
                 room -= sum(int(row[2]) for row in rows)
         return jobs
 
-    async def _claimed(self, rows: list[Any]) -> list[Job]:
-        """The jobs a claim script leased, read whole."""
-        if not rows:
-            return []
+    def _claim_group(self, qs: bytes, ts: bytes) -> _Group:
+        """The group of the claims of these queues and types (one script call serves
+        claims of the same queues and types only)."""
+        group = self._claims.get((qs, ts))
+        if group is None:
+            if len(self._claims) >= CLAIM_GROUPS:  # forget the idle ones
+                self._claims = {k: g for k, g in self._claims.items() if not g.idle()}
+            group = _Group(partial(self._send_claims, qs, ts), CLAIM_BATCH)
+            self._claims[(qs, ts)] = group
+        return group
 
-        async def read() -> list[Any]:
-            async with self._redis.pipeline(transaction=False) as pipe:
-                for row in rows:
-                    pipe.hgetall(self._key("job", str(row[0])))
-                return await pipe.execute()  # type: ignore[no-any-return]
+    async def _send_claims(self, qs: bytes, ts: bytes, requests: list[Any]) -> list[Any]:
+        """One claim script call for claims of queues ``qs`` and types ``ts``: the rows
+        of each."""
+        worker, want, now, until, room, taken = requests[0]
+        args: list[Any] = [worker, want, now, until, qs, ts, room, taken]
+        for request in requests[1:]:
+            args += request
+        rows = await self._run("claim", *args)
+        out: list[list[Any]] = [[] for _ in requests]
+        for row in rows:
+            out[int(row[4]) - 1].append(row)
+        return out
 
-        hashes = await self._read(read)
-        return [_job(int(row[0]), h) for row, h in zip(rows, hashes, strict=True)]
+    async def _send_enqueues(self, requests: list[Any]) -> list[Any]:
+        """One enqueue script call for enqueues made at once: the rows of each."""
+        args: list[Any] = []
+        for now, wire, payloads, _ in requests:
+            args += [now, wire, *payloads]
+        rows = await self._run("enqueue", *args)
+        out, at = [], 0
+        for *_, size in requests:
+            out.append(rows[at : at + size])
+            at += size
+        return out
+
+    async def _send_completes(self, requests: list[Any]) -> list[Any]:
+        """One complete script call for complete_many calls made at once: the answers
+        of each."""
+        args: list[Any] = []
+        for now, worker, items in requests:
+            args += [now, worker, len(items) // 4, *items]
+        answers = await self._run("complete", *args)
+        out, at = [], 0
+        for _, _, items in requests:
+            out.append(answers[at : at + len(items) // 4])
+            at += len(items) // 4
+        return out
 
     async def complete(
         self, job_id: int, token: int, result: Any, now: float, *, worker: str | None = None
@@ -685,14 +835,14 @@ class RedisStore:
     async def complete_many(
         self, items: Sequence[tuple[int, int, Any]], now: float, *, worker: str | None = None
     ) -> list[DistQueueError | None]:
-        args: list[Any] = [repr(now), worker or ""]
+        args: list[Any] = []
         for job_id, token, result in items:
             check_id("job id", job_id), check_id("token", token)
             data, kind = encode_result(result)
             args += [job_id, token, data, kind]
         if not items:
             return []
-        answers = await self._run("complete", *args)
+        answers = await self._completes((repr(now), worker or "", args), len(items))
         errors = [
             _refusal(job_id, token, answer)
             for (job_id, token, _), answer in zip(items, answers, strict=True)

@@ -1,19 +1,24 @@
 -- cancel: ARGV id, now -> state after ('cancelled' or 'running'), or 'notfound', or
 -- 'illegal:<state>' for a finished job
 local id, now = ARGV[1], tonumber(ARGV[2])
-local j = redis.call('HMGET', jobkey(id), 'state', 'queue', 'type', 'priority')
-if not j[1] then return 'notfound' end
-local state = j[1]
+local j = hmget(id, 'state', 'queue', 'type', 'priority')
+if not j.state then return 'notfound' end
+local state = j.state
 if state == 'running' then
   redis.call('HSET', jobkey(id), 'cancel_requested', '1')
   return 'running'
 end
 if state == 'queued' then
-  drop_ready(id, j[2], j[3], j[4])
+  -- out of its ready zset, and its pair out of P:pairs with its last ready job
+  local pair = j.queue .. '\t' .. j.type
+  local key = P .. ':ready:' .. pair
+  redis.call('ZREM', key, id)
+  if redis.call('ZCARD', key) == 0 then srem(P .. ':pairs', pair) end
+  incr(P .. ':prio', j.priority, -1)
 elseif state == 'scheduled' or state == 'retrying' then
-  redis.call('ZREM', P .. ':scheduled', zid(id))
+  zrem(P .. ':scheduled', zid(id))
 else
   return 'illegal:' .. state
 end
-finish(id, j[2], state, 'cancelled', now, nil)
-return 'cancelled'
+finish(id, j, state, 'cancelled', now)
+return reply('cancelled')

@@ -1,19 +1,26 @@
--- complete_many: ARGV now, worker (or ''), then per item: id, token, result, result_kind
--- -> one reply per item: 'ok', 'notfound' or 'stale'
-local now, worker = ARGV[1], ARGV[2]
+-- complete_many: ARGV now, worker (or ''), k, then k items: id, token, result,
+-- result_kind; then as many further complete_many calls made at once (the store
+-- groups them: one script call for all) the same way: now, worker, k, k items
+-- -> one reply per item, of every call in order: 'ok', 'notfound' or 'stale'
+-- Commands: per job one HMGET and one HSET; the indexes and counts once per call.
 local out = {}
 local done = 0
-for i = 3, #ARGV, 4 do
-  local id, token = ARGV[i], ARGV[i + 1]
-  local h = holder(id, token, worker)
-  if h == 'ok' then
-    local j = redis.call('HMGET', jobkey(id), 'queue', 'worker')
-    unlease(id, j[2])
-    redis.call('HSET', jobkey(id), 'result', ARGV[i + 2], 'result_kind', ARGV[i + 3])
-    finish(id, j[1], 'running', 'succeeded', tonumber(now), nil)
-    done = done + 1
+local i = 1
+while i <= #ARGV do
+  local now, worker, k = tonumber(ARGV[i]), ARGV[i + 1], tonumber(ARGV[i + 2])
+  i = i + 3
+  for _ = 1, k do
+    local id, token = ARGV[i], ARGV[i + 1]
+    local h, j = holder(id, token, worker, 'queue')
+    if h == 'ok' then
+      unlease(id, j.worker)
+      finish(id, j, 'running', 'succeeded', now,
+        {'result', ARGV[i + 2], 'result_kind', ARGV[i + 3]})
+      done = done + 1
+    end
+    out[#out + 1] = h
+    i = i + 4
   end
-  out[#out + 1] = h
 end
 if done > 0 then total('succeeded', done) end
-return out
+return reply(out)

@@ -4,4 +4,4 @@
 local now, limit = tonumber(ARGV[1]), tonumber(ARGV[2])
 local ids = due_in_order(P .. ':leases', now, tonumber(ARGV[3]))
 for _, id in ipairs(ids) do lose(id, now, limit) end
-return ids
+return reply(ids)

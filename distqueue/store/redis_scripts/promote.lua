@@ -3,7 +3,8 @@
 local now = tonumber(ARGV[1])
 local ids = due_in_order(P .. ':scheduled', now, tonumber(ARGV[2]))
 for _, id in ipairs(ids) do
-  redis.call('ZREM', P .. ':scheduled', zid(id))
-  requeue(id, hget(id, 'state'), now)
+  zrem(P .. ':scheduled', zid(id))
+  local j = hmget(id, 'state', 'queue', 'type', 'priority')
+  requeue(id, j, j.state, now)
 end
-return ids
+return reply(ids)

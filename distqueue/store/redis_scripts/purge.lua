@@ -1,13 +1,14 @@
 -- purge: ARGV ok_before, failed_before, batch -> number deleted, at most `batch`
 -- (fewer: nothing more is old enough), or ARGV 'one', id -> 'ok' | 'notfound' |
 -- 'illegal:<state>'
+-- Commands: per job one HMGET and one DEL; the indexes and counts once per call.
 local function delete(id)
   local j = redis.call('HMGET', jobkey(id), 'state', 'queue', 'unique_key')
-  redis.call('ZREM', P .. ':state:' .. j[1], id)
-  redis.call('ZREM', P .. ':all', id)
-  redis.call('ZREM', P .. ':done:ok', id)
-  redis.call('ZREM', P .. ':done:failed', id)
-  if j[3] then redis.call('HDEL', P .. ':unique', j[3]) end
+  zrem(P .. ':state:' .. j[1], id)
+  zrem(P .. ':all', id)
+  zrem(P .. ':done:ok', id)
+  zrem(P .. ':done:failed', id)
+  if j[3] then hdel(P .. ':unique', j[3]) end
   redis.call('DEL', jobkey(id))
   count(j[2], j[1], nil)
   total('purged')
@@ -19,7 +20,7 @@ if ARGV[1] == 'one' then
     return 'illegal:' .. state
   end
   delete(ARGV[2])
-  return 'ok'
+  return reply('ok')
 end
 local n, batch = 0, tonumber(ARGV[3])
 for _, spec in ipairs({{':done:ok', ARGV[1]}, {':done:failed', ARGV[2]}}) do
@@ -30,4 +31,4 @@ for _, spec in ipairs({{':done:ok', ARGV[1]}, {':done:failed', ARGV[2]}}) do
     n = n + #ids
   end
 end
-return n
+return reply(n)

@@ -16,13 +16,15 @@ for _, n in ipairs(chosen) do
   local id = tostring(n)
   if vanished == '1' then
     lose(id, now, limit)
-  elseif hget(id, 'cancel_requested') == '1' then
-    -- a cancel asked while it ran sticks: it never runs again
-    unlease(id, worker)
-    finish(id, hget(id, 'queue'), 'running', 'cancelled', now, nil)
   else
+    local j = hmget(id, 'queue', 'type', 'priority', 'cancel_requested')
     unlease(id, worker)
-    requeue(id, 'running', now)
+    if j.cancel_requested == '1' then
+      -- a cancel asked while it ran sticks: it never runs again
+      finish(id, j, 'running', 'cancelled', now)
+    else
+      requeue(id, j, 'running', now)
+    end
   end
 end
-return chosen
+return reply(chosen)

@@ -1,11 +1,10 @@
 -- retry: ARGV id, now -> 'ok', 'notfound' or 'illegal:<state>' (only dead or cancelled)
 local id, now = ARGV[1], tonumber(ARGV[2])
-local j = redis.call('HMGET', jobkey(id), 'state')
-if not j[1] then return 'notfound' end
-if j[1] ~= 'dead' and j[1] ~= 'cancelled' then return 'illegal:' .. j[1] end
-redis.call('ZREM', P .. ':done:failed', id)
-redis.call('HSET', jobkey(id), 'failures', 0, 'lost', 0)
-redis.call('HDEL', jobkey(id), 'finished_at')
-requeue(id, j[1], now)
+local j = hmget(id, 'state', 'queue', 'type', 'priority', 'finished_at')
+if not j.state then return 'notfound' end
+if j.state ~= 'dead' and j.state ~= 'cancelled' then return 'illegal:' .. j.state end
+zrem(P .. ':done:failed', id)
+if j.finished_at then redis.call('HDEL', jobkey(id), 'finished_at') end
+requeue(id, j, j.state, now, {'failures', 0, 'lost', 0})
 total('retried')
-return 'ok'
+return reply('ok')
