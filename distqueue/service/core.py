@@ -309,19 +309,27 @@ class Service:
         deadline = None if timeout is None else loop.time() + timeout
         while True:
             poll = self.config.poll
+            # told of a finish from before the read on: none slips in between
+            watch = self.done.watch(job_id)
             try:
                 job = await self.status(job_id)
             except StoreError:
+                self.done.drop(watch, job_id)
                 if deadline is not None and loop.time() + poll > deadline:
                     raise
                 await asyncio.sleep(poll)
                 continue
+            except BaseException:
+                self.done.drop(watch, job_id)
+                raise
             if job.state in TERMINAL_STATES:
+                self.done.drop(watch, job_id)
                 return job
             remaining = poll if deadline is None else min(poll, deadline - loop.time())
             if remaining <= 0:
+                self.done.drop(watch, job_id)
                 raise Timeout(f"job {job_id} is still {job.state.value} after {timeout}s")
-            finished = await self.done.wait(job_id, remaining)
+            finished = await self.done.until(watch, job_id, remaining)
             if finished is not None and finished.state in TERMINAL_STATES:
                 return finished  # read for us right after the ACK: see ack_many
 

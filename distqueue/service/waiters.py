@@ -107,19 +107,35 @@ class DoneWaiters:
     async def wait(self, job_id: int, timeout: float) -> Job | None:
         """Return when the job may have finished (with the finished job when the
         notifier had it at hand), or after ``timeout`` (None)."""
+        return await self.until(self.watch(job_id), job_id, timeout)
+
+    def watch(self, job_id: int) -> asyncio.Future[Job | None]:
+        """Be told from now on: register before reading the job's state, so a finish
+        between the read and the wait is not missed (it would cost a poll)."""
         fut: asyncio.Future[Job | None] = asyncio.get_running_loop().create_future()
         self._waiters.setdefault(job_id, []).append(fut)
+        return fut
+
+    async def until(
+        self, fut: asyncio.Future[Job | None], job_id: int, timeout: float
+    ) -> Job | None:
+        """Wait for a watch() (None after ``timeout``); it is dropped either way."""
         try:
             return await asyncio.wait_for(fut, timeout)
         except TimeoutError:
             return None
         finally:
-            futs = self._waiters.get(job_id)
-            if futs is not None:
-                if fut in futs:
-                    futs.remove(fut)
-                if not futs:
-                    del self._waiters[job_id]
+            self.drop(fut, job_id)
+
+    def drop(self, fut: asyncio.Future[Job | None], job_id: int) -> None:
+        futs = self._waiters.get(job_id)
+        if futs is not None:
+            if fut in futs:
+                futs.remove(fut)
+            if not futs:
+                del self._waiters[job_id]
+        if not fut.done():
+            fut.cancel()
 
     def notify(self, job_ids: Collection[int], jobs: Mapping[int, Job] | None = None) -> None:
         """These jobs may have finished; ``jobs``: some of them as they now are."""
