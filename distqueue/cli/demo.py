@@ -57,6 +57,10 @@ async def _demo(data: Path, n: int, workers: int) -> None:
     click.echo(f"started {workers} worker processes")
     try:
         async with AsyncClient(address) as client:
+            # every worker connected before the jobs go in: each gets its share
+            deadline = time.monotonic() + 30
+            while len(server.service.workers) < workers and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
             rng = random.Random(0)
             specs: list[dict[str, Any]] = [
                 {
