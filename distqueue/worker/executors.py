@@ -186,7 +186,13 @@ async def run_shell(
         for task in done:
             failure = task.exception()
             if isinstance(failure, OutputTooLarge):  # killed already
-                await proc.wait()
+                # the stream that passed the limit is read no more: what its pipe
+                # still holds is read and dropped, so the pipe reaches its end and the
+                # process can be waited for (an unread pipe kept proc.wait() waiting
+                # for ever); bounded, like the timeout's drain below
+                stream = proc.stdout if task is readers[0] else proc.stderr
+                tasks.append(asyncio.ensure_future(_discard(stream)))
+                await asyncio.wait([t for t in tasks if not t.done()], timeout=SHELL_DRAIN)
                 return Outcome(error={
                     "kind": "OutputTooLarge", "message": str(failure), "traceback": "",
                     "retryable": False,
@@ -220,6 +226,13 @@ async def run_shell(
             "retryable": True,
         })  # fmt: skip
     return Outcome(result=result)
+
+
+async def _discard(stream: asyncio.StreamReader) -> None:
+    """Read ``stream`` to its end, dropping what it holds."""
+    with contextlib.suppress(Exception):
+        while await stream.read(1 << 16):
+            pass
 
 
 class OutputTooLarge(Exception):
