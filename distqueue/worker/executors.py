@@ -193,6 +193,9 @@ async def run_shell(
                 stream = proc.stdout if task is readers[0] else proc.stderr
                 tasks.append(asyncio.ensure_future(_discard(stream)))
                 await asyncio.wait([t for t in tasks if not t.done()], timeout=SHELL_DRAIN)
+                transport = getattr(proc, "_transport", None)  # (asyncio's own, 3.11+)
+                if transport is not None and proc.returncode is not None:
+                    transport.close()  # its pipes too: none is left for the collector
                 return Outcome(error={
                     "kind": "OutputTooLarge", "message": str(failure), "traceback": "",
                     "retryable": False,
