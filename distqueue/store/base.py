@@ -25,13 +25,11 @@ Rules that hold for every operation of every backend:
 from __future__ import annotations
 
 import builtins
-import math
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
-from distqueue import codec
-from distqueue.errors import DistQueueError, InvalidJob
+from distqueue.errors import DistQueueError
 from distqueue.jobs import Job, JobError, JobSpec, JobState
 from distqueue.policy import DEFAULT_LEASE, Retention
 
@@ -120,32 +118,6 @@ class WorkerRecord:
     seen: float
     #: ids of the jobs it holds (running, leased to it) now, ascending, at most WORKER_JOBS
     jobs: list[int]
-
-
-def check_worker(worker: object) -> str:
-    """A worker id for the registry: a string of 1..MAX_WORKER_ID characters."""
-    if not isinstance(worker, str) or not 1 <= len(worker) <= MAX_WORKER_ID:
-        raise InvalidJob(f"worker must be a string of 1-{MAX_WORKER_ID} characters")
-    return worker
-
-
-def check_worker_info(info: object) -> bytes:
-    """A worker's info as the registry stores it: a JSON object, at most
-    MAX_WORKER_INFO bytes encoded."""
-    if not isinstance(info, Mapping):
-        raise InvalidJob("worker info must be a JSON object")
-    data = codec.dumps(dict(info), "worker info")
-    if len(data) > MAX_WORKER_INFO:
-        raise InvalidJob(f"worker info is {len(data)} bytes of JSON: at most {MAX_WORKER_INFO}")
-    return data
-
-
-def check_workers(max_age: float, limit: int) -> None:
-    """The arguments of Store.workers."""
-    if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= 1000:
-        raise InvalidJob("limit must be 1-1000")
-    if not isinstance(max_age, int | float) or math.isnan(max_age) or max_age < 0:
-        raise InvalidJob("max_age must be a number of seconds, 0 or more")
 
 
 @runtime_checkable

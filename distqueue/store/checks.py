@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import math
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from distqueue import codec
 from distqueue.errors import InvalidJob
 from distqueue.jobs import JobSpec, JobState
+from distqueue.store.base import MAX_WORKER_ID, MAX_WORKER_INFO
 
-__all__ = ["MAX_INT", "check_claim", "check_id", "check_list", "check_specs", "encode_result"]
+__all__ = [
+    "MAX_INT", "check_claim", "check_id", "check_list", "check_specs", "check_worker",
+    "check_worker_info", "check_workers", "encode_result",
+]  # fmt: skip
 
 #: ids, tokens and counts are 64-bit signed integers in every store
 MAX_INT = 2**63 - 1
@@ -63,3 +68,29 @@ def encode_result(result: Any) -> tuple[bytes, str]:
     if isinstance(result, bytes | bytearray | memoryview):
         return bytes(result), "bytes"
     return codec.dumps(result, "result"), "json"
+
+
+def check_worker(worker: object) -> str:
+    """A worker id for the registry: a string of 1..MAX_WORKER_ID characters."""
+    if not isinstance(worker, str) or not 1 <= len(worker) <= MAX_WORKER_ID:
+        raise InvalidJob(f"worker must be a string of 1-{MAX_WORKER_ID} characters")
+    return worker
+
+
+def check_worker_info(info: object) -> bytes:
+    """A worker's info as the registry stores it: a JSON object, at most
+    MAX_WORKER_INFO bytes encoded."""
+    if not isinstance(info, Mapping):
+        raise InvalidJob("worker info must be a JSON object")
+    data = codec.dumps(dict(info), "worker info")
+    if len(data) > MAX_WORKER_INFO:
+        raise InvalidJob(f"worker info is {len(data)} bytes of JSON: at most {MAX_WORKER_INFO}")
+    return data
+
+
+def check_workers(max_age: float, limit: int) -> None:
+    """The arguments of Store.workers."""
+    if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= 1000:
+        raise InvalidJob("limit must be 1-1000")
+    if not isinstance(max_age, int | float) or math.isnan(max_age) or max_age < 0:
+        raise InvalidJob("max_age must be a number of seconds, 0 or more")

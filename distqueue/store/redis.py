@@ -75,15 +75,15 @@ from distqueue.store.base import (
     Heartbeat,
     Stats,
     WorkerRecord,
-    check_worker,
-    check_worker_info,
-    check_workers,
 )
 from distqueue.store.checks import (
     check_claim,
     check_id,
     check_list,
     check_specs,
+    check_worker,
+    check_worker_info,
+    check_workers,
     encode_result,
 )
 
