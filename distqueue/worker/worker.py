@@ -257,6 +257,9 @@ class Worker:
         self._job_tasks: set[asyncio.Task[None]] = set()
         #: ACK/FAIL/PROGRESS commands not yet answered by a server, in order
         self.unreported: list[list[Any]] = []
+        #: of those, the ACKs and FAILs (each holds a slot until accepted): kept as
+        #: they come and go, not counted again at every dispatch
+        self._unaccepted_count = 0
         #: (job id, token) of each FAIL not yet answered -> what its log line says
         self._failing: dict[tuple[int, int], _Failure] = {}
         self.processed = 0
@@ -431,7 +434,7 @@ class Worker:
 
     def _unaccepted(self) -> int:
         """Reports of finished jobs the server has not accepted yet (each holds a slot)."""
-        return sum(1 for c in self.unreported if c[0] != "PROGRESS")
+        return self._unaccepted_count
 
     def _dispatch(self) -> None:
         """Start waiting jobs while a slot is free: a slot is held by a running job, and
@@ -564,6 +567,9 @@ class Worker:
                 log.warning("%s of job %s refused: %s", command[0], command[1], reply,
                             extra={"job": command[1]})  # fmt: skip
         self.unreported[: len(batch)] = again
+        self._unaccepted_count += sum(1 for c in again if c[0] != "PROGRESS") - sum(
+            1 for c in batch if c[0] != "PROGRESS"
+        )
         return store_error
 
     def _log_failure(self, command: list[Any], reply: Any) -> None:
@@ -609,6 +615,8 @@ class Worker:
 
     def _report(self, command: list[Any]) -> None:
         self.unreported.append(command)
+        if command[0] != "PROGRESS":
+            self._unaccepted_count += 1
         self._reports_ready.set()
 
     # -- running one job --------------------------------------------------------------------
