@@ -12,12 +12,13 @@ from distqueue.errors import (
     InvalidJob,
     JobNotFound,
     LeaseLost,
+    QueueFull,
     StoreError,
 )
 from distqueue.jobs import Job, JobError, JobSpec, JobState, parse_priority
 from distqueue.policy import Retention, RetryPolicy
 from distqueue.store import Store, open_store
-from distqueue.worker.registry import FileResult, JobContext, current_job, task
+from distqueue.worker.registry import FileResult, JobContext, current_job, periodic, task
 
 __all__ = [
     "DistQueueError",
@@ -31,6 +32,7 @@ __all__ = [
     "JobSpec",
     "JobState",
     "LeaseLost",
+    "QueueFull",
     "Retention",
     "RetryPolicy",
     "Store",
@@ -39,5 +41,6 @@ __all__ = [
     "current_job",
     "open_store",
     "parse_priority",
+    "periodic",
     "task",
 ]

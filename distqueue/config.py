@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from distqueue import defaults
 from distqueue.policy import DEFAULT_LEASE, Retention, RetryPolicy
+
+if TYPE_CHECKING:
+    from distqueue.store.base import Limit
 
 __all__ = [
     "DEFAULT_HTTP",
@@ -67,6 +71,9 @@ class ServerConfig:
     auth_timeout: float = defaults.AUTH_TIMEOUT
     #: seconds a half-sent request may stall before the connection is closed
     frame_timeout: float = defaults.FRAME_TIMEOUT
+    #: limits set in the store when the server starts (``--limit``); each replaces
+    #: the stored limit of its queue or type, the others stay as they are
+    limits: tuple[Limit, ...] = ()
     #: seconds between a blocked FETCH's or WAIT's own looks at the store; what this
     #: server does wakes them at once, and so do other servers' events on a shared store
     poll: float = defaults.POLL

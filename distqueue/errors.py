@@ -36,6 +36,7 @@ __all__ = [
     "NotAllowed",
     "NotFinished",
     "ProtocolError",
+    "QueueFull",
     "ServerUnavailable",
     "StoreError",
     "Timeout",
@@ -90,6 +91,13 @@ class StoreError(DistQueueError):
     """The store cannot serve: closed, locked by another process, or broken by an I/O error."""
 
     code = "STORE"
+
+
+class QueueFull(DistQueueError):
+    """A submit would take a queue (or all queues) past its maximum depth: nothing was
+    stored; try again once workers have drained some (Limit.max_depth)."""
+
+    code = "FULL"
 
 
 class UnknownType(InvalidJob):

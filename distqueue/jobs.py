@@ -14,6 +14,8 @@ from distqueue.errors import InvalidJob
 __all__ = [
     "DEFAULT_PRIORITY",
     "DEFAULT_QUEUE",
+    "MAX_AFTER",
+    "MAX_WAITERS",
     "PRIORITY_NAMES",
     "TERMINAL_STATES",
     "Job",
@@ -27,6 +29,8 @@ __all__ = [
 class JobState(enum.StrEnum):
     """Where a job is in its life; docs/lifecycle.md draws the edges."""
 
+    #: waiting for the jobs it was submitted ``after`` to finish (JobSpec.after)
+    WAITING = "waiting"
     #: waiting for its run-at time (submitted with a delay)
     SCHEDULED = "scheduled"
     #: ready to be handed to a worker
@@ -54,6 +58,13 @@ PRIORITY_NAMES = {"high": 0, "normal": 5, "low": 10}
 DEFAULT_PRIORITY = defaults.PRIORITY
 DEFAULT_QUEUE = defaults.QUEUE
 MIN_PRIORITY, MAX_PRIORITY = 0, 10
+#: the most jobs one job may wait for (JobSpec.after)
+MAX_AFTER = 100
+#: the most jobs that may wait for one job: the ACK that finishes it releases them
+#: all in one store operation, so this bounds that operation's work
+MAX_WAITERS = 1000
+#: what a waiting job does when a job it waits for ends dead or cancelled
+ON_FAILURE = ("cancel", "run")
 
 #: a type or queue name: letters, digits and _ . : - / (so import paths fit), at most
 #: 200 characters, starting with a letter, digit or underscore; no spaces or commas,
@@ -119,6 +130,17 @@ class JobSpec:
     run_at: float | None = None
     #: idempotency key: a second submit with the same key returns the first job
     unique_key: str | None = None
+    #: ids of jobs this one waits for: it is ``waiting`` until every one of them has
+    #: succeeded, then queued (or scheduled, if its run_at is still ahead). Each must
+    #: exist; at most MAX_AFTER, and at most MAX_WAITERS jobs may wait for one job.
+    #: Empty = no dependencies.
+    after: tuple[int, ...] = ()
+    #: when one of ``after`` ends dead or cancelled: "cancel" (this job is cancelled
+    #: too, and so, in turn, are the jobs waiting for it) or "run" (it counts as done)
+    on_failure: str = "cancel"
+    #: hand the results of ``after`` to the task (the worker fetches them when it
+    #: starts the job: one job's result as the first argument, several as a list)
+    pass_results: bool = False
 
     #: validate() passed (the spec is frozen, so it stays valid): the server checks a
     #: spec as it parses it, and the store's own check then costs nothing
@@ -151,6 +173,23 @@ class JobSpec:
             not isinstance(self.unique_key, str) or not 1 <= len(self.unique_key) <= 512
         ):
             raise InvalidJob("unique_key must be a string of 1-512 characters")
+        if (
+            not isinstance(self.after, tuple)
+            or len(self.after) > MAX_AFTER
+            or any(
+                isinstance(i, bool) or not isinstance(i, int) or not 0 < i < 2**63
+                for i in self.after
+            )
+        ):
+            raise InvalidJob(f"after must be at most {MAX_AFTER} job ids")
+        if len(set(self.after)) != len(self.after):
+            raise InvalidJob("after names a job twice")
+        if self.on_failure not in ON_FAILURE:
+            raise InvalidJob(f"on_failure must be cancel or run, not {self.on_failure!r}")
+        if not isinstance(self.pass_results, bool):
+            raise InvalidJob("pass_results must be true or false")
+        if self.pass_results and not self.after:
+            raise InvalidJob("pass_results needs jobs to wait for (after)")
         object.__setattr__(self, "_valid", True)
 
 
@@ -234,3 +273,9 @@ class Job:
     #: the fencing token of the current (or last) claim, 0 before the first: it grows
     #: with every claim and is never handed out twice, even across a crash
     token: int = 0
+    #: the ids it was submitted to wait for (JobSpec.after), in the order given
+    after: tuple[int, ...] = ()
+    #: JobSpec.on_failure
+    on_failure: str = "cancel"
+    #: JobSpec.pass_results
+    pass_results: bool = False

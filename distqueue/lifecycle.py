@@ -17,6 +17,11 @@ S = JobState
 TRANSITIONS: dict[tuple[JobState | None, JobState], str] = {
     (None, S.QUEUED): "enqueue",
     (None, S.SCHEDULED): "enqueue with a delay",
+    (None, S.WAITING): "enqueue after jobs not yet finished",
+    (None, S.CANCELLED): "enqueue after a job already dead or cancelled (on_failure cancel)",
+    (S.WAITING, S.QUEUED): "the last job it waits for succeeded (or ended, on_failure run)",
+    (S.WAITING, S.SCHEDULED): "the same, its run-at still ahead",
+    (S.WAITING, S.CANCELLED): "cancel; a job it waits for ended dead or cancelled",
     (S.SCHEDULED, S.QUEUED): "promote (run-at reached)",
     (S.SCHEDULED, S.CANCELLED): "cancel",
     (S.QUEUED, S.RUNNING): "claim",

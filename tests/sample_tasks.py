@@ -86,3 +86,9 @@ def fails_once(marker: str) -> str:
         open(marker, "w").close()
         raise RuntimeError("first try fails")
     return "second try"
+
+
+@distqueue.task
+def collect(*values: object) -> list[object]:
+    """Returns its arguments: a workflow test sees what its parents passed on."""
+    return list(values)

@@ -120,11 +120,12 @@ def _register() -> None:
     from distqueue.cli.bench import bench
     from distqueue.cli.config import config
     from distqueue.cli.demo import demo
+    from distqueue.cli.flow import COMMANDS as FLOW
     from distqueue.cli.jobs import COMMANDS
     from distqueue.cli.server import server, worker
     from distqueue.cli.supervisor import workers
 
-    for command in [server, worker, workers, *COMMANDS, bench, demo, config]:
+    for command in [server, worker, workers, *COMMANDS, *FLOW, bench, demo, config]:
         main.add_command(command)
 
 

@@ -71,6 +71,23 @@ def _deadline(value: str) -> dict[str, float]:
     help="Queue it even if its type looks like a typo of a known one.",
 )
 @click.option(
+    "--after",
+    default=None,
+    metavar="ID[,ID...]",
+    help="Wait for these jobs: run once they have all succeeded.",
+)
+@click.option(
+    "--on-failure",
+    type=click.Choice(["cancel", "run"]),
+    default=None,
+    help="With --after, when one of them fails for good: cancel this job (default) or run it.",
+)
+@click.option(
+    "--pass-results",
+    is_flag=True,
+    help="With --after, give the task their results first (one, or a list).",
+)
+@click.option(
     "-n",
     "--count",
     type=click.IntRange(1, 10_000_000),
@@ -91,6 +108,9 @@ def submit(
     args_json: str | None,
     unique_key: str | None,
     no_check_type: bool,
+    after: str | None,
+    on_failure: str | None,
+    pass_results: bool,
     count: int,
     server: str | None,
     token: str | None,
@@ -112,13 +132,7 @@ def submit(
         job_type, text = one[1], (one[2],) if one[2] else ()  # the text after it, verbatim
     if count > 1 and unique_key is not None:
         raise click.UsageError("--unique-key makes one job: not with --count")
-    spec: dict[str, Any] = {"type": job_type}
-    if args_json is not None:
-        if text:
-            raise InvalidJob("give the job's text or --args, not both")
-        spec["args"] = codec.loads(args_json, "--args")
-    elif text:
-        spec["args"] = " ".join(text)
+    spec: dict[str, Any] = {"type": job_type, **job_args(text, args_json)}
     if priority is not None:
         spec["priority"] = parse_priority(priority)
     for key, value in (
@@ -134,6 +148,18 @@ def submit(
         spec.update(_deadline(deadline))
     if no_check_type:
         spec["check_type"] = False
+    if after is not None:
+        try:
+            spec["after"] = [int(i) for i in after.split(",") if i.strip()]
+        except ValueError:
+            raise click.BadParameter(f"job ids, comma-separated, not {after!r}",
+                                     param_hint="--after") from None  # fmt: skip
+    elif on_failure is not None or pass_results:
+        raise click.UsageError("--on-failure and --pass-results go with --after")
+    if on_failure is not None:
+        spec["on_failure"] = on_failure
+    if pass_results:
+        spec["pass_results"] = True
     if payload_file is not None:
         spec["payload"] = payload_file.read_bytes()
     with Client(server, token=token) as client:
@@ -145,6 +171,15 @@ def submit(
         emit_json(ids)
     else:
         click.echo("\n".join(map(str, ids)))
+
+
+def job_args(text: tuple[str, ...], args_json: str | None) -> dict[str, Any]:
+    """A job's ``args`` from the command line: its text words, or --args as JSON."""
+    if args_json is not None:
+        if text:
+            raise InvalidJob("give the job's text or --args, not both")
+        return {"args": codec.loads(args_json, "--args")}
+    return {"args": " ".join(text)} if text else {}
 
 
 #: the most jobs one SUBMIT of ``submit --count`` carries

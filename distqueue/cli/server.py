@@ -21,8 +21,11 @@ from distqueue.cli.common import (
 )
 from distqueue.cli.types import DURATION, Duration, Size
 from distqueue.config import DEFAULT_HTTP, SERVER_ENV, ServerConfig, server_addresses
+from distqueue.errors import InvalidJob
+from distqueue.limits import limit_from_text
 from distqueue.policy import Retention, RetryPolicy
 from distqueue.server.server import Server
+from distqueue.store.base import ALL_QUEUES, Limit
 from distqueue.worker.child import die_with_parent
 from distqueue.worker.executors import SHELL_OUTPUT_LIMIT
 from distqueue.worker.worker import Worker, WorkerOptions
@@ -94,6 +97,17 @@ def _default_port() -> int:
         except (ValueError, IndexError):
             pass
     return defaults.PORT
+
+
+def _limits(texts: tuple[str, ...], max_depth: int | None) -> tuple[Limit, ...]:
+    """--limit and --max-depth as the store's Limit records (a bad one: exit 2)."""
+    try:
+        out = [limit_from_text(t) for t in texts]
+    except InvalidJob as exc:
+        raise click.BadParameter(str(exc), param_hint="--limit") from None
+    if max_depth is not None:
+        out.append(Limit(scope="queue", name=ALL_QUEUES, max_depth=max_depth))
+    return tuple(out)
 
 
 @click.command()
@@ -200,6 +214,21 @@ def _default_port() -> int:
     " nothing moved for this long.",
 )
 @click.option(
+    "--limit",
+    "limits",
+    multiple=True,
+    metavar="SCOPE:NAME:FIELD=VALUE,...",
+    help="Set a limit at start (repeatable): type:email.send:concurrency=5,rate=100/m or"
+    " queue:bulk:max_depth=100000; `distqueue limit` changes them at run time.",
+)
+@click.option(
+    "--max-depth",
+    type=click.IntRange(1, None),
+    default=None,
+    help="At most this many unfinished jobs in all queues together; a SUBMIT beyond it"
+    " is refused (FULL), to be tried again.",
+)
+@click.option(
     "--console/--no-console",
     default=None,
     help="Read 'stats' and 'quit' from stdin (default: when it is a terminal).",
@@ -224,6 +253,8 @@ def server(
     tls_ca: str | None,
     http: str | None,
     stuck_after: float,
+    limits: tuple[str, ...],
+    max_depth: int | None,
     console: bool | None,
     **policy: Any,
 ) -> None:
@@ -263,6 +294,7 @@ def server(
         type_memory=policy["type_memory"],
         auth_timeout=policy["auth_timeout"],
         frame_timeout=policy["frame_timeout"],
+        limits=_limits(limits, max_depth),
     )  # fmt: skip
     if console is None:
         console = sys.stdin.isatty()

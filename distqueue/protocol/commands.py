@@ -28,11 +28,13 @@ from distqueue.errors import (
     WrongArguments,
 )
 from distqueue.jobs import DEFAULT_QUEUE, Job, JobError, JobSpec, JobState, check_name
+from distqueue.limits import limit_to_wire
 from distqueue.protocol import PROTOCOL_VERSION
 from distqueue.protocol.guard import AUTH_MAX_FAILURES, AuthThrottle, refusals
 from distqueue.protocol.messages import job_to_wire, spec_from_wire
 from distqueue.protocol.resp import Resp3, Simple
 from distqueue.service.core import Service, WorkerInfo
+from distqueue.store.base import Periodic
 
 __all__ = ["COMMANDS", "Command", "Session"]
 
@@ -557,6 +559,108 @@ def cmd_shutdown(s: Session, args: list[bytes]) -> Any:
     return OK
 
 
+# -- flow control: limits, paused queues, schedules ---------------------------------------
+
+LIMIT_SYNTAX = (
+    "LIMIT SET queue|type name [CONCURRENCY n] [RATE n/period] [BURST n] [MAX_DEPTH n]"
+    " | LIMIT CLEAR queue|type name | LIMIT LIST"
+)
+LIMIT_OPTIONS = {"CONCURRENCY", "RATE", "BURST", "MAX_DEPTH"}
+
+
+def _scope(arg: bytes) -> str:
+    scope = _text(arg, "scope").lower()
+    if scope not in ("queue", "type"):
+        raise WrongArguments(f"a limit is on a queue or a type, not {scope!r}: {LIMIT_SYNTAX}")
+    return scope
+
+
+async def cmd_limit(s: Session, args: list[bytes]) -> Any:
+    sub = _text(args[0], "subcommand").upper()
+    if sub == "LIST" and len(args) == 1:
+        return codec.dumps([limit_to_wire(x) for x in await s.service.store.limits()])
+    if sub == "CLEAR" and len(args) == 3:
+        await s.service.clear_limit(_scope(args[1]), _text(args[2], "name"))
+        return OK
+    if sub == "SET" and len(args) >= 5:
+        opts = _options(args[3:], LIMIT_OPTIONS, LIMIT_SYNTAX)
+        changes = {k.lower(): _text(v, k.lower()) for k, v in opts.items()}
+        limit = await s.service.set_limit(_scope(args[1]), _text(args[2], "name"), changes)
+        return codec.dumps(limit_to_wire(limit))
+    raise WrongArguments(f"wrong arguments: {LIMIT_SYNTAX}")
+
+
+async def cmd_pause(s: Session, args: list[bytes]) -> Any:
+    await s.service.pause(check_name("queue", _text(args[0], "queue")), True)
+    return OK
+
+
+async def cmd_resume(s: Session, args: list[bytes]) -> Any:
+    await s.service.pause(check_name("queue", _text(args[0], "queue")), False)
+    return OK
+
+
+async def cmd_paused(s: Session, args: list[bytes]) -> Any:
+    return [q.encode() for q in await s.service.store.paused()]
+
+
+SCHEDULE_SYNTAX = (
+    "SCHEDULE ADD name {cron|every, timezone, catch_up, job} | SCHEDULE LIST"
+    " | SCHEDULE REMOVE name | SCHEDULE PAUSE name | SCHEDULE RESUME name"
+)
+SCHEDULE_FIELDS = frozenset({"cron", "every", "timezone", "catch_up", "job"})
+
+
+def periodic_to_wire(p: Periodic) -> dict[str, Any]:
+    """A schedule as SCHEDULE LIST shows it; its job in SUBMIT's spec form."""
+    job = dict(p.spec)
+    if "max_retries" in job:
+        job["retries"] = job.pop("max_retries")
+    return {
+        "name": p.name, "cron": p.cron, "every": p.every, "timezone": p.timezone,
+        "catch_up": p.catch_up, "paused": p.paused, "next_at": p.next_at,
+        "job": {k: v for k, v in job.items() if v is not None},
+    }  # fmt: skip
+
+
+async def cmd_schedule(s: Session, args: list[bytes]) -> Any:
+    sub = _text(args[0], "subcommand").upper()
+    svc = s.service
+    if sub == "LIST" and len(args) == 1:
+        return codec.dumps([periodic_to_wire(p) for p in await svc.store.periodics()])
+    if len(args) < 2:
+        raise WrongArguments(f"wrong arguments: {SCHEDULE_SYNTAX}")
+    name = check_name("schedule name", _text(args[1], "name"))
+    if sub == "ADD" and len(args) == 3:
+        obj = codec.loads(args[2], "schedule")
+        if not isinstance(obj, dict):
+            raise InvalidJob("a schedule is a JSON object: {cron|every, timezone, catch_up, job}")
+        unknown = set(obj) - SCHEDULE_FIELDS
+        if unknown:
+            raise InvalidJob(f"unknown field(s) in schedule: {', '.join(sorted(unknown))}")
+        if not isinstance(obj.get("job"), dict):
+            raise InvalidJob("a schedule needs its job: a job spec object, as SUBMIT takes")
+        spec, _ = spec_from_wire(obj["job"], svc.clock())
+        every = obj.get("every")
+        if every is not None and (isinstance(every, bool) or not isinstance(every, int | float)):
+            raise InvalidJob(f"every must be a number of seconds, not {every!r}")
+        added = await svc.add_schedule(
+            name, spec, cron=obj.get("cron"), every=every,
+            timezone=obj.get("timezone") or "UTC", catch_up=obj.get("catch_up") or "once",
+        )  # fmt: skip
+        return codec.dumps(periodic_to_wire(added))
+    if len(args) != 2:
+        raise WrongArguments(f"wrong arguments: {SCHEDULE_SYNTAX}")
+    if sub == "REMOVE":
+        if not await svc.store.remove_periodic(name):
+            raise InvalidJob(f"no schedule {name!r}")
+        return OK
+    if sub in ("PAUSE", "RESUME"):
+        await svc.store.pause_periodic(name, sub == "PAUSE")
+        return OK
+    raise WrongArguments(f"wrong arguments: {SCHEDULE_SYNTAX}")
+
+
 # -- worker commands --------------------------------------------------------------------
 
 
@@ -577,6 +681,7 @@ async def cmd_fetch(s: Session, args: list[bytes]) -> Any:
                 "priority": job.priority, "timeout": job.timeout, "deadline": job.deadline,
                 "attempts": job.attempts, "retries": job.max_retries,
                 "failures": job.failures, "created_at": job.created_at,
+                **({"after": list(job.after)} if job.pass_results else {}),
             }),
             job.payload,
         ]
@@ -673,6 +778,12 @@ COMMANDS: dict[bytes, Command] = {
     b"METRICS_GET": _c(cmd_metrics_get, 0, 0, "client", "METRICS_GET"),
     b"JOB_STATUS": _c(cmd_status, 1, 1, "client", "JOB_STATUS id"),
     b"SHUTDOWN": _c(cmd_shutdown, 0, 0, "client", "SHUTDOWN"),
+    # flow control (docs/protocol.md "Workflows and limits")
+    b"LIMIT": _c(cmd_limit, 1, 12, "client", LIMIT_SYNTAX),
+    b"PAUSE": _c(cmd_pause, 1, 1, "client", "PAUSE queue"),
+    b"RESUME": _c(cmd_resume, 1, 1, "client", "RESUME queue"),
+    b"PAUSED": _c(cmd_paused, 0, 0, "client", "PAUSED"),
+    b"SCHEDULE": _c(cmd_schedule, 1, 3, "client", SCHEDULE_SYNTAX),
     b"FETCH": _c(cmd_fetch, 0, 2, "worker", "FETCH [n] [timeout]"),
     b"ACK": _c(cmd_ack, 2, 4, "worker", "ACK id token [result] [json|bytes]"),
     b"FAIL": _c(cmd_fail, 3, 3, "worker", "FAIL id token error-json"),

@@ -13,7 +13,8 @@ __all__ = ["SPEC_FIELDS", "job_from_wire", "job_to_wire", "spec_from_wire"]
 #: the fields a SUBMIT spec object may have (anything else is refused as a typo)
 SPEC_FIELDS = frozenset({
     "type", "args", "queue", "priority", "retries", "timeout", "delay", "run_at",
-    "deadline", "deadline_in", "unique_key", "payload", "check_type",
+    "deadline", "deadline_in", "unique_key", "payload", "check_type", "after",
+    "on_failure", "pass_results",
 })  # fmt: skip
 
 
@@ -69,10 +70,24 @@ def spec_from_wire(obj: Any, now: float, payload: bytes | None = None) -> tuple[
     check_type = get("check_type", True)
     if not isinstance(check_type, bool):
         raise InvalidJob("check_type must be true or false")
+    after: tuple[int, ...] = ()
+    on_failure, pass_results = "cancel", False
+    if get("after") is not None:  # a workflow's job (most specs have none)
+        ids = get("after")
+        if isinstance(ids, int) and not isinstance(ids, bool):
+            ids = [ids]
+        if not isinstance(ids, list):
+            raise InvalidJob("after must be a job id or a list of job ids")
+        after = tuple(ids)
+        on_failure = get("on_failure", "cancel")
+        pass_results = get("pass_results", False)
+    elif get("on_failure") is not None or get("pass_results"):
+        raise InvalidJob("on_failure and pass_results go with after (the jobs to wait for)")
     spec = JobSpec(
         type=obj["type"], args=get("args"), payload=payload, queue=get("queue", defaults.QUEUE),
         priority=priority, max_retries=retries, timeout=timeout, deadline=deadline,
-        run_at=run_at, unique_key=get("unique_key"),
+        run_at=run_at, unique_key=get("unique_key"), after=after, on_failure=on_failure,
+        pass_results=pass_results,
     )  # fmt: skip
     spec.validate()
     return spec, check_type
@@ -93,6 +108,9 @@ def job_to_wire(job: Job) -> dict[str, Any]:
         "progress": job.progress, "created_at": job.created_at,
         "started_at": job.started_at, "finished_at": job.finished_at,
     }  # fmt: skip
+    if job.after:
+        out["after"], out["on_failure"] = list(job.after), job.on_failure
+        out["pass_results"] = job.pass_results
     if isinstance(job.result, bytes):
         out["result_kind"], out["result_size"] = "bytes", len(job.result)
     elif job.state is JobState.SUCCEEDED and job.result is not None:
@@ -117,4 +135,6 @@ def job_from_wire(data: bytes | dict[str, Any]) -> Job:
         error=None if error is None else JobError.from_dict(error),
         progress=obj.get("progress"), created_at=obj["created_at"],
         started_at=obj.get("started_at"), finished_at=obj.get("finished_at"),
+        after=tuple(obj.get("after") or ()), on_failure=obj.get("on_failure", "cancel"),
+        pass_results=obj.get("pass_results", False),
     )  # fmt: skip

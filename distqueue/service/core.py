@@ -31,10 +31,21 @@ from distqueue.errors import (
     UnknownType,
 )
 from distqueue.jobs import TERMINAL_STATES, Job, JobError, JobSpec, JobState
+from distqueue.limits import limit_to_wire, merge_limit
 from distqueue.names import BUILTIN_TYPES
+from distqueue.schedules import make_periodic
+from distqueue.schedules import tick as fire_due_ticks
 from distqueue.service.metrics import Metrics, TimedStore
 from distqueue.service.waiters import POLL, DoneWaiters, ReadyWaiters
-from distqueue.store.base import FailOutcome, Heartbeat, Stats, Store, WorkerRecord
+from distqueue.store.base import (
+    FailOutcome,
+    Heartbeat,
+    Limit,
+    Periodic,
+    Stats,
+    Store,
+    WorkerRecord,
+)  # fmt: skip
 
 __all__ = ["BUILTIN_TYPES", "Service", "StoreHealth", "WorkerInfo"]
 
@@ -163,6 +174,13 @@ class Service:
         self.on_shutdown: Callable[[str], None] | None = None
         #: where its workers are connected, as the worker registry shows it
         self.where = "direct"
+        #: limits exist or jobs wait for others: a finish may make jobs claimable that
+        #: were not (a freed slot, a released waiter), so blocked FETCHes are woken
+        #: on every finish and tick (refreshed from the store every TYPES_REFRESH)
+        self.flow_active = False
+        self._flow_loaded = 0.0
+        #: the configuration's limits, set in the store by the first tick that can
+        self._limits_pending = list(config.limits)
 
     def start_watching(self) -> None:
         """Wake blocked FETCH and WAIT on what other processes sharing the store do
@@ -260,7 +278,8 @@ class Service:
             # enqueue's commit to come back first. A spec that turns out not to be
             # ready (a unique key's earlier job) costs one empty claim.
             expected = [(spec.queue, spec.type) for spec, _ in specs
-                        if spec.run_at is None or spec.run_at <= now]  # fmt: skip
+                        if (spec.run_at is None or spec.run_at <= now)
+                        and not spec.after]  # fmt: skip
             if expected:
                 asyncio.get_running_loop().call_soon(self.ready.notify, expected)
             results = await self.store.enqueue([spec for spec, _ in specs], now)
@@ -284,6 +303,8 @@ class Service:
         for (spec, _), res in zip(specs, results, strict=True):
             if res.created:
                 submitted.inc(spec.priority)
+                if res.state is JobState.WAITING:
+                    self.flow_active = True
 
     async def status(self, job_id: int) -> Job:
         job = await self.store.get(job_id)
@@ -338,6 +359,8 @@ class Service:
         if state is JobState.CANCELLED:
             self.metrics.cancelled += 1
             self.done.notify([job_id])
+            if self.flow_active:
+                self.ready.notify_all()
         return state
 
     async def retry(self, job_id: int) -> None:
@@ -532,6 +555,8 @@ class Service:
             raise
         self.metrics.completed.inc(self._finished(worker, job_id))
         self.done.notify([job_id])
+        if self.flow_active:
+            self.ready.notify_all()
 
     async def ack_many(
         self, worker: WorkerInfo, items: Sequence[tuple[int, int, Any]]
@@ -564,6 +589,8 @@ class Service:
                 if job is not None and job.state in TERMINAL_STATES:
                     jobs[job.id] = job
         self.done.notify(done, jobs)
+        if self.flow_active and done:
+            self.ready.notify_all()
         return errors
 
     async def fail(
@@ -589,6 +616,8 @@ class Service:
             metrics.cancelled += 1
         if outcome.state in TERMINAL_STATES:
             self.done.notify([job_id])
+        if self.flow_active:
+            self.ready.notify_all()
         return outcome
 
     async def progress(
@@ -641,6 +670,58 @@ class Service:
             self.done.notify(released)  # cancelled ones ended
         return released
 
+    # -- flow control: limits, paused queues, schedules ---------------------------------
+
+    async def refresh_flow(self) -> None:
+        """Whether limits exist or jobs wait (see flow_active), from the store."""
+        limits = await self.store.limits()
+        stats = await self.store.stats()
+        self.flow_active = bool(limits) or stats.by_state.get(JobState.WAITING.value, 0) > 0
+        self._flow_loaded = time.monotonic()
+
+    async def apply_limits(self, limits: Sequence[Limit]) -> None:
+        """Set the limits the server's configuration gives (each replaces the stored
+        limit of its queue or type; others stay as they are)."""
+        for limit in limits:
+            await self.store.set_limit(limit)
+            log.info("limit on %s %s: %s", limit.scope, limit.name, _flow_text(limit))
+        if limits:
+            self.flow_active = True
+
+    async def set_limit(self, scope: str, name: str, changes: dict[str, Any]) -> Limit:
+        """Change the given fields of a queue's or type's limit (None removes one);
+        return the limit as it now is."""
+        old = next(
+            (x for x in await self.store.limits() if (x.scope, x.name) == (scope, name)), None
+        )
+        limit = merge_limit(old, scope, name, changes)
+        await self.store.set_limit(limit)
+        self.flow_active = True
+        self.ready.notify_all()  # a limit raised or removed may free jobs at once
+        log.info("limit on %s %s set: %s", scope, name, _flow_text(limit) or "none")
+        return limit
+
+    async def clear_limit(self, scope: str, name: str) -> None:
+        await self.store.set_limit(Limit(scope=scope, name=name))
+        self.ready.notify_all()
+
+    async def pause(self, queue: str, paused: bool) -> None:
+        await self.store.pause(queue, paused)
+        log.info("queue %s %s", queue, "paused" if paused else "resumed")
+        if not paused:
+            self.ready.notify_all()
+
+    async def add_schedule(
+        self, name: str, spec: JobSpec, *, cron: str | None, every: float | None,
+        timezone: str, catch_up: str,
+    ) -> Periodic:  # fmt: skip
+        """Add (or change) a schedule; one with the same definition keeps its ticks."""
+        wanted = make_periodic(
+            name, spec, self.clock(), cron=cron, every=every, timezone=timezone,
+            catch_up=catch_up,
+        )  # fmt: skip
+        return await self.store.set_periodic(wanted)
+
     # -- housekeeping -----------------------------------------------------------------
 
     async def tick(self) -> float:
@@ -664,11 +745,26 @@ class Service:
             self.done.notify(expired)
         if time.monotonic() - self._types_loaded > TYPES_REFRESH:
             await self.refresh_types()
+        if self._limits_pending:
+            await self.apply_limits(self._limits_pending)
+            self._limits_pending = []
+        if await fire_due_ticks(self.store, now):
+            self.ready.notify_all()
+        if time.monotonic() - self._flow_loaded > TYPES_REFRESH:
+            await self.refresh_flow()
+        if self.flow_active:
+            self.ready.notify_all()  # rate tokens refill with time
         wakeup = await self.store.next_wakeup()
         nap = POLL / 4
         if wakeup is not None:
             nap = min(nap, max(0.1 if recovering else 0.005, wakeup - self.clock()))
         return nap
+
+
+def _flow_text(limit: Limit) -> str:
+    return ", ".join(
+        f"{k}={v}" for k, v in limit_to_wire(limit).items() if k not in ("scope", "name")
+    )
 
 
 def _first_line(text: str) -> str:

@@ -33,7 +33,10 @@ from distqueue.errors import DistQueueError
 from distqueue.jobs import Job, JobError, JobSpec, JobState
 from distqueue.policy import DEFAULT_LEASE, Retention
 
-__all__ = ["Enqueued", "FailOutcome", "Heartbeat", "Stats", "Store", "WorkerRecord"]
+__all__ = [
+    "Enqueued", "FailOutcome", "Heartbeat", "Limit", "Periodic", "Stats", "Store",
+    "WorkerRecord",
+]  # fmt: skip
 
 #: the longest worker id the registry takes (characters)
 MAX_WORKER_ID = 200
@@ -120,6 +123,83 @@ class WorkerRecord:
     jobs: list[int]
 
 
+#: the most limits (Store.set_limit) and periodic schedules (Store.set_periodic) a
+#: store keeps, each
+MAX_LIMITS = 10_000
+MAX_PERIODICS = 10_000
+#: the name of a limit on every queue together (Limit.max_depth only)
+ALL_QUEUES = "*"
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Limit:
+    """Flow control for one queue or one job type, shared by every server and worker
+    on the store (Store.set_limit). A field left None sets no limit of that kind.
+
+    - ``concurrency``: at most this many of its jobs running at once. A claim hands out
+      no job that would make it more; the jobs stay queued and do not hold up jobs of
+      other queues and types.
+    - ``rate``/``period``/``burst``: at most ``rate`` starts per ``period`` seconds, a
+      token bucket of at most ``burst`` tokens (1 = evenly spaced starts) filled at
+      ``rate / period`` tokens a second from the ``now`` of the claims; a claim takes
+      one token per job it hands out. A new limit starts with a full bucket.
+    - ``max_depth`` (queue scope only): at most this many unfinished jobs (waiting,
+      scheduled, queued, running, retrying) in the queue; with ``name`` ALL_QUEUES,
+      in all queues together. An enqueue that would create more raises QueueFull and
+      stores nothing.
+    """
+
+    #: "queue" or "type"
+    scope: str
+    #: the queue's or type's name (ALL_QUEUES: every queue, for max_depth)
+    name: str
+    concurrency: int | None = None
+    rate: int | None = None
+    period: float = 1.0
+    burst: int = 1
+    max_depth: int | None = None
+
+    @property
+    def empty(self) -> bool:
+        """No limit of any kind: setting it removes the record."""
+        return self.concurrency is None and self.rate is None and self.max_depth is None
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Periodic:
+    """A schedule that submits a job at each tick (Store.set_periodic). The store
+    keeps it and its next tick; distqueue/schedules.py computes the ticks (cron or
+    interval) and fires them (Store.fire_periodic)."""
+
+    #: its name (a queue-name-like word): one schedule per name
+    name: str
+    #: a cron expression, 5 fields or 6 with seconds first; or None with ``every``
+    cron: str | None = None
+    #: an interval in seconds; or None with ``cron``
+    every: float | None = None
+    #: the IANA time zone the cron expression is read in
+    timezone: str = "UTC"
+    #: the job each tick submits, as the JSON object of distqueue.schedules.spec_to_dict
+    spec: dict[str, Any] = field(default_factory=dict)
+    #: a tick missed while nothing ran (more than schedules.MISSED seconds late):
+    #: "once" = submit one job for it on recovery, "skip" = none
+    catch_up: str = "once"
+    #: paused: ticks pass without a job
+    paused: bool = False
+    #: when the next tick is due (epoch seconds)
+    next_at: float = 0.0
+
+    @property
+    def definition(self) -> str:
+        """What set_periodic compares: the schedule without its state (next_at, paused)."""
+        import json
+
+        return json.dumps(
+            [self.cron, self.every, self.timezone, self.spec, self.catch_up],
+            sort_keys=True, separators=(",", ":"),
+        )  # fmt: skip
+
+
 @runtime_checkable
 class Store(Protocol):
     """Where jobs live. One interface; sqlite, redis and postgres implement it."""
@@ -133,6 +213,25 @@ class Store(Protocol):
         with the same key in one call yield one job.
         Raises InvalidJob (naming the spec's index) if any spec is invalid, and then
         stores none of them.
+
+        Dependencies (JobSpec.after): every id must name an existing job (else
+        InvalidJob, naming the spec and the id) that fewer than MAX_WAITERS jobs wait
+        for already. A spec whose jobs have all succeeded (or ended, with on_failure
+        "run") is queued or scheduled as usual; one with a job dead or cancelled and
+        on_failure "cancel" is created cancelled (Enqueued.state says so); otherwise
+        it is ``waiting``. The operation that finishes a job it waits for (complete,
+        fail, expire, release, cancel, a claim past a deadline) moves it on in the
+        same atomic step: when that job ended dead or cancelled and on_failure is
+        "cancel", it is cancelled at once (it waits for nothing more), and a job
+        cancelled so moves its own waiters on in turn; otherwise, when that was the
+        last job it waited for, it is queued (scheduled if its run_at is ahead). A
+        backend may finish a very long cancel cascade in later operations (promote),
+        bounded per operation. Specs of one call may wait only for jobs that exist before the call.
+
+        Depth (Limit.max_depth): when the jobs it would create (unique keys that
+        match create none) would take a queue, or all queues, past its max_depth,
+        raises QueueFull (its message: ``queue <q> holds <n> jobs (max_depth <m>)``,
+        or ``all queues hold <n> jobs (max_depth <m>)``) and stores nothing.
         """
         ...
 
@@ -153,6 +252,13 @@ class Store(Protocol):
         Each claimed job is running, its ``attempts`` (its fencing token) one higher,
         its lease until ``now + lease``. A queued job whose deadline has passed is
         not handed out: it becomes dead with error kind ``expired``.
+
+        Flow control: no job of a paused queue is handed out; nor a job whose queue or
+        type is at its concurrency limit or out of rate tokens (Limit) — it stays
+        queued in its place, and jobs of other queues and types are handed out past
+        it. The work of a claim is bounded by what it hands out and by the (queue,
+        type) pairs that could give a job, not by the limited or paused ones holding
+        jobs.
 
         ``max_bytes`` bounds the claim in bytes as well (None = no byte limit): a
         job's size is its stored args (their JSON encoding) plus its payload, and the
@@ -266,7 +372,8 @@ class Store(Protocol):
         ...
 
     async def cancel(self, job_id: int, now: float) -> JobState:
-        """Cancel a job. Scheduled, queued or retrying: it becomes cancelled. Running:
+        """Cancel a job. Waiting, scheduled, queued or retrying: it becomes cancelled
+        (and the jobs waiting for it move on, see enqueue). Running:
         it stays running with ``cancel_requested`` set, for its worker to be told.
         Returns the job's state afterwards.
         Raises JobNotFound, or IllegalTransition for a finished job.
@@ -352,6 +459,74 @@ class Store(Protocol):
     async def forget_worker(self, worker: str) -> None:
         """Drop ``worker``'s record (it said goodbye). Its jobs are not touched.
         Idempotent. Raises InvalidJob for a worker id note_worker would refuse.
+        """
+        ...
+
+    # -- flow control: limits, paused queues, periodic schedules (#14) -------------------
+
+    async def set_limit(self, limit: Limit) -> None:
+        """Set (replace) the limit of ``limit.scope``/``limit.name``; an empty limit
+        (Limit.empty) removes it. Takes effect from the next claim or enqueue: jobs
+        already running stay running. Raises InvalidJob, changing nothing, for a bad
+        scope or name, a count below 1, a period not > 0, a max_depth on a type, a
+        rate or concurrency on ALL_QUEUES, or a new limit beyond MAX_LIMITS.
+        """
+        ...
+
+    async def limits(self) -> builtins.list[Limit]:
+        """Every limit set, by (scope, name)."""
+        ...
+
+    async def pause(self, queue: str, paused: bool) -> None:
+        """Pause (``paused=True``) or resume a queue: a paused queue's jobs stay queued
+        and no claim hands them out; running ones finish. Idempotent. InvalidJob for
+        a bad name."""
+        ...
+
+    async def paused(self) -> builtins.list[str]:
+        """The paused queues, sorted."""
+        ...
+
+    async def set_periodic(self, periodic: Periodic) -> Periodic:
+        """Add or change a schedule; returns it as stored. When a schedule of that name
+        exists with the same ``definition``, it is kept as it is (its next_at and
+        paused state: every worker that serves a periodic task sets it at start, and
+        must not move its ticks); otherwise it is stored as given. InvalidJob for a
+        bad name, neither or both of cron and every, a spec that is not a JSON
+        object, catch_up not once/skip, or a new schedule beyond MAX_PERIODICS.
+        (The cron expression and time zone are checked by distqueue.schedules.)
+        """
+        ...
+
+    async def periodics(self) -> builtins.list[Periodic]:
+        """Every schedule, by name."""
+        ...
+
+    async def remove_periodic(self, name: str) -> bool:
+        """Delete a schedule; False when there was none of that name."""
+        ...
+
+    async def pause_periodic(self, name: str, paused: bool) -> None:
+        """Pause or resume a schedule (a paused one's ticks pass without a job).
+        Raises InvalidJob when there is no schedule of that name."""
+        ...
+
+    async def due_periodics(self, now: float, limit: int = 100) -> builtins.list[Periodic]:
+        """Schedules whose next tick is at or before ``now`` (paused ones included:
+        their ticks pass without a job), earliest first, at most ``limit``."""
+        ...
+
+    async def fire_periodic(
+        self, name: str, tick: float, next_at: float, spec: JobSpec | None, now: float
+    ) -> Enqueued | None:
+        """Fire the tick ``tick`` of schedule ``name``, once however many servers try:
+        when the schedule's next_at is ``tick``, in one atomic step, enqueue ``spec``
+        (None: the tick passes without a job) with the unique key
+        ``periodic:<name>:<tick as %.6f>`` and set next_at to ``next_at`` (> tick);
+        return the enqueue's answer (None when spec is None). When next_at is not
+        ``tick`` (another server fired it, the schedule changed or is gone), change
+        nothing and return None. QueueFull/InvalidJob from the enqueue leave next_at
+        as it was.
         """
         ...
 

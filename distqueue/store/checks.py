@@ -8,12 +8,13 @@ from typing import Any
 
 from distqueue import codec
 from distqueue.errors import InvalidJob
-from distqueue.jobs import JobSpec, JobState
-from distqueue.store.base import MAX_WORKER_ID, MAX_WORKER_INFO
+from distqueue.jobs import JobSpec, JobState, check_name
+from distqueue.store.base import ALL_QUEUES, MAX_WORKER_ID, MAX_WORKER_INFO, Limit, Periodic
 
 __all__ = [
-    "MAX_INT", "check_claim", "check_id", "check_list", "check_specs", "check_worker",
-    "check_worker_info", "check_workers", "encode_result",
+    "MAX_INT", "check_claim", "check_id", "check_limit", "check_list", "check_periodic",
+    "check_specs", "check_worker", "check_worker_info", "check_workers", "encode_result",
+    "periodic_key",
 ]  # fmt: skip
 
 #: ids, tokens and counts are 64-bit signed integers in every store
@@ -94,3 +95,78 @@ def check_workers(max_age: float, limit: int) -> None:
         raise InvalidJob("limit must be 1-1000")
     if not isinstance(max_age, int | float) or math.isnan(max_age) or max_age < 0:
         raise InvalidJob("max_age must be a number of seconds, 0 or more")
+
+
+def _count(what: str, value: object) -> None:
+    if value is not None and (
+        isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_INT
+    ):
+        raise InvalidJob(f"{what} must be a whole number 1 or more, not {value!r}")
+
+
+def check_limit(limit: object) -> Limit:
+    """A Limit for Store.set_limit: scope, name and every count checked."""
+    if not isinstance(limit, Limit):
+        raise InvalidJob("not a Limit")
+    if limit.scope not in ("queue", "type"):
+        raise InvalidJob(f"a limit's scope is queue or type, not {limit.scope!r}")
+    if limit.name == ALL_QUEUES:
+        if limit.scope != "queue" or limit.concurrency is not None or limit.rate is not None:
+            raise InvalidJob(f"a limit on {ALL_QUEUES} (every queue) takes max_depth alone")
+    else:
+        check_name(limit.scope, limit.name)
+    _count("concurrency", limit.concurrency)
+    _count("rate", limit.rate)
+    _count("burst", limit.burst)
+    _count("max_depth", limit.max_depth)
+    period = limit.period
+    if (
+        isinstance(period, bool)
+        or not isinstance(period, int | float)
+        or not math.isfinite(period)
+        or period <= 0
+    ):
+        raise InvalidJob(f"a limit's period must be a number of seconds > 0, not {period!r}")
+    if limit.max_depth is not None and limit.scope != "queue":
+        raise InvalidJob("max_depth is a limit of a queue, not of a job type")
+    return limit
+
+
+def check_periodic(periodic: object) -> Periodic:
+    """A Periodic for Store.set_periodic (its cron expression and time zone are
+    distqueue.schedules' to check)."""
+    if not isinstance(periodic, Periodic):
+        raise InvalidJob("not a Periodic")
+    check_name("schedule name", periodic.name)
+    if (periodic.cron is None) == (periodic.every is None):
+        raise InvalidJob("a schedule has a cron expression or an interval (every), one of them")
+    if periodic.cron is not None and (
+        not isinstance(periodic.cron, str) or not 1 <= len(periodic.cron) <= 200
+    ):
+        raise InvalidJob("a cron expression is a string of 1-200 characters")
+    if periodic.every is not None:
+        every = periodic.every
+        if (
+            isinstance(every, bool)
+            or not isinstance(every, int | float)
+            or not math.isfinite(every)
+            or every < 1
+        ):
+            raise InvalidJob(f"every must be a number of seconds, 1 or more, not {every!r}")
+    if not isinstance(periodic.timezone, str) or not 1 <= len(periodic.timezone) <= 64:
+        raise InvalidJob("timezone must be an IANA name such as UTC or Europe/Paris")
+    if not isinstance(periodic.spec, dict) or not isinstance(periodic.spec.get("type"), str):
+        raise InvalidJob("a schedule's spec is a JSON object with a job type")
+    codec.dumps(periodic.spec, "schedule spec")
+    if periodic.catch_up not in ("once", "skip"):
+        raise InvalidJob(f"catch_up must be once or skip, not {periodic.catch_up!r}")
+    if not isinstance(periodic.paused, bool):
+        raise InvalidJob("paused must be true or false")
+    if not isinstance(periodic.next_at, int | float) or not math.isfinite(periodic.next_at):
+        raise InvalidJob("next_at must be a time (epoch seconds)")
+    return periodic
+
+
+def periodic_key(name: str, tick: float) -> str:
+    """The unique key of the job a schedule's tick submits (Store.fire_periodic)."""
+    return f"periodic:{name}:{tick:.6f}"

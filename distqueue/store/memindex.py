@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import heapq
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Hashable, Iterator
 
 __all__ = ["N_PRIORITIES", "SMALL_JOB", "ReadyQueues", "Schedule"]
 
@@ -33,10 +33,22 @@ class ReadyQueues:
     Only jobs larger than SMALL_JOB bytes have their size kept (``sizes``). When a
     job became queued is not kept here either: the store reads it from the file for
     the ``heads`` alone.
+
+    Flow control: a claim's ``gate`` says which pairs cannot give a job now (their
+    queue is paused, or their queue or type is at a limit) and why; such a pair is
+    *parked* — moved out of the walk, its jobs kept in place — until the store
+    ``unpark``s its reason (a slot freed, tokens refilled, the limit or pause
+    changed). So a claim's work is bounded by the pairs that can give a job, never
+    by the ones held back.
     """
 
     def __init__(self) -> None:
         self._queues: dict[tuple[str, str], list[deque[int]]] = {}
+        #: pairs a claim found blocked (a paused queue, a limit reached): kept aside
+        #: from ``take``'s walk until their reason clears (``unpark``)
+        self._parked: dict[tuple[str, str], list[deque[int]]] = {}
+        #: reason -> the pairs parked for it
+        self._reasons: dict[Hashable, set[tuple[str, str]]] = {}
         #: id -> its live entry
         self._entry: dict[int, int] = {}
         #: id -> deadline of queued jobs that have one
@@ -55,7 +67,9 @@ class ReadyQueues:
         ``size``: its stored args plus payload, in bytes."""
         dqs = self._queues.get((queue, type_))
         if dqs is None:
-            dqs = self._queues[(queue, type_)] = [deque() for _ in range(N_PRIORITIES)]
+            dqs = self._parked.get((queue, type_)) if self._parked else None
+            if dqs is None:
+                dqs = self._queues[(queue, type_)] = [deque() for _ in range(N_PRIORITIES)]
         entry = seq << ID_BITS | jid
         dqs[prio].append(entry)
         self._entry[jid] = entry
@@ -83,31 +97,70 @@ class ReadyQueues:
         work bounded by the pairs, plus stale entries each dropped once."""
         live = self._entry
         out: list[int] = []
-        empty = []
-        for key, dqs in self._queues.items():
-            found = False
-            for dq in dqs:
-                while dq and live.get(dq[0] & ID_MASK) != dq[0]:
-                    dq.popleft()  # stale: the job left the queue since
-                if dq:
-                    out.append(dq[0] & ID_MASK)
-                    found = True
-            if not found:
-                empty.append(key)
-        for key in empty:
-            del self._queues[key]
+        for pairs in (self._queues, self._parked):
+            empty = []
+            for key, dqs in pairs.items():
+                found = False
+                for dq in dqs:
+                    while dq and live.get(dq[0] & ID_MASK) != dq[0]:
+                        dq.popleft()  # stale: the job left the queue since
+                    if dq:
+                        out.append(dq[0] & ID_MASK)
+                        found = True
+                if not found:
+                    empty.append(key)
+            for key in empty:
+                del pairs[key]  # (a parked one's reason may still name it: harmless)
         return out
+
+    # -- parking (flow control) ---------------------------------------------------------
+
+    def park(self, key: tuple[str, str], reason: Hashable) -> None:
+        """Keep the pair ``key`` out of the walk until ``reason`` is unparked."""
+        dqs = self._queues.pop(key, None)
+        if dqs is not None:
+            self._parked[key] = dqs
+            self._reasons.setdefault(reason, set()).add(key)
+
+    def unpark(self, reason: Hashable) -> None:
+        """Put the pairs parked for ``reason`` back in the walk (a claim parks them
+        again at once if something else still holds them back)."""
+        keys = self._reasons.pop(reason, None)
+        if keys:
+            for key in keys:
+                dqs = self._parked.pop(key, None)
+                if dqs is not None:
+                    self._queues[key] = dqs
+
+    def unpark_all(self) -> None:
+        """Put every parked pair back (no limit or pause holds anything back any more)."""
+        self._queues.update(self._parked)
+        self._parked.clear()
+        self._reasons.clear()
+
+    def parked(self, reason: Hashable) -> bool:
+        """Whether any pair is parked for ``reason``."""
+        return reason in self._reasons
 
     def take(
         self, queues: frozenset[str] | None, types: frozenset[str] | None,
         admit: Callable[[int, float | None], bool] | None = None,
-    ) -> Iterator[tuple[int, int, float | None]]:  # fmt: skip
-        """Yield (id, priority, deadline) of the most urgent, oldest ready jobs of these
-        queues and types (None = any), removing each as it is yielded.
+        gate: Callable[[tuple[str, str]], Hashable | None] | None = None,
+    ) -> Iterator[tuple[int, int, float | None, tuple[str, str]]]:  # fmt: skip
+        """Yield (id, priority, deadline, (queue, type)) of the most urgent, oldest
+        ready jobs of these queues and types (None = any), removing each as it is
+        yielded.
 
         ``admit(id, deadline)``, when given, is asked about each job before it is
         removed: False ends the walk and leaves that job where it is, at the front of
-        its queue (a claim whose byte budget it would pass)."""
+        its queue (a claim whose byte budget it would pass).
+
+        ``gate((queue, type))``, when given, says why a pair cannot give a job now
+        (None: it can): such a pair is parked for that reason. It is asked about
+        every pair of the walk once, and again after each job yielded about that
+        job's pair — when that one is held back now (the caller counted the job
+        against its limits in between), every pair is asked again, as a limit of
+        its queue or type may hold back others too."""
         if (
             queues is not None
             and types is not None
@@ -120,9 +173,11 @@ class ReadyQueues:
                 if (queues is None or q in queues) and (types is None or t in types)
             ]  # fmt: skip
         pairs = [(key, self._queues[key]) for key in keys]
+        if gate is not None:
+            pairs = self._gated(pairs, gate)
         live = self._entry
         while True:
-            best: tuple[int, int, int, deque[int]] | None = None
+            best: tuple[int, int, int, deque[int], tuple[str, str]] | None = None
             empty = []
             for key, dqs in pairs:
                 for prio in range(N_PRIORITIES):
@@ -132,7 +187,7 @@ class ReadyQueues:
                     if dq:
                         seq, jid = dq[0] >> ID_BITS, dq[0] & ID_MASK
                         if best is None or (prio, seq) < (best[0], best[1]):
-                            best = (prio, seq, jid, dq)
+                            best = (prio, seq, jid, dq, key)
                         break
                 else:  # nothing ready in this pair: forget it until a job comes
                     empty.append(key)
@@ -142,13 +197,31 @@ class ReadyQueues:
                 pairs = [(key, dqs) for key, dqs in pairs if key in self._queues]
             if best is None:
                 return
-            prio, _, jid, dq = best
+            prio, _, jid, dq, key = best
             deadline = self.deadlines.get(jid)
             if admit is not None and not admit(jid, deadline):
                 return
             dq.popleft()
             self.drop(jid, prio)
-            yield jid, prio, deadline
+            yield jid, prio, deadline, key
+            if gate is not None and key in self._queues and gate(key) is not None:
+                pairs = self._gated(pairs, gate)
+
+    def _gated(
+        self, pairs: list[tuple[tuple[str, str], list[deque[int]]]],
+        gate: Callable[[tuple[str, str]], Hashable | None],
+    ) -> list[tuple[tuple[str, str], list[deque[int]]]]:  # fmt: skip
+        """The pairs the gate lets through; the others parked."""
+        out = []
+        for key, dqs in pairs:
+            if key not in self._queues:
+                continue  # forgotten (empty) or parked since
+            reason = gate(key)
+            if reason is None:
+                out.append((key, dqs))
+            else:
+                self.park(key, reason)
+        return out
 
 
 class Schedule:

@@ -22,6 +22,16 @@ one is on its way to Redis go together in the next script call (_Group: claims,
 acknowledgements, enqueues), so a busy store sends fewer, bigger calls.
 ``tests/store/test_redis_commands.py`` counts (docs/scaling.md has the figures).
 
+Workflows and flow control (#14) follow the same rules. A job's dependencies live in
+its hash and in the waiter sets of the jobs it waits for; whatever script ends a job
+moves its waiters on (finish in _lib.lua), so a job nobody waits for costs nothing
+more. A claim skips paused queues and the (queue, type) pairs at a concurrency limit or
+out of rate tokens, and parks those pairs out of the set it walks until what blocks
+them may have passed (a running job stopping, a bucket's time, a resume, a new limit):
+its work stays bounded by the pairs that can give jobs, and with no limit set it costs
+one EXISTS more. Periodic schedules are fired by the enqueue script itself, a
+compare-and-set on the schedule's next tick (fire_periodic).
+
 Several processes share one Redis: each publishes what it did that others may
 be waiting for (jobs made ready, jobs finished) on the channel ``{prefix}:events``,
 collected into one message per event-loop turn, and ``watch`` reports the other
@@ -36,6 +46,7 @@ import builtins
 import collections
 import contextlib
 import copy
+import dataclasses
 import logging
 import os
 import random
@@ -62,29 +73,37 @@ from distqueue.errors import (
     InvalidJob,
     JobNotFound,
     LeaseLost,
+    QueueFull,
     StoreError,
 )
-from distqueue.jobs import Job, JobError, JobSpec, JobState, check_name
+from distqueue.jobs import MAX_WAITERS, Job, JobError, JobSpec, JobState, check_name
 from distqueue.policy import DEFAULT_LEASE, DEFAULT_POISON_LIMIT, Retention, RetryPolicy
 from distqueue.store.base import (
+    MAX_LIMITS,
+    MAX_PERIODICS,
     MAX_WORKERS,
     WORKER_JOBS,
     WORKERS_PURGE,
     Enqueued,
     FailOutcome,
     Heartbeat,
+    Limit,
+    Periodic,
     Stats,
     WorkerRecord,
 )
 from distqueue.store.checks import (
     check_claim,
     check_id,
+    check_limit,
     check_list,
+    check_periodic,
     check_specs,
     check_worker,
     check_worker_info,
     check_workers,
     encode_result,
+    periodic_key,
 )
 
 __all__ = ["RedisStore"]
@@ -159,18 +178,18 @@ S = JobState
 SCRIPTS = (
     "enqueue", "claim", "complete", "fail", "progress", "heartbeat", "expire", "release",
     "promote", "cancel", "retry", "purge", "list", "types", "migrate", "worker_note",
-    "workers", "worker_forget", "stats",
+    "workers", "worker_forget", "stats", "flow", "periodic", "periodic_read",
 )  # fmt: skip
 #: the scripts that change nothing: no WAIT after them, and sent again once after a
 #: dropped connection (as _read does)
-READ_ONLY = frozenset({"list", "stats"})
+READ_ONLY = frozenset({"list", "stats", "periodic_read"})
 TOTALS = ("submitted", "succeeded", "failed", "retried", "dead", "cancelled", "lost",
           "expired", "purged")  # fmt: skip
 SUMMARY_FIELDS = (
     "type", "queue", "priority", "args", "state", "max_retries", "timeout", "deadline",
     "run_at", "unique_key", "attempts", "failures", "lost", "worker", "lease_until",
     "cancel_requested", "result_kind", "error", "progress", "created_at", "started_at",
-    "finished_at",
+    "finished_at", "after", "on_failure", "pass_results",
 )  # fmt: skip
 
 
@@ -197,6 +216,7 @@ def _job(job_id: int, h: dict[Any, Any], payload_size: int | None = None) -> Job
     # lease_until and run_at stay in the hash after they stop applying (_lib.lua)
     lease_until = _f(h.get(b"lease_until")) if state is JobState.RUNNING else None
     run_at = _f(h.get(b"run_at")) if state in _SCHEDULED else None
+    after = h.get(b"after")
     return Job(
         id=job_id, type=s("type") or "", args=None if args is None else codec.loads(args),
         payload=payload,
@@ -213,7 +233,19 @@ def _job(job_id: int, h: dict[Any, Any], payload_size: int | None = None) -> Job
         progress=None if progress is None else codec.loads(progress),
         created_at=float(s("created_at") or 0), started_at=_f(h.get(b"started_at")),
         finished_at=_f(h.get(b"finished_at")),
+        after=() if after is None else tuple(codec.loads(after)),
+        on_failure=s("on_failure") or "cancel", pass_results=s("pass_results") == "1",
     )  # fmt: skip
+
+
+def _periodic(row: list[Any]) -> Periodic:
+    """A schedule from periodic.lua or periodic_read.lua's {name, definition, paused,
+    next_at}."""
+    name, definition, paused, next_at = row
+    cron, every, timezone, spec, catch_up = codec.loads(definition)
+    return Periodic(name=name.decode(), cron=cron, every=every, timezone=timezone, spec=spec,
+                    catch_up=catch_up, paused=bool(int(paused)),
+                    next_at=float(next_at))  # fmt: skip
 
 
 def _pairs(flat: list[Any]) -> dict[Any, Any]:
@@ -308,6 +340,45 @@ def _refusal(job_id: int, token: int, answer: bytes) -> DistQueueError | None:
         return JobNotFound(job_id)
     if answer == b"stale":
         return LeaseLost(job_id, token)
+    raise StoreError(f"unexpected answer from the store: {answer!r}")
+
+
+def _wire(specs: Sequence[JobSpec]) -> tuple[list[dict[str, Any]], list[bytes]]:
+    """The specs as enqueue.lua takes them (checked), and their payloads."""
+    wire: list[dict[str, Any]] = []
+    payloads: list[bytes] = []
+    for spec, args in check_specs(specs):
+        item = {
+            "type": spec.type, "queue": spec.queue, "priority": spec.priority,
+            "max_retries": spec.max_retries, "timeout": spec.timeout,
+            "deadline": spec.deadline, "run_at": spec.run_at,
+            "unique_key": spec.unique_key, "args": None if args is None else args.decode(),
+            "has_payload": spec.payload is not None,
+        }  # fmt: skip
+        if spec.after:  # ids as strings: a Lua number would round a large one
+            item["after"] = [str(i) for i in spec.after]
+            item["after_json"] = codec.dumps(list(spec.after)).decode()
+            item["on_failure"] = spec.on_failure
+            item["pass_results"] = spec.pass_results
+        wire.append(item)
+        if spec.payload is not None:
+            payloads.append(bytes(spec.payload))
+    return wire, payloads
+
+
+def _enqueued(answer: list[Any]) -> list[Enqueued] | None:
+    """One enqueue's answer from enqueue.lua: its Enqueued, or None when its guard's
+    tick was not the schedule's; raises InvalidJob or QueueFull when it was refused."""
+    kind = answer[0]
+    if kind == b"ok":
+        return [Enqueued(id=int(r[0]), created=bool(r[1]), state=JobState(r[2].decode()))
+                for r in answer[1]]  # fmt: skip
+    if kind == b"skip":
+        return None
+    if kind == b"invalid":
+        raise InvalidJob(answer[1].decode())
+    if kind == b"full":
+        raise QueueFull(answer[1].decode())
     raise StoreError(f"unexpected answer from the store: {answer!r}")
 
 
@@ -469,7 +540,8 @@ class RedisStore:
         self._completes = _Group(self._send_completes, GROUP_JOBS)
         self._claims: dict[tuple[bytes, bytes], _Group] = {}
         scripts = resources.files("distqueue.store").joinpath("redis_scripts")
-        lib = scripts.joinpath("_lib.lua").read_text()
+        # (the constants the scripts share with the Python side first)
+        lib = f"local MAX_WAITERS = {MAX_WAITERS}\n" + scripts.joinpath("_lib.lua").read_text()
         self._scripts: dict[str, AsyncScript] = {}
         for name in SCRIPTS:
             body = scripts.joinpath(f"{name}.lua").read_text()
@@ -718,24 +790,12 @@ class RedisStore:
     # -- the Store protocol -------------------------------------------------------------
 
     async def enqueue(self, specs: Sequence[JobSpec], now: float) -> list[Enqueued]:
-        wire: list[dict[str, Any]] = []
-        payloads: list[bytes] = []
-        for spec, args in check_specs(specs):
-            wire.append({
-                "type": spec.type, "queue": spec.queue, "priority": spec.priority,
-                "max_retries": spec.max_retries, "timeout": spec.timeout,
-                "deadline": spec.deadline, "run_at": spec.run_at,
-                "unique_key": spec.unique_key, "args": None if args is None else args.decode(),
-                "has_payload": spec.payload is not None,
-            })  # fmt: skip
-            if spec.payload is not None:
-                payloads.append(bytes(spec.payload))
+        wire, payloads = _wire(specs)
         if not wire:
             return []
-        request = (repr(now), codec.dumps(wire), payloads, len(wire))
-        rows = await self._enqueues(request, len(wire))
-        out = [Enqueued(id=int(r[0]), created=bool(r[1]), state=JobState(r[2].decode()))
-               for r in rows]  # fmt: skip
+        request = (repr(now), codec.dumps(wire), b"", payloads, len(wire))
+        out = _enqueued(await self._enqueues(request, len(wire)))
+        assert out is not None  # (no guard: never skipped)
         self._announce(ready=any(e.created and e.state is S.QUEUED for e in out))
         return out
 
@@ -801,16 +861,13 @@ class RedisStore:
         return out
 
     async def _send_enqueues(self, requests: list[Any]) -> list[Any]:
-        """One enqueue script call for enqueues made at once: the rows of each."""
+        """One enqueue script call for enqueues made at once: the answer of each (see
+        _enqueued)."""
         args: list[Any] = []
-        for now, wire, payloads, _ in requests:
-            args += [now, wire, *payloads]
-        rows = await self._run("enqueue", *args)
-        out, at = [], 0
-        for *_, size in requests:
-            out.append(rows[at : at + size])
-            at += size
-        return out
+        for now, wire, guard, payloads, _ in requests:
+            args += [now, wire, guard, *payloads]
+        answers: list[Any] = await self._run("enqueue", *args)
+        return answers
 
     async def _send_completes(self, requests: list[Any]) -> list[Any]:
         """One complete script call for complete_many calls made at once: the answers
@@ -939,8 +996,9 @@ class RedisStore:
     async def next_wakeup(self) -> float | None:
         async def read() -> list[Any]:
             async with self._redis.pipeline(transaction=False) as pipe:
-                pipe.zrange(self._key("scheduled"), 0, 0, withscores=True)
-                pipe.zrange(self._key("leases"), 0, 0, withscores=True)
+                # scheduled jobs, leases, periodic ticks, rate-parked pairs (_lib.lua)
+                for key in ("scheduled", "leases", "periodic:next", "unpark_at"):
+                    pipe.zrange(self._key(key), 0, 0, withscores=True)
                 return await pipe.execute()  # type: ignore[no-any-return]
 
         heads = await self._read(read)
@@ -1082,3 +1140,81 @@ class RedisStore:
 
     async def forget_worker(self, worker: str) -> None:
         await self._run("worker_forget", check_worker(worker))
+
+    # -- flow control (#14): limits, paused queues (flow.lua), periodic schedules
+    # (periodic.lua, periodic_read.lua, and enqueue.lua's guard for fire_periodic)
+
+    async def set_limit(self, limit: Limit) -> None:
+        limit = check_limit(limit)
+
+        def opt(value: float | None) -> str:
+            return "" if value is None else repr(value)
+
+        data = b"" if limit.empty else codec.dumps(dataclasses.asdict(limit))
+        rate = limit.rate is not None
+        answer = await self._run(
+            "flow", "limit", limit.scope, limit.name, data, opt(limit.concurrency),
+            opt(limit.rate), repr(float(limit.period)) if rate else "",
+            opt(limit.burst) if rate else "", opt(limit.max_depth), MAX_LIMITS,
+        )  # fmt: skip
+        if answer == b"full":
+            raise InvalidJob(f"at most {MAX_LIMITS} limits: remove one first")
+        self._announce(ready=True)  # a looser limit may let queued jobs go
+
+    async def limits(self) -> builtins.list[Limit]:
+        key = self._key("limits")
+        h = await self._read(lambda: self._redis.hgetall(key))
+        found = [Limit(**codec.loads(v)) for v in h.values()]
+        return sorted(found, key=lambda limit: (limit.scope, limit.name))
+
+    async def pause(self, queue: str, paused: bool) -> None:
+        await self._run("flow", "pause", check_name("queue", queue), "1" if paused else "0")
+        if not paused:
+            self._announce(ready=True)
+
+    async def paused(self) -> builtins.list[str]:
+        key = self._key("paused")
+        members = await self._read(lambda: self._redis.smembers(key))
+        return sorted(m.decode() for m in members)
+
+    async def set_periodic(self, periodic: Periodic) -> Periodic:
+        p = check_periodic(periodic)
+        answer = await self._run("periodic", "set", p.name, p.definition, int(p.paused),
+                                 repr(float(p.next_at)), MAX_PERIODICS)  # fmt: skip
+        if answer == b"full":
+            raise InvalidJob(f"at most {MAX_PERIODICS} periodic schedules: remove one first")
+        return _periodic([p.name.encode(), *answer])
+
+    async def periodics(self) -> builtins.list[Periodic]:
+        rows = await self._run("periodic_read", "all")
+        return sorted((_periodic(r) for r in rows), key=lambda p: p.name)
+
+    async def remove_periodic(self, name: str) -> bool:
+        return bool(await self._run("periodic", "remove", check_name("schedule name", name)))
+
+    async def pause_periodic(self, name: str, paused: bool) -> None:
+        name = check_name("schedule name", name)
+        if not await self._run("periodic", "pause", name, "1" if paused else "0"):
+            raise InvalidJob(f"no periodic schedule {name!r}")
+
+    async def due_periodics(self, now: float, limit: int = 100) -> builtins.list[Periodic]:
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+            raise InvalidJob("limit must be 1 or more")
+        return [_periodic(r) for r in await self._run("periodic_read", "due", repr(now), limit)]
+
+    async def fire_periodic(
+        self, name: str, tick: float, next_at: float, spec: JobSpec | None, now: float
+    ) -> Enqueued | None:
+        check_name("schedule name", name)
+        specs = [] if spec is None else [
+            dataclasses.replace(spec, unique_key=periodic_key(name, tick))
+        ]  # fmt: skip
+        wire, payloads = _wire(specs)
+        guard = codec.dumps({"name": name, "tick": repr(float(tick)),
+                             "next_at": repr(float(next_at))})  # fmt: skip
+        [answer] = await self._run("enqueue", repr(now), codec.dumps(wire), guard, *payloads)
+        out = _enqueued(answer)
+        if not out:  # not this tick's turn, or no spec
+            return None
+        self._announce(ready=out[0].created and out[0].state is S.QUEUED)
+        return out[0]

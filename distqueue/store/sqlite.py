@@ -9,18 +9,30 @@ which is liveness only and lives in memory: see ``note_worker``). WAL mode with
 ``synchronous=FULL`` (the default): an operation that returned is on disk, and a
 process killed at any instant reopens to a consistent state (every committed
 group, nothing else).
+
+Workflows and flow control (#14) follow the same shape. Waiting jobs are rows in
+state ``waiting`` plus one ``waits`` row per job each still waits for; memory holds
+both directions (``_waiting``, ``_waiters``), so whatever ends a job moves its
+waiters on in its own transaction without a query to find them. Limits, paused
+queues and token buckets are rows too, and in memory for the claims: a claim asks a
+``_Gate`` which (queue, type) pairs are held back, and ``ReadyQueues`` *parks* those
+— out of every later claim's walk — until a slot frees (``_drop_running``), a rate
+limit's bucket refills (``_rate_heap``, also seen by ``next_wakeup``) or the limit
+or pause changes. With no limit and no pause the claim takes none of that path.
 """
 
 from __future__ import annotations
 
 import builtins
+import dataclasses
 import fcntl
 import heapq
 import os
 import random
 import sqlite3
 import threading
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections import deque
+from collections.abc import Callable, Collection, Hashable, Mapping, Sequence
 from importlib import resources
 from pathlib import Path
 from typing import Any, TypeVar
@@ -32,33 +44,57 @@ from distqueue.errors import (
     InvalidJob,
     JobNotFound,
     LeaseLost,
+    QueueFull,
     StoreError,
 )
-from distqueue.jobs import TERMINAL_STATES, Job, JobError, JobSpec, JobState, check_name
+from distqueue.jobs import (
+    MAX_WAITERS,
+    TERMINAL_STATES,
+    Job,
+    JobError,
+    JobSpec,
+    JobState,
+    check_name,
+)
 from distqueue.lifecycle import check_transition
 from distqueue.policy import DEFAULT_LEASE, DEFAULT_POISON_LIMIT, Retention, RetryPolicy
 from distqueue.store.base import (
+    ALL_QUEUES,
+    MAX_LIMITS,
+    MAX_PERIODICS,
     MAX_WORKERS,
     WORKER_JOBS,
     WORKERS_PURGE,
     Enqueued,
     FailOutcome,
     Heartbeat,
+    Limit,
+    Periodic,
     Stats,
     WorkerRecord,
 )
 from distqueue.store.checks import (
     check_claim,
     check_id,
+    check_limit,
     check_list,
+    check_periodic,
     check_specs,
     check_worker,
     check_worker_info,
     check_workers,
     encode_result,
+    periodic_key,
 )
 from distqueue.store.memindex import SMALL_JOB, ReadyQueues, Schedule
-from distqueue.store.sqlite_rows import FULL_COLS, SUMMARY_COLS, Running, job_from_row
+from distqueue.store.sqlite_rows import (
+    FULL_COLS,
+    SUMMARY_COLS,
+    Bucket,
+    Running,
+    Waiting,
+    job_from_row,
+)
 from distqueue.store.writer import Writer
 
 __all__ = ["SQLiteStore"]
@@ -85,8 +121,31 @@ TOTALS = (
 )  # fmt: skip
 
 
-#: the states the partial index jobs_state covers (sqlite_schema.sql)
-INDEXED_STATES = frozenset({"scheduled", "retrying", "dead", "cancelled"})
+#: the states the partial index jobs_state covers (sqlite_schema.sql), and its WHERE
+#: word for word (a query must say it so for the planner to use the index)
+INDEXED_STATES = frozenset({"waiting", "scheduled", "retrying", "dead", "cancelled"})
+INDEXED_WHERE = "state IN ('waiting', 'scheduled', 'retrying', 'dead', 'cancelled')"
+#: the states that count against a queue's max_depth (Limit.max_depth)
+UNFINISHED = frozenset({"waiting", "scheduled", "queued", "running", "retrying"})
+#: columns added to the jobs table after version 2, nullable, in place (ALTER TABLE):
+#: a file with them stays readable by the version before them
+ADDED_COLUMNS = (
+    ("queued_at", "REAL"),      # when a job queued again became queued (NULL: created_at)
+    ("after_ids", "TEXT"),      # JobSpec.after as a JSON list (NULL: none)
+    ("on_failure", "TEXT"),     # JobSpec.on_failure (NULL: "cancel")
+    ("pass_results", "INTEGER"),  # JobSpec.pass_results (NULL: false)
+)  # fmt: skip
+#: the most waiting jobs one operation moves on *beyond* the direct waiters of the
+#: jobs it ended itself (which all move in it: at most MAX_WAITERS each). A waiting
+#: job cancelled because a job it waited for failed cancels its own waiters in turn;
+#: a cascade longer than this goes on in the next operations (promote: see
+#: next_wakeup), so no one operation's work grows with a tree of dependencies
+CASCADE = 1000
+#: a rate limit's bucket counts as holding a token from this close to one (float
+#: rounding at the instant ready_at computed)
+TOKEN_EPS = 1e-9
+#: the periodic schedule's columns, in Periodic's order
+PERIODIC_COLS = "name, cron, every, timezone, spec, catch_up, paused, next_at"
 
 
 class SQLiteStore:
@@ -133,6 +192,7 @@ class SQLiteStore:
         self._next_id = 1
         self._next_seq = 1
         self._meta_dirty = False
+        self._reset_flow()
         #: the worker registry: id -> (seen, info as JSON); in memory only (see
         #: note_worker), so _recover leaves it be
         self._workers: dict[str, tuple[float, bytes]] = {}
@@ -142,6 +202,42 @@ class SQLiteStore:
         self._local = threading.local()
         self._readers_lock = threading.Lock()
         self._reader_conns: list[sqlite3.Connection] = []
+
+    def _reset_flow(self) -> None:
+        """(Re)set the in-memory state of dependencies and flow control (empty: _load
+        fills it from the file)."""
+        #: waiting jobs (JobSpec.after): id -> what it still waits for
+        self._waiting: dict[int, Waiting] = {}
+        #: job id -> the ids of the waiting jobs that wait for it
+        self._waiters: dict[int, set[int]] = {}
+        #: (id, succeeded) of jobs that ended whose waiters are still to move on: a
+        #: cascade of cancellations past CASCADE, left for the next operations (_drain)
+        self._cascade: deque[tuple[int, bool]] = deque()
+        #: waiting jobs found waiting for nothing on load (not made by this code):
+        #: moved on by the next _drain
+        self._orphans: list[int] = []
+        #: how many jobs are in an UNFINISHED state, in all queues together
+        self._unfinished = 0
+        #: every limit set, by (scope, name) — which is also the reason a pair held
+        #: back by it is parked under (ReadyQueues.park)
+        self._limits: dict[tuple[str, str], Limit] = {}
+        #: queues, types with a concurrency or rate limit (what a claim's gate asks)
+        self._qlim: dict[str, Limit] = {}
+        self._tlim: dict[str, Limit] = {}
+        #: queue (or ALL_QUEUES) -> its max_depth
+        self._depth: dict[str, int] = {}
+        #: (scope, name) -> the token bucket of a rate limit
+        self._buckets: dict[tuple[str, str], Bucket] = {}
+        #: paused queues; a pair held back by one is parked under ("paused", queue)
+        self._paused: set[str] = set()
+        #: any concurrency or rate limit, or paused queue: claims go through a _Gate
+        self._gated = False
+        #: running jobs by queue and by type (a concurrency limit's count)
+        self._run_q: dict[str, int] = {}
+        self._run_t: dict[str, int] = {}
+        #: (when, reason): pairs parked under a rate limit's reason may go again then
+        #: (stale entries are skipped)
+        self._rate_heap: list[tuple[float, tuple[str, str]]] = []
 
     @classmethod
     async def open(cls, data_dir: str | os.PathLike[str], **options: Any) -> SQLiteStore:
@@ -187,13 +283,21 @@ class SQLiteStore:
                 db.execute("ALTER TABLE jobs ADD COLUMN token INTEGER")
                 # v1's tokens were the attempts: epoch 1's, so this run starts at 2
                 db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('epoch', 1)")
+            # the partial index jobs_state covers 'waiting' too now: an older
+            # definition is dropped for the schema to create this one
+            old = db.execute(
+                "SELECT sql FROM sqlite_master WHERE type = 'index' AND name = 'jobs_state'"
+            ).fetchone()
+            if old is not None and "'waiting'" not in (old[0] or ""):
+                db.execute("DROP INDEX jobs_state")
             schema = resources.files("distqueue.store").joinpath("sqlite_schema.sql")
             db.executescript(schema.read_text())
-            # when a job queued again (promote, release, expire, retry) became queued;
-            # NULL for one queued by its enqueue (then created_at). A nullable column:
-            # added in place (no rewrite), and the file stays readable by version 2
-            if not any(col[1] == "queued_at" for col in db.execute("PRAGMA table_info(jobs)")):
-                db.execute("ALTER TABLE jobs ADD COLUMN queued_at REAL")
+            # nullable columns added in place (no rewrite): the file stays readable by
+            # version 2 (see ADDED_COLUMNS)
+            have = {col[1] for col in db.execute("PRAGMA table_info(jobs)")}
+            for name, decl in ADDED_COLUMNS:
+                if name not in have:
+                    db.execute(f"ALTER TABLE jobs ADD COLUMN {name} {decl}")
             db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
             self._load()
             self._new_epoch()
@@ -260,6 +364,7 @@ class SQLiteStore:
         self._counts = {}
         self._totals = dict.fromkeys(TOTALS, 0)
         self._meta_dirty = False
+        self._reset_flow()
         self._load()
         self._new_epoch()
 
@@ -276,6 +381,8 @@ class SQLiteStore:
             "SELECT queue, state, count(*) FROM jobs GROUP BY queue, state"
         ):
             self._counts[(queue, state)] = count
+            if state in UNFINISHED:
+                self._unfinished += count
         for jid, queue, type_, prio, seq, deadline, size in db.execute(
             f"SELECT id, queue, type, priority, seq, deadline, {SIZE} FROM jobs"
             " WHERE state = 'queued' ORDER BY seq"
@@ -291,6 +398,38 @@ class SQLiteStore:
             " type, priority, failures, max_retries, lost FROM jobs WHERE state = 'running'"
         ):
             self._add_running(row[0], Running(row[1:]))
+        self._load_flow()
+
+    def _load_flow(self) -> None:
+        """Rebuild the dependencies' and flow control's memory from the file."""
+        db = self._conn
+        for jid, queue, on_failure in db.execute(
+            f"SELECT id, queue, on_failure FROM jobs WHERE state = 'waiting' AND {INDEXED_WHERE}"
+        ):
+            self._waiting[jid] = Waiting(queue, on_failure or "cancel", set())
+        for dep, waiter in db.execute("SELECT dep, waiter FROM waits"):
+            w = self._waiting.get(waiter)
+            if w is not None:  # (rows of a job no longer waiting are not made: ignored)
+                w.pending.add(dep)
+                self._waiters.setdefault(dep, set()).add(waiter)
+        self._orphans = sorted(jid for jid, w in self._waiting.items() if not w.pending)
+        # jobs waited for that ended while a cascade was left for later: it goes on
+        for dep, state in db.execute(
+            "SELECT DISTINCT w.dep, j.state FROM waits w LEFT JOIN jobs j ON j.id = w.dep"
+            " WHERE j.state IS NULL OR j.state IN ('succeeded', 'dead', 'cancelled')"
+            " ORDER BY w.dep"
+        ):
+            if dep in self._waiters:
+                self._cascade.append((dep, state == "succeeded"))
+        for row in db.execute(
+            "SELECT scope, name, concurrency, rate, period, burst, max_depth, tokens,"
+            " tokens_at FROM limits"
+        ):
+            limit = Limit(scope=row[0], name=row[1], concurrency=row[2], rate=row[3],
+                          period=row[4], burst=row[5], max_depth=row[6])  # fmt: skip
+            self._put_limit(limit, row[7], row[8])
+        self._paused = {queue for (queue,) in db.execute("SELECT queue FROM paused")}
+        self._regate()
 
     # -- index helpers (writer thread) ---------------------------------------------------
 
@@ -298,8 +437,12 @@ class SQLiteStore:
         counts = self._counts
         if old is not None:
             counts[(queue, old)] -= 1
+            if old in UNFINISHED:
+                self._unfinished -= 1
         if new is not None:
             counts[(queue, new)] = counts.get((queue, new), 0) + 1
+            if new in UNFINISHED:
+                self._unfinished += 1
 
     def _total(self, key: str, n: int = 1) -> None:
         self._totals[key] += n
@@ -309,6 +452,9 @@ class SQLiteStore:
         self._running[jid] = r
         self._by_worker.setdefault(r.worker, set()).add(jid)
         heapq.heappush(self._lease_heap, (r.lease_until, jid, r.token))
+        run_q, run_t = self._run_q, self._run_t
+        run_q[r.queue] = run_q.get(r.queue, 0) + 1
+        run_t[r.type] = run_t.get(r.type, 0) + 1
 
     def _drop_running(self, jid: int, r: Running) -> None:
         del self._running[jid]
@@ -316,6 +462,32 @@ class SQLiteStore:
         held.discard(jid)
         if not held:
             del self._by_worker[r.worker]
+        run_q, run_t = self._run_q, self._run_t
+        left = run_q[r.queue] - 1
+        if left:
+            run_q[r.queue] = left
+        else:
+            del run_q[r.queue]
+        left = run_t[r.type] - 1
+        if left:
+            run_t[r.type] = left
+        else:
+            del run_t[r.type]
+        if self._gated:  # a slot freed: pairs parked at a concurrency limit may go
+            self._slot_freed(r.queue, r.type)
+
+    def _slot_freed(self, queue: str, type_: str) -> None:
+        for scope, limits, running, name in (
+            ("queue", self._qlim, self._run_q, queue),
+            ("type", self._tlim, self._run_t, type_),
+        ):
+            limit = limits.get(name)
+            if (
+                limit is not None
+                and limit.concurrency is not None
+                and running.get(name, 0) < limit.concurrency
+            ):
+                self._ready.unpark((scope, name))
 
     def _holder(self, jid: int, token: int, worker: str | None) -> Running:
         r = self._running.get(jid)
@@ -347,9 +519,10 @@ class SQLiteStore:
 
     def _finish(
         self, jid: int, queue: str, old: JobState, new: JobState, now: float,
-        error: JobError | None = None,
+        error: JobError | None = None, *, cascade: bool = True,
     ) -> None:  # fmt: skip
-        """Move a job to dead or cancelled (writes the row, counts it)."""
+        """Move a job to dead or cancelled (writes the row, counts it), and the jobs
+        waiting for it on (``cascade=False``: the caller sees to them)."""
         check_transition(jid, old, new)
         if error is None:
             self._conn.execute(
@@ -365,6 +538,157 @@ class SQLiteStore:
             )
         self._count(queue, old.value, new.value)
         self._total("dead" if new is S.DEAD else "cancelled")
+        if cascade and jid in self._waiters:
+            self._ended(jid, False, now)
+
+    # -- dependencies (JobSpec.after): writer thread ---------------------------------------
+
+    def _ended(self, dep: int, ok: bool, now: float) -> None:
+        """Job ``dep`` ended (``ok``: succeeded): every job waiting for it moves on, in
+        this operation; the cascade of cancellations that may start goes on as far as
+        CASCADE allows (see _drain)."""
+        self._move_waiters(dep, ok, now, None)
+        if self._cascade:
+            self._drain(now)
+
+    def _move_waiters(self, dep: int, ok: bool, now: float, woken: list[int] | None) -> int:
+        """The jobs waiting for ``dep`` (which ended, ``ok``: succeeded) move on: with
+        on_failure "cancel" and ``dep`` failed, each is cancelled at once (and waits
+        for its other jobs no more), its own waiters put on the cascade; otherwise
+        each waits for one job less, and one that waits for none now is queued
+        (scheduled if its run_at is ahead). Returns how many moved on; appends the
+        ids queued to ``woken``."""
+        waiters = self._waiters.pop(dep, None)
+        if not waiters:
+            return 0
+        self._conn.execute("DELETE FROM waits WHERE dep = ?", (dep,))
+        moved = 0
+        for jid in sorted(waiters):  # (at most MAX_WAITERS)
+            w = self._waiting[jid]
+            w.pending.discard(dep)
+            if not ok and w.on_failure == "cancel":
+                self._forget_waiting(jid)
+                self._finish(jid, w.queue, S.WAITING, S.CANCELLED, now, cascade=False)
+                if jid in self._waiters:
+                    self._cascade.append((jid, False))
+                moved += 1
+            elif not w.pending:
+                del self._waiting[jid]
+                self._wake(jid, w.queue, now, woken)
+                moved += 1
+        return moved
+
+    def _wake(self, jid: int, queue: str, now: float, woken: list[int] | None) -> None:
+        """A waiting job that waits for nothing more: queued, or scheduled if its
+        run_at is still ahead."""
+        check_transition(jid, S.WAITING, S.QUEUED)
+        check_transition(jid, S.WAITING, S.SCHEDULED)
+        seq = self._next_seq
+        self._next_seq += 1
+        state, type_, prio, run_at, deadline, size = self._conn.execute(
+            "UPDATE jobs SET state = CASE WHEN run_at > :now THEN 'scheduled' ELSE 'queued' END,"
+            " seq = CASE WHEN run_at > :now THEN NULL ELSE :seq END,"
+            " queued_at = CASE WHEN run_at > :now THEN NULL ELSE :now END,"
+            " run_at = CASE WHEN run_at > :now THEN run_at END"
+            f" WHERE id = :id RETURNING state, type, priority, run_at, deadline, {SIZE}",
+            {"now": now, "seq": seq, "id": jid},
+        ).fetchone()
+        if state == "queued":
+            self._ready.push(jid, queue, type_, prio, seq, deadline, size)
+            if woken is not None:
+                woken.append(jid)
+        else:
+            self._schedule.push(jid, run_at, queue, type_, prio)
+        self._count(queue, S.WAITING.value, state)
+
+    def _drain(self, now: float, budget: int = CASCADE) -> list[int]:
+        """Go on with the cascade left (and move on waiting jobs found waiting for
+        nothing on load) until ``budget`` jobs moved; returns the ids queued."""
+        woken: list[int] = []
+        moved = 0
+        while self._orphans:
+            jid = self._orphans.pop()
+            w = self._waiting.get(jid)
+            if w is not None and not w.pending:
+                del self._waiting[jid]
+                self._wake(jid, w.queue, now, woken)
+                moved += 1
+        cascade = self._cascade
+        while cascade and moved < budget:
+            dep, ok = cascade.popleft()
+            moved += self._move_waiters(dep, ok, now, woken)
+        return woken
+
+    def _forget_waiting(self, jid: int) -> None:
+        """A waiting job leaves (cancelled): it waits for nothing any more."""
+        w = self._waiting.pop(jid)
+        for dep in w.pending:
+            waiters = self._waiters[dep]
+            waiters.discard(jid)
+            if not waiters:
+                del self._waiters[dep]
+        self._conn.executemany(
+            "DELETE FROM waits WHERE dep = ? AND waiter = ?", [(dep, jid) for dep in w.pending]
+        )
+
+    # -- flow control: writer thread -------------------------------------------------------
+
+    def _put_limit(self, limit: Limit, tokens: float | None, at: float | None) -> None:
+        """Set ``limit`` in memory, its bucket (if a rate) at ``tokens`` as of ``at``."""
+        key = (limit.scope, limit.name)
+        self._limits[key] = limit
+        limits = self._qlim if limit.scope == "queue" else self._tlim
+        if limit.concurrency is not None or limit.rate is not None:
+            limits[limit.name] = limit
+        else:
+            limits.pop(limit.name, None)
+        if limit.rate is not None:
+            self._buckets[key] = Bucket(limit.rate, limit.period, limit.burst, tokens, at)
+        else:
+            self._buckets.pop(key, None)
+        if limit.max_depth is not None:
+            self._depth[limit.name] = limit.max_depth
+        else:
+            self._depth.pop(limit.name, None)
+
+    def _drop_limit(self, key: tuple[str, str]) -> None:
+        del self._limits[key]
+        (self._qlim if key[0] == "queue" else self._tlim).pop(key[1], None)
+        self._buckets.pop(key, None)
+        if key[0] == "queue":
+            self._depth.pop(key[1], None)
+
+    def _regate(self) -> None:
+        """Claims go through a gate while any limit or pause can hold a pair back."""
+        self._gated = bool(self._qlim or self._tlim or self._paused)
+        if not self._gated:
+            self._ready.unpark_all()
+            self._rate_heap.clear()
+
+    def _unpark_due(self, now: float) -> None:
+        """Unpark the pairs held back by a rate limit whose bucket has a token by now."""
+        heap = self._rate_heap
+        while heap and heap[0][0] <= now:
+            self._ready.unpark(heapq.heappop(heap)[1])
+
+    def _held(self, queue: str) -> int:
+        """Unfinished jobs in ``queue`` (what its max_depth bounds)."""
+        counts = self._counts
+        return sum(counts.get((queue, state), 0) for state in UNFINISHED)
+
+    def _check_depth(self, adding: dict[str, int]) -> None:
+        """QueueFull unless ``adding`` (queue -> new unfinished jobs) fits every
+        max_depth."""
+        depth = self._depth
+        for queue, n in adding.items():
+            most = depth.get(queue)
+            if most is not None:
+                held = self._held(queue)
+                if held + n > most:
+                    raise QueueFull(f"queue {queue} holds {held} jobs (max_depth {most})")
+        most = depth.get(ALL_QUEUES)
+        if most is not None and self._unfinished + sum(adding.values()) > most:
+            raise QueueFull(f"all queues hold {self._unfinished} jobs (max_depth {most})")
 
     def _lose(self, jid: int, r: Running, now: float) -> None:
         """A lease ended without an answer: requeue, or dead (poison), or cancelled."""
@@ -389,11 +713,14 @@ class SQLiteStore:
 
     def _op_enqueue(self, items: list[tuple[JobSpec, bytes | None]], now: float) -> list[Enqueued]:
         db = self._conn
-        out: list[Enqueued] = []
-        rows: list[tuple[Any, ...]] = []
-        fresh: list[tuple[int, JobSpec, JobState]] = []
-        keys: dict[str, Enqueued] = {}
-        for spec, args in items:
+        # each answer: an existing job's Enqueued, or (index in ``fresh``, created)
+        answers: list[Enqueued | tuple[int, bool]] = []
+        #: (spec index, id, spec, args) of each job this call creates
+        fresh: list[tuple[int, int, JobSpec, bytes | None]] = []
+        keys: dict[str, Enqueued | int] = {}
+        next_id = self._next_id
+        deps = False
+        for i, (spec, args) in enumerate(items):
             key = spec.unique_key
             if key is not None:
                 seen = keys.get(key)
@@ -402,29 +729,54 @@ class SQLiteStore:
                         "SELECT id, state FROM jobs WHERE unique_key = ?", (key,)
                     ).fetchone()
                     if row is not None:
-                        seen = Enqueued(id=row[0], created=False, state=JobState(row[1]))
+                        seen = keys[key] = Enqueued(id=row[0], created=False,
+                                                    state=JobState(row[1]))  # fmt: skip
                 if seen is not None:
-                    out.append(Enqueued(id=seen.id, created=False, state=seen.state))
-                    keys[key] = seen
+                    answers.append(seen if isinstance(seen, Enqueued) else (seen, False))
                     continue
-            jid = self._next_id
-            self._next_id += 1
-            delayed = spec.run_at is not None and spec.run_at > now
-            state = S.SCHEDULED if delayed else S.QUEUED
+                keys[key] = len(fresh)
+            answers.append((len(fresh), True))
+            fresh.append((i, next_id, spec, args))
+            next_id += 1
+            if spec.after:
+                deps = True
+        # what each new job becomes; InvalidJob/QueueFull here, before any write
+        states = [
+            S.SCHEDULED if spec.run_at is not None and spec.run_at > now else S.QUEUED
+            for _, _, spec, _ in fresh
+        ]
+        pending: dict[int, list[int]] = self._plan_after(fresh, states) if deps else {}
+        if self._depth:
+            adding: dict[str, int] = {}
+            for (_, _, spec, _), state in zip(fresh, states, strict=True):
+                if state is not S.CANCELLED:
+                    adding[spec.queue] = adding.get(spec.queue, 0) + 1
+            if adding:
+                self._check_depth(adding)
+        rows: list[tuple[Any, ...]] = []
+        more: list[tuple[Any, ...]] = []  # with dependencies' columns
+        seqs: list[int | None] = []
+        for (_, jid, spec, args), state in zip(fresh, states, strict=True):
             seq = None
-            if not delayed:
+            if state is S.QUEUED:
                 seq = self._next_seq
                 self._next_seq += 1
-            rows.append((
+            seqs.append(seq)
+            run_at = spec.run_at if state in (S.SCHEDULED, S.WAITING) else None
+            row = (
                 jid, spec.type, spec.queue, spec.priority, args, spec.payload, state.value,
-                spec.max_retries, spec.timeout, spec.deadline, spec.run_at if delayed else None,
-                key, seq, now,
-            ))  # fmt: skip
-            fresh.append((jid, spec, state))
-            created = Enqueued(id=jid, created=True, state=state)
-            out.append(created)
-            if key is not None:
-                keys[key] = created
+                spec.max_retries, spec.timeout, spec.deadline, run_at, spec.unique_key, seq,
+                now,
+            )  # fmt: skip
+            if spec.after or spec.on_failure != "cancel" or state is S.CANCELLED:
+                after = codec.dumps(list(spec.after)).decode() if spec.after else None
+                more.append((
+                    *row, after, None if spec.on_failure == "cancel" else spec.on_failure,
+                    1 if spec.pass_results else None,
+                    now if state is S.CANCELLED else None,
+                ))  # fmt: skip
+            else:
+                rows.append(row)
         if rows:
             db.executemany(
                 "INSERT INTO jobs (id, type, queue, priority, args, payload, state, max_retries,"
@@ -432,18 +784,96 @@ class SQLiteStore:
                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 rows,
             )
-            for (jid, spec, state), row in zip(fresh, rows, strict=True):
-                if state is S.QUEUED:
-                    size = len(row[4] or b"") + len(row[5] or b"")
-                    self._ready.push(
-                        jid, spec.queue, spec.type, spec.priority, row[12], spec.deadline, size
-                    )
-                else:
-                    assert spec.run_at is not None
-                    self._schedule.push(jid, spec.run_at, spec.queue, spec.type, spec.priority)
-                self._count(spec.queue, None, state.value)
-            self._total("submitted", len(rows))
+        if more:
+            db.executemany(
+                "INSERT INTO jobs (id, type, queue, priority, args, payload, state, max_retries,"
+                " timeout, deadline, run_at, unique_key, seq, created_at, after_ids, on_failure,"
+                " pass_results, finished_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                more,
+            )
+        if pending:
+            db.executemany(
+                "INSERT INTO waits (dep, waiter) VALUES (?, ?)",
+                [(dep, jid) for jid, ids in pending.items() for dep in ids],
+            )
+        for (_, jid, spec, args), state, seq in zip(fresh, states, seqs, strict=True):
+            if state is S.QUEUED:
+                assert seq is not None
+                size = len(args or b"") + len(spec.payload or b"")
+                self._ready.push(jid, spec.queue, spec.type, spec.priority, seq, spec.deadline,
+                                 size)  # fmt: skip
+            elif state is S.SCHEDULED:
+                assert spec.run_at is not None
+                self._schedule.push(jid, spec.run_at, spec.queue, spec.type, spec.priority)
+            elif state is S.WAITING:
+                ids = pending[jid]
+                self._waiting[jid] = Waiting(spec.queue, spec.on_failure, set(ids))
+                for dep in ids:
+                    self._waiters.setdefault(dep, set()).add(jid)
+            else:
+                self._total("cancelled")
+            self._count(spec.queue, None, state.value)
+        self._next_id = next_id
+        if fresh:
+            self._total("submitted", len(fresh))
         self._meta_dirty = True
+        out: list[Enqueued] = []
+        for answer in answers:
+            if isinstance(answer, Enqueued):
+                out.append(answer)
+            else:
+                slot, created = answer
+                out.append(Enqueued(id=fresh[slot][1], created=created, state=states[slot]))
+        return out
+
+    def _plan_after(
+        self, fresh: list[tuple[int, int, JobSpec, bytes | None]], states: list[JobState]
+    ) -> dict[int, list[int]]:
+        """Decide what each new job with dependencies becomes (``states`` updated in
+        place: waiting, cancelled, or as it was when every job it waits for is done);
+        returns new id -> the ids it waits for. InvalidJob naming the spec for a job
+        id that does not exist or has MAX_WAITERS waiters already."""
+        wanted = sorted({dep for _, _, spec, _ in fresh for dep in spec.after})
+        found: dict[int, str] = {}
+        for i in range(0, len(wanted), SIZE_LOOKUP):
+            part = wanted[i : i + SIZE_LOOKUP]
+            found.update(self._conn.execute(
+                f"SELECT id, state FROM jobs WHERE id IN ({','.join('?' * len(part))})", part
+            ).fetchall())  # fmt: skip
+        out: dict[int, list[int]] = {}
+        extra: dict[int, int] = {}
+        for slot, (index, jid, spec, _) in enumerate(fresh):
+            if not spec.after:
+                continue
+            waits: list[int] = []
+            failed = False
+            for dep in spec.after:
+                state = found.get(dep)
+                if state is None:
+                    raise InvalidJob(f"job {index}: after names job {dep}, which does not exist")
+                if state == "succeeded":
+                    continue
+                if state in ("dead", "cancelled"):
+                    failed = failed or spec.on_failure == "cancel"
+                    continue
+                waits.append(dep)
+            if failed:
+                check_transition(jid, None, S.CANCELLED)
+                states[slot] = S.CANCELLED
+                continue
+            if not waits:
+                continue
+            for dep in waits:
+                if len(self._waiters.get(dep, ())) + extra.get(dep, 0) >= MAX_WAITERS:
+                    raise InvalidJob(
+                        f"job {index}: {MAX_WAITERS} jobs wait for job {dep} already"
+                        f" (at most {MAX_WAITERS})"
+                    )
+                extra[dep] = extra.get(dep, 0) + 1
+            check_transition(jid, None, S.WAITING)
+            states[slot] = S.WAITING
+            out[jid] = waits
         return out
 
     def _sizes_of(self, ids: list[int]) -> dict[int, int]:
@@ -476,13 +906,19 @@ class SQLiteStore:
         # budget: a claim of small jobs with room for n of them never looks one up
         if max_bytes is not None and (self._ready.sizes or n * SMALL_JOB > max_bytes):
             admit = _Budget(max_bytes, now, chosen, self._ready.sizes, self._sizes_of).admit
-        for jid, prio, deadline in self._ready.take(queues, types, admit):
+        gate = None
+        if self._gated:  # (no limit and no pause: nothing more on the hot path)
+            if self._rate_heap:
+                self._unpark_due(now)
+            gate = _Gate(self, now)
+        for jid, prio, deadline, key in self._ready.take(
+            queues, types, admit, None if gate is None else gate.blocked
+        ):
             if deadline is not None and deadline < now:
-                row = self._conn.execute("SELECT queue FROM jobs WHERE id = ?", (jid,)).fetchone()
                 expired = JobError(
                     kind="expired", message=f"deadline {deadline} passed before it started"
                 )
-                self._finish(jid, row[0], S.QUEUED, S.DEAD, now, expired)
+                self._finish(jid, key[0], S.QUEUED, S.DEAD, now, expired)
                 self._total("expired")
                 ended += 1
                 if ended == BATCH and not chosen:  # bounded work: claim() goes on
@@ -490,8 +926,12 @@ class SQLiteStore:
                 continue
             check_transition(jid, S.QUEUED, S.RUNNING)
             chosen.append((jid, prio))
+            if gate is not None:
+                gate.took(key)
             if len(chosen) == n:
                 break
+        if gate is not None:
+            gate.save()
         if not chosen:
             return []
         # one statement for the whole claim
@@ -527,12 +967,15 @@ class SQLiteStore:
         self._drop_running(jid, r)
         self._count(r.queue, S.RUNNING.value, S.SUCCEEDED.value)
         self._total("succeeded")
+        if jid in self._waiters:
+            self._ended(jid, True, now)
 
     def _op_complete_many(
         self, items: list[tuple[int, int, tuple[bytes, str]]], now: float, worker: str | None
     ) -> list[DistQueueError | None]:
         out: list[DistQueueError | None] = []
         rows = []
+        ended: list[int] = []
         for jid, token, result in items:
             try:
                 r = self._holder(jid, token, worker)
@@ -544,6 +987,8 @@ class SQLiteStore:
             self._drop_running(jid, r)
             self._count(r.queue, S.RUNNING.value, S.SUCCEEDED.value)
             out.append(None)
+            if jid in self._waiters:
+                ended.append(jid)
         if rows:
             self._conn.executemany(
                 "UPDATE jobs SET state = 'succeeded', result = ?, result_kind = ?,"
@@ -551,6 +996,8 @@ class SQLiteStore:
                 rows,
             )
             self._total("succeeded", len(rows))
+        for jid in ended:  # their waiters move on, in this operation too
+            self._ended(jid, True, now)
         return out
 
     def _op_fail(
@@ -638,17 +1085,31 @@ class SQLiteStore:
 
     def _op_promote(self, now: float, limit: int) -> list[int]:
         out: list[int] = []
-        for jid, queue, type_, prio in self._schedule.due(now):
+        if self._cascade or self._orphans:  # a cascade of dependencies left to go on
+            out += self._drain(now, limit)
+        if self._rate_heap:  # rate limits with tokens again: their pairs may go
+            self._unpark_due(now)
+        for promoted, (jid, queue, type_, prio) in enumerate(self._schedule.due(now), 1):
             old = self._state(jid)
             assert old is not None
             self._requeue(jid, queue, type_, prio, old, now)
             out.append(jid)
-            if len(out) == limit:
+            if promoted == limit:
                 break
         return out
 
     def _op_next_wakeup(self) -> float | None:
+        if self._cascade or self._orphans:
+            return 0.0  # a promote has work now (the cascade of dependencies left)
         times = [t for t in (self._schedule.next_at(), self._leases_next()) if t is not None]
+        heap = self._rate_heap
+        while heap and not self._ready.parked(heap[0][1]):
+            heapq.heappop(heap)  # stale: that reason holds no pair back any more
+        if heap:
+            times.append(heap[0][0])
+        (periodic,) = self._conn.execute("SELECT min(next_at) FROM periodics").fetchone()
+        if periodic is not None:
+            times.append(periodic)
         return min(times) if times else None
 
     def _leases_next(self) -> float | None:
@@ -668,6 +1129,8 @@ class SQLiteStore:
         check_transition(jid, state, S.CANCELLED)
         if state is S.QUEUED:
             self._ready.drop(jid, prio)
+        elif state is S.WAITING:
+            self._forget_waiting(jid)
         else:
             self._schedule.drop(jid)
         self._finish(jid, queue, state, S.CANCELLED, now)
@@ -686,6 +1149,8 @@ class SQLiteStore:
                 f"job {jid} is {state.value}: only dead or cancelled jobs can be retried"
             )
         check_transition(jid, state, S.QUEUED)
+        if jid in self._waiters:  # it ended in a cascade not yet done: its waiters
+            self._move_waiters(jid, False, now, None)  # move on as it ended, first
         self._conn.execute(
             "UPDATE jobs SET failures = 0, lost = 0, finished_at = NULL WHERE id = ?", (jid,)
         )
@@ -726,12 +1191,26 @@ class SQLiteStore:
         if state in INDEXED_STATES:
             # the partial index jobs_state holds these states only: say so in the
             # query's own words, or the planner cannot use it and scans the table
-            where.append("state IN ('scheduled', 'retrying', 'dead', 'cancelled')")
+            where.append(INDEXED_WHERE)
         sql = f"SELECT {SUMMARY_COLS} FROM jobs"
         if where:
             sql += " WHERE " + " AND ".join(where)
         sql += " ORDER BY id DESC LIMIT ?"
         return [job_from_row(row) for row in self._reader().execute(sql, (*params, limit))]
+
+    def _read_periodics(self) -> list[Periodic]:
+        rows = self._reader().execute(f"SELECT {PERIODIC_COLS} FROM periodics ORDER BY name")
+        return [_periodic_from_row(row) for row in rows]
+
+    def _read_due_periodics(self, now: float, limit: int) -> list[Periodic]:
+        return [
+            _periodic_from_row(row)
+            for row in self._reader().execute(
+                f"SELECT {PERIODIC_COLS} FROM periodics INDEXED BY periodics_next"
+                " WHERE next_at <= ? ORDER BY next_at, name LIMIT ?",
+                (now, limit),
+            )
+        ]
 
     def _op_stats(self) -> Stats:
         by_state = {s.value: 0 for s in JobState}
@@ -834,6 +1313,96 @@ class SQLiteStore:
 
     def _op_forget_worker(self, worker: str) -> None:
         self._workers.pop(worker, None)
+
+    def _op_set_limit(self, limit: Limit) -> None:
+        key = (limit.scope, limit.name)
+        old = self._limits.get(key)
+        if limit.empty:
+            if old is None:
+                return
+            self._conn.execute("DELETE FROM limits WHERE scope = ? AND name = ?", key)
+            self._drop_limit(key)
+        else:
+            if old is None and len(self._limits) >= MAX_LIMITS:
+                raise InvalidJob(f"there are {MAX_LIMITS} limits already (at most {MAX_LIMITS})")
+            tokens = at = None
+            bucket = self._buckets.get(key)
+            if (
+                bucket is not None
+                and old is not None
+                and (old.rate, old.period, old.burst) == (limit.rate, limit.period, limit.burst)
+            ):  # the same rate: its bucket goes on as it is (a new or changed one is full)
+                tokens, at = bucket.tokens, bucket.at
+            self._conn.execute(
+                "INSERT OR REPLACE INTO limits (scope, name, concurrency, rate, period, burst,"
+                " max_depth, tokens, tokens_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (*key, limit.concurrency, limit.rate, float(limit.period), limit.burst,
+                 limit.max_depth, tokens, at),
+            )  # fmt: skip
+            self._put_limit(limit, tokens, at)
+        self._ready.unpark(key)  # a claim parks its pairs again if they are still held
+        self._regate()
+
+    def _op_limits(self) -> list[Limit]:
+        return [self._limits[key] for key in sorted(self._limits)]
+
+    def _op_pause(self, queue: str, paused: bool) -> None:
+        if paused:
+            if queue not in self._paused:
+                self._conn.execute("INSERT OR IGNORE INTO paused (queue) VALUES (?)", (queue,))
+                self._paused.add(queue)
+        elif queue in self._paused:
+            self._conn.execute("DELETE FROM paused WHERE queue = ?", (queue,))
+            self._paused.discard(queue)
+            self._ready.unpark(("paused", queue))
+        self._regate()
+
+    def _op_paused(self) -> list[str]:
+        return sorted(self._paused)
+
+    def _op_set_periodic(self, periodic: Periodic, spec: bytes) -> Periodic:
+        db = self._conn
+        row = db.execute(
+            f"SELECT {PERIODIC_COLS}, definition FROM periodics WHERE name = ?", (periodic.name,)
+        ).fetchone()
+        definition = periodic.definition
+        if row is not None and row[-1] == definition:
+            return _periodic_from_row(row)  # kept as it is: its ticks do not move
+        if row is None:
+            (count,) = db.execute("SELECT count(*) FROM periodics").fetchone()
+            if count >= MAX_PERIODICS:
+                raise InvalidJob(
+                    f"there are {MAX_PERIODICS} schedules already (at most {MAX_PERIODICS})"
+                )
+        stored = db.execute(
+            f"INSERT OR REPLACE INTO periodics ({PERIODIC_COLS}, definition)"
+            f" VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING {PERIODIC_COLS}",
+            (periodic.name, periodic.cron, periodic.every, periodic.timezone, spec,
+             periodic.catch_up, int(periodic.paused), float(periodic.next_at), definition),
+        ).fetchone()  # fmt: skip
+        return _periodic_from_row(stored)
+
+    def _op_remove_periodic(self, name: str) -> bool:
+        return self._conn.execute("DELETE FROM periodics WHERE name = ?", (name,)).rowcount > 0
+
+    def _op_pause_periodic(self, name: str, paused: bool) -> None:
+        changed = self._conn.execute(
+            "UPDATE periodics SET paused = ? WHERE name = ?", (int(paused), name)
+        ).rowcount
+        if not changed:
+            raise InvalidJob(f"no schedule named {name!r}")
+
+    def _op_fire_periodic(
+        self, name: str, tick: float, next_at: float,
+        items: list[tuple[JobSpec, bytes | None]] | None, now: float,
+    ) -> Enqueued | None:  # fmt: skip
+        row = self._conn.execute("SELECT next_at FROM periodics WHERE name = ?", (name,)).fetchone()
+        if row is None or row[0] != tick:
+            return None  # fired already (or changed, or gone): nothing to do
+        # the normal enqueue (dependencies, depth): it raises before it writes
+        answer = self._op_enqueue(items, now)[0] if items else None
+        self._conn.execute("UPDATE periodics SET next_at = ? WHERE name = ?", (next_at, name))
+        return answer
 
     # -- the async API (the Store protocol) -----------------------------------------------
 
@@ -1026,6 +1595,133 @@ class SQLiteStore:
     ) -> None:
         """Nothing to watch: only this process has the file open (see Store.watch)."""
         return None
+
+    # -- flow control: limits, paused queues, periodic schedules ----------------------
+    # Limits and paused queues live in the file and, for the claims, in memory (the
+    # writer thread's): their reads come from memory. Schedules are read from the file.
+
+    async def set_limit(self, limit: Limit) -> None:
+        await self._writer.call(self._op_set_limit, check_limit(limit))
+
+    async def limits(self) -> builtins.list[Limit]:
+        return await self._writer.call(self._op_limits, durable=False)
+
+    async def pause(self, queue: str, paused: bool) -> None:
+        await self._writer.call(self._op_pause, check_name("queue", queue), bool(paused))
+
+    async def paused(self) -> builtins.list[str]:
+        return await self._writer.call(self._op_paused, durable=False)
+
+    async def set_periodic(self, periodic: Periodic) -> Periodic:
+        periodic = check_periodic(periodic)
+        spec = codec.dumps(periodic.spec, "schedule spec")
+        return await self._writer.call(self._op_set_periodic, periodic, spec)
+
+    async def periodics(self) -> builtins.list[Periodic]:
+        return await self._read(self._read_periodics)
+
+    async def remove_periodic(self, name: str) -> bool:
+        return await self._writer.call(self._op_remove_periodic,
+                                       check_name("schedule name", name))  # fmt: skip
+
+    async def pause_periodic(self, name: str, paused: bool) -> None:
+        await self._writer.call(
+            self._op_pause_periodic, check_name("schedule name", name), bool(paused)
+        )
+
+    async def due_periodics(self, now: float, limit: int = 100) -> builtins.list[Periodic]:
+        if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= 10_000:
+            raise InvalidJob("limit must be 1-10000")
+        return await self._read(self._read_due_periodics, now, limit)
+
+    async def fire_periodic(
+        self, name: str, tick: float, next_at: float, spec: JobSpec | None, now: float
+    ) -> Enqueued | None:
+        check_name("schedule name", name)
+        if not next_at > tick:
+            raise InvalidJob(f"the next tick ({next_at}) must come after this one ({tick})")
+        items = None
+        if spec is not None:
+            if not isinstance(spec, JobSpec):
+                raise InvalidJob("job 0: not a JobSpec")
+            items = check_specs([dataclasses.replace(spec, unique_key=periodic_key(name, tick))])
+        return await self._writer.call(self._op_fire_periodic, name, tick, next_at, items, now)
+
+
+def _periodic_from_row(row: Sequence[Any]) -> Periodic:
+    return Periodic(
+        name=row[0], cron=row[1], every=row[2], timezone=row[3], spec=codec.loads(row[4]),
+        catch_up=row[5], paused=bool(row[6]), next_at=row[7],
+    )  # fmt: skip
+
+
+class _Gate:
+    """A claim's flow control, as ``ReadyQueues.take`` asks it pair by pair: which
+    (queue, type) pairs are held back now, and why (the reason they are parked
+    under: ("paused", queue), or the (scope, name) of the limit). Counts the jobs the
+    claim took so far against the concurrency limits, and takes their tokens from the
+    rate limits' buckets (refilled to the claim's ``now``); ``save`` writes the
+    buckets it used to the file with the claim, so a restart grants no fresh burst."""
+
+    __slots__ = ("now", "store", "taken", "used")
+
+    def __init__(self, store: SQLiteStore, now: float) -> None:
+        self.store = store
+        self.now = now
+        #: (scope, name) -> jobs this claim took of it
+        self.taken: dict[tuple[str, str], int] = {}
+        #: the buckets it took tokens from
+        self.used: set[tuple[str, str]] = set()
+
+    def blocked(self, key: tuple[str, str]) -> Hashable | None:
+        queue, type_ = key
+        store = self.store
+        if queue in store._paused:
+            return ("paused", queue)
+        limit = store._qlim.get(queue)
+        if limit is not None and not self._room(("queue", queue), limit, store._run_q):
+            return ("queue", queue)
+        limit = store._tlim.get(type_)
+        if limit is not None and not self._room(("type", type_), limit, store._run_t):
+            return ("type", type_)
+        return None
+
+    def _room(self, key: tuple[str, str], limit: Limit, running: dict[str, int]) -> bool:
+        if (
+            limit.concurrency is not None
+            and running.get(key[1], 0) + self.taken.get(key, 0) >= limit.concurrency
+        ):
+            return False
+        if limit.rate is not None:
+            bucket = self.store._buckets[key]
+            if bucket.refill(self.now) < 1.0 - TOKEN_EPS:
+                heapq.heappush(self.store._rate_heap, (bucket.ready_at(), key))
+                return False
+        return True
+
+    def took(self, key: tuple[str, str]) -> None:
+        """The claim took a job of the pair ``key``."""
+        store = self.store
+        for limit, scoped in (
+            (store._qlim.get(key[0]), ("queue", key[0])),
+            (store._tlim.get(key[1]), ("type", key[1])),
+        ):
+            if limit is not None:
+                self.taken[scoped] = self.taken.get(scoped, 0) + 1
+                if limit.rate is not None:
+                    bucket = store._buckets[scoped]
+                    bucket.refill(self.now)
+                    bucket.tokens -= 1.0
+                    self.used.add(scoped)
+
+    def save(self) -> None:
+        """Write the buckets the claim took tokens from (in its transaction)."""
+        if self.used:
+            buckets = self.store._buckets
+            self.store._conn.executemany(
+                "UPDATE limits SET tokens = ?, tokens_at = ? WHERE scope = ? AND name = ?",
+                [(buckets[key].tokens, buckets[key].at, *key) for key in self.used],
+            )
 
 
 class _Budget:

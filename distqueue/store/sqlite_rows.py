@@ -8,13 +8,13 @@ from typing import Any
 from distqueue import codec
 from distqueue.jobs import Job, JobError, JobState
 
-__all__ = ["FULL_COLS", "SUMMARY_COLS", "Running", "job_from_row"]
+__all__ = ["FULL_COLS", "SUMMARY_COLS", "Bucket", "Running", "Waiting", "job_from_row"]
 
 _COLS = (
     "id, type, queue, priority, args, {payload}, length(payload), state, max_retries, timeout,"
     " deadline, run_at, unique_key, attempts, failures, lost, worker, lease_until,"
     " cancel_requested, {result}, result_kind, error, progress, created_at, started_at,"
-    " finished_at, coalesce(token, attempts)"
+    " finished_at, coalesce(token, attempts), after_ids, on_failure, pass_results"
 )
 FULL_COLS = _COLS.format(payload="payload", result="result")
 SUMMARY_COLS = _COLS.format(payload="NULL", result="NULL")
@@ -35,6 +35,8 @@ def job_from_row(row: Sequence[Any]) -> Job:
         result=result, error=None if row[21] is None else JobError.from_dict(codec.loads(row[21])),
         progress=None if row[22] is None else codec.loads(row[22]),
         created_at=row[23], started_at=row[24], finished_at=row[25], token=row[26],
+        after=() if row[27] is None else tuple(codec.loads(row[27])),
+        on_failure=row[28] or "cancel", pass_results=bool(row[29]),
     )  # fmt: skip
 
 
@@ -59,3 +61,45 @@ class Running:
         self.failures: int = row[7]
         self.max_retries: int = row[8]
         self.lost: int = row[9]
+
+
+class Waiting:
+    """What the store keeps in memory about a waiting job (JobSpec.after)."""
+
+    __slots__ = ("on_failure", "pending", "queue")
+
+    def __init__(self, queue: str, on_failure: str, pending: set[int]) -> None:
+        self.queue = queue
+        #: "cancel" or "run" (JobSpec.on_failure)
+        self.on_failure = on_failure
+        #: the ids of the jobs it still waits for (one of them ending dead or
+        #: cancelled cancels it at once, with on_failure "cancel")
+        self.pending = pending
+
+
+class Bucket:
+    """A rate limit's token bucket (Limit.rate): ``tokens`` as of ``at`` (None: never
+    used, full)."""
+
+    __slots__ = ("at", "burst", "per_second", "tokens")
+
+    def __init__(self, rate: int, period: float, burst: int, tokens: float | None,
+                 at: float | None) -> None:  # fmt: skip
+        self.per_second = rate / period
+        self.burst = burst
+        self.tokens = float(burst) if tokens is None or at is None else tokens
+        self.at = at
+
+    def refill(self, now: float) -> float:
+        """The tokens at ``now`` (a ``now`` before the last one adds none)."""
+        if self.at is None:
+            self.at = now
+        elif now > self.at:
+            self.tokens = min(float(self.burst), self.tokens + (now - self.at) * self.per_second)
+            self.at = now
+        return self.tokens
+
+    def ready_at(self) -> float:
+        """When the bucket holds a whole token again (its last refill's view)."""
+        assert self.at is not None
+        return self.at + max(0.0, 1.0 - self.tokens) / self.per_second

@@ -42,14 +42,17 @@ from distqueue.jobs import check_name
 from distqueue.names import task_name
 
 __all__ = [
+    "PERIODIC",
     "REGISTRY",
     "FileResult",
     "JobContext",
+    "PeriodicTask",
     "Task",
     "TaskImportError",
     "call_args",
     "current_job",
     "import_tasks",
+    "periodic",
     "task",
     "task_name",
 ]
@@ -90,6 +93,67 @@ def task(fn: F | None = None, /, *, name: str | None = None) -> F | Callable[[F]
         return f
 
     return register(fn) if fn is not None else register
+
+
+@dataclass(frozen=True)
+class PeriodicTask:
+    """A task a schedule submits (``@distqueue.periodic``): every worker serving the
+    task sets the schedule on the server when it connects; one with the same
+    definition keeps its ticks, so many workers, or restarts, change nothing."""
+
+    #: the schedule's name (the task's type unless given)
+    name: str
+    #: the task's type
+    task: str
+    cron: str | None
+    every: float | None
+    timezone: str
+    catch_up: str
+    #: the job's arguments and options (queue, priority, retries, timeout)
+    args: tuple[Any, ...]
+    kwargs: dict[str, Any]
+    options: dict[str, Any]
+
+
+#: every periodic task of this process, by schedule name
+PERIODIC: dict[str, PeriodicTask] = {}
+
+
+def periodic(
+    cron: str | None = None,
+    /,
+    *,
+    every: float | None = None,
+    timezone: str = "UTC",
+    catch_up: str = "once",
+    name: str | None = None,
+    args: tuple[Any, ...] = (),
+    kwargs: dict[str, Any] | None = None,
+    queue: str | None = None,
+    priority: int | str | None = None,
+    retries: int | None = None,
+    timeout: float | None = None,
+) -> Callable[[F], F]:
+    """Run a task on a schedule: ``@distqueue.periodic("*/5 * * * *")`` (a cron
+    expression, 5 fields or 6 with seconds first, in ``timezone``) or
+    ``@distqueue.periodic(every=30)``; the function is registered as a task too
+    (put it above or below ``@distqueue.task``). ``catch_up``: a tick missed while
+    nothing ran is submitted once on recovery ("once") or skipped ("skip")."""
+    if (cron is None) == (every is None):
+        raise ValueError("give a cron expression or every=seconds, one of them")
+
+    def register(f: F) -> F:
+        type_name = getattr(f, "__distqueue_task__", None) or task(f).__distqueue_task__  # type: ignore[attr-defined]
+        schedule = check_name("schedule name", name or type_name)
+        options = {k: v for k, v in (("queue", queue), ("priority", priority),
+                   ("retries", retries), ("timeout", timeout)) if v is not None}  # fmt: skip
+        PERIODIC[schedule] = PeriodicTask(
+            schedule, type_name, cron, every, timezone, catch_up, tuple(args), dict(kwargs or {}),
+            options,
+        )  # fmt: skip
+        return f
+
+    return register
 
 
 class TaskImportError(ImportError):

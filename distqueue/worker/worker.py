@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 from distqueue import codec, defaults
+from distqueue.client.client import schedule_command
 from distqueue.client.connection import AsyncConnection
 from distqueue.client.direct import DirectConnection, is_store_url
 from distqueue.config import redact_url
@@ -42,6 +43,7 @@ from distqueue.errors import (
     LeaseLost,
     ServerUnavailable,
     StoreError,
+    WrongArguments,
 )
 from distqueue.worker.builtins import ALL_BUILTINS, BUILTINS, SHELL
 from distqueue.worker.executors import (
@@ -55,7 +57,13 @@ from distqueue.worker.executors import (
     run_inline,
     run_shell,
 )
-from distqueue.worker.registry import JobContext, Task, import_tasks, run_with_context
+from distqueue.worker.registry import (
+    PERIODIC,
+    JobContext,
+    Task,
+    import_tasks,
+    run_with_context,
+)  # fmt: skip
 from distqueue.worker.threads import ThreadRunner
 
 __all__ = ["Worker", "WorkerOptions"]
@@ -148,6 +156,21 @@ class WorkerOptions:
     tls_ca: str | None = None
     tls_cert: str | None = None
     tls_key: str | None = None
+
+
+def with_results(args: Any, value: Any) -> Any:
+    """A job's arguments with its parents' results put first (JobSpec.pass_results):
+    one parent's result, or the list of several parents' results in ``after`` order,
+    as Celery's chains and chords pass them."""
+    if args is None:
+        return [value]
+    if isinstance(args, list):
+        return [value, *args]
+    if isinstance(args, dict):
+        if set(args) == {"args", "kwargs"} and isinstance(args["args"], list):
+            return {"args": [value, *args["args"]], "kwargs": args["kwargs"]}
+        return {"args": [value], "kwargs": args}
+    return [value, args]
 
 
 @dataclass(eq=False)
@@ -357,6 +380,20 @@ class Worker:
         self.max_fetch = int(info.get("max_fetch", self.max_fetch))
         where = self.control.address or (redact_url(getattr(self.control, "url", "?")), "")
         log.info("worker %s connected to %s:%s", self.id, *where, extra={"worker": self.id})
+        await self._set_schedules()
+
+    async def _set_schedules(self) -> None:
+        """Set the schedules of the periodic tasks this worker serves (@periodic);
+        the server keeps the ticks of one already set the same way."""
+        for p in PERIODIC.values():
+            if p.task not in self.tasks:
+                continue
+            command = schedule_command(p.name, p.task, p.args, p.kwargs, p.options, p.cron,
+                                       p.every, p.timezone, p.catch_up)  # fmt: skip
+            try:
+                await self.control.call(*command)
+            except (InvalidJob, WrongArguments) as exc:
+                log.error("periodic task %s: its schedule is refused: %s", p.name, exc)
 
     async def _session(self) -> None:
         """Run the side tasks until one fails (server gone) or a stop is asked; on a
@@ -417,12 +454,39 @@ class Worker:
                     payload=payload, timeout=meta.get("timeout"), deadline=meta.get("deadline"),
                     generation=self._generation, attempts=meta.get("attempts", 1), started=now,
                 )  # fmt: skip
+                if meta.get("after"):  # its parents' results come first (pass_results)
+                    self.running[job_id] = run
+                    task = asyncio.create_task(self._with_results(run, meta["after"]))
+                    self._job_tasks.add(task)
+                    task.add_done_callback(self._job_tasks.discard)
+                    continue
                 if run.type in INLINE and run.type not in self.tasks and self.options.builtins:
                     self._run_inline(run)
                     continue
                 self.running[job_id] = run
                 run.kill = functools.partial(self._drop_waiting, run)
                 self._waiting.append(run)
+            self._dispatch()
+
+    async def _with_results(self, run: JobRun, after: list[int]) -> None:
+        """A job submitted with pass_results: read the results of the jobs it waited
+        for, put them first in its arguments (see with_results), then let it run."""
+        try:
+            replies = await self.fetcher.pipeline([["RESULT", i] for i in after])
+        except DistQueueError as exc:  # the server went away: the job will come back
+            log.warning("job %s: could not read its parents' results: %s", run.id, exc)
+            if self.running.get(run.id) is run:
+                del self.running[run.id]
+            return
+        results = [
+            None if isinstance(r, BaseException) else r[1] if r[0] == b"bytes"
+            else codec.loads(r[1], "result")
+            for r in replies
+        ]  # fmt: skip
+        run.args = with_results(run.args, results[0] if len(results) == 1 else results)
+        if self.running.get(run.id) is run and not run.stop_reason:
+            run.kill = functools.partial(self._drop_waiting, run)
+            self._waiting.append(run)
             self._dispatch()
 
     def _held(self, unaccepted: int) -> int:

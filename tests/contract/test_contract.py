@@ -366,8 +366,9 @@ class TestReading:
         [job] = await store.claim("w", 1, T0)
         await store.complete(job.id, job.token, None, T0)
         stats = await store.stats()
-        assert stats.by_state == {"scheduled": 1, "queued": 2, "running": 0, "retrying": 0,
-                                  "succeeded": 1, "dead": 0, "cancelled": 0}  # fmt: skip
+        assert stats.by_state == {"waiting": 0, "scheduled": 1, "queued": 2, "running": 0,
+                                  "retrying": 0, "succeeded": 1, "dead": 0,
+                                  "cancelled": 0}  # fmt: skip
         assert stats.by_queue == {"default": {"scheduled": 1, "queued": 1, "succeeded": 1},
                                   "b": {"queued": 1}}  # fmt: skip
         assert stats.queued_by_priority == {0: 1, 9: 1}

@@ -4,6 +4,17 @@ Random sequences of enqueue, claim, complete, fail, heartbeat, clock moves,
 expire, promote, release, cancel, retry and purge; after every step the store
 must agree with the model: no job lost, none held by two workers, a stale token
 never changes anything, hand-out order is priority then FIFO, counts add up.
+
+Workflows and flow control (#14) too: jobs enqueued ``after`` others wait, and move
+on (queued, scheduled, or cancelled in a cascade) when whatever finishes the last
+of them runs; a concurrency limit on one type and paused queues hold jobs back,
+and the model predicts exactly which jobs a claim hands out past them.
+
+FIFO among jobs that became queued in one store operation is exact where the
+contract fixes it (an enqueue's specs, the jobs an expire, release or promote puts
+back); the waiters one operation releases are tied with each other and with the
+jobs it queued (the contract leaves their relative order open): a claim may hand
+out any of a tied group first, never a job behind one it skipped.
 """
 
 from __future__ import annotations
@@ -13,18 +24,25 @@ import os
 import random
 import shutil
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+from hypothesis.stateful import (
+    RuleBasedStateMachine,
+    initialize,
+    invariant,
+    precondition,
+    rule,
+)
 
-from distqueue.errors import IllegalTransition, JobNotFound, LeaseLost
+from distqueue.errors import IllegalTransition, InvalidJob, JobNotFound, LeaseLost
 from distqueue.jobs import JobError, JobSpec, JobState
 from distqueue.policy import Retention, RetryPolicy
+from distqueue.store.base import Limit
 from tests.conftest import BACKENDS, Backend
 
 S = JobState
@@ -36,6 +54,27 @@ POISON = 2
 #: payload sizes: none, small, and larger than the embedded store's SMALL_JOB
 SIZES = [0, 0, 100, 5000]
 SOAK = os.environ.get("DISTQUEUE_SOAK") == "1"
+#: the type the concurrency limit (rule set_concurrency) applies to
+LIMITED = "ta"
+#: a released waiter's place within its operation: tied with the others (see above)
+TIED = -1
+FINISHED = (JobState.SUCCEEDED, JobState.DEAD, JobState.CANCELLED)
+
+#: specs of enqueue: (queue, type, priority, max_retries, key, delay, payload size)
+PLAIN = st.lists(
+    st.tuples(st.sampled_from(QUEUES), st.sampled_from(TYPES), st.integers(0, 10),
+              st.integers(0, 2), st.sampled_from([None, None, "k1", "k2", "k3"]),
+              st.sampled_from([0.0, 0.0, 0.0, 5.0]), st.sampled_from(SIZES)),
+    min_size=1, max_size=4,
+)  # fmt: skip
+#: specs of enqueue_after: (queue, type, priority, max_retries, key, delay, on_failure)
+AFTER = st.lists(
+    st.tuples(st.sampled_from(QUEUES), st.sampled_from(TYPES), st.integers(0, 10),
+              st.integers(0, 2), st.sampled_from([None, None, None, "k1", "w1"]),
+              st.sampled_from([0.0, 0.0, 0.0, 5.0]),
+              st.sampled_from(["cancel", "cancel", "run"])),
+    min_size=1, max_size=2,
+)  # fmt: skip
 
 
 @dataclass
@@ -50,7 +89,8 @@ class M:
     state: JobState
     key: str | None = None
     run_at: float | None = None
-    seq: int = 0
+    #: its place in FIFO: (the operation that queued it, its order in it or TIED)
+    seq: tuple[int, int] = (0, 0)
     attempts: int = 0
     token: int = 0
     holder: str | None = None
@@ -61,6 +101,15 @@ class M:
     finished_at: float | None = None
     #: its payload's length: what a claim's byte budget counts (it has no args)
     size: int = 0
+    #: JobSpec.after and on_failure
+    after: tuple[int, ...] = ()
+    on_failure: str = "cancel"
+    #: waiting: the jobs of ``after`` not finished yet
+    pending: set[int] = field(default_factory=set)
+    #: waiting: one of ``after`` ended dead or cancelled
+    dep_failed: bool = False
+    #: its spec's run_at (a waiting job becomes scheduled when released before it)
+    due: float | None = None
 
 
 class StoreMachine(RuleBasedStateMachine):
@@ -77,7 +126,12 @@ class StoreMachine(RuleBasedStateMachine):
         ))  # fmt: skip
         self.now = 1000.0
         self.jobs: dict[int, M] = {}
-        self.seq = 0
+        #: the operation (counted) and the order within it of the last job queued
+        self.op = 0
+        self.k = 0
+        #: the concurrency limit on LIMITED (None: none), and the paused queues
+        self.conc: int | None = None
+        self.paused: set[str] = set()
 
     def run(self, coro: Any) -> Any:
         return self.loop.run_until_complete(coro)
@@ -89,12 +143,59 @@ class StoreMachine(RuleBasedStateMachine):
 
     # -- helpers -----------------------------------------------------------------------
 
-    def _queue_again(self, m: M) -> None:
-        self.seq += 1
-        m.state, m.seq, m.holder, m.run_at, m.cancel = S.QUEUED, self.seq, None, None, False
+    def _new_op(self) -> None:
+        """A store operation starts: what it queues goes behind all queued before."""
+        self.op += 1
+        self.k = 0
+
+    def _queue_again(self, m: M, *, tied: bool = False) -> None:
+        self.k += 1
+        m.seq = (self.op, TIED if tied else self.k)
+        m.state, m.holder, m.run_at, m.cancel = S.QUEUED, None, None, False
 
     def _finish(self, m: M, state: JobState) -> None:
         m.state, m.holder, m.run_at, m.finished_at = state, None, None, self.now
+        m.pending.clear()  # (a waiting job cancelled waits no more)
+        self._release(m, state)
+
+    def _release(self, dep: M, state: JobState) -> None:
+        """``dep`` finished in ``state``: the jobs waiting for it move on, in the same
+        operation (and those cancelled so move their own waiters on in turn)."""
+        failed = state is not S.SUCCEEDED
+        for w in sorted(self.jobs.values(), key=lambda j: j.id):
+            if w.state is not S.WAITING or dep.id not in w.pending:
+                continue
+            w.pending.discard(dep.id)
+            w.dep_failed |= failed
+            if w.dep_failed and w.on_failure == "cancel":
+                self._finish(w, S.CANCELLED)
+            elif not w.pending:
+                self._wake(w, tied=True)
+
+    def _wake(self, m: M, *, tied: bool) -> None:
+        """A job whose dependencies are done: queued, or scheduled if its run_at is ahead."""
+        if m.due is not None and m.due > self.now:
+            m.state, m.run_at = S.SCHEDULED, m.due
+        else:
+            self._queue_again(m, tied=tied)
+
+    @staticmethod
+    def _ahead(a: M, b: M) -> bool:
+        """``a`` must be handed out before ``b`` (both queued)."""
+        if a.priority != b.priority:
+            return a.priority < b.priority
+        if a.seq[0] != b.seq[0]:
+            return a.seq[0] < b.seq[0]
+        return TIED not in (a.seq[1], b.seq[1]) and a.seq[1] < b.seq[1]
+
+    def _blocked(self, m: M, handed: int) -> bool:
+        """Flow control holds ``m`` back (``handed``: LIMITED jobs this claim handed out)."""
+        if m.queue in self.paused:
+            return True
+        if m.type != LIMITED or self.conc is None:
+            return False
+        running = sum(1 for j in self._running() if j.type == LIMITED)
+        return running + handed >= self.conc
 
     def _lose(self, m: M) -> None:
         m.lost += 1
@@ -113,26 +214,31 @@ class StoreMachine(RuleBasedStateMachine):
 
     # -- rules ---------------------------------------------------------------------------
 
-    @rule(
-        specs=st.lists(
-            st.tuples(st.sampled_from(QUEUES), st.sampled_from(TYPES), st.integers(0, 10),
-                      st.integers(0, 2), st.sampled_from([None, None, "k1", "k2", "k3"]),
-                      st.sampled_from([0.0, 0.0, 0.0, 5.0]), st.sampled_from(SIZES)),
-            min_size=1, max_size=4,
-        )
-    )  # fmt: skip
+    @initialize(data=st.data(), plain=PLAIN, after=AFTER, then=AFTER)
+    def workflow(self, data: st.DataObject, plain: Any, after: Any, then: Any) -> None:
+        """Every run starts with jobs, jobs waiting for them, and jobs waiting for those."""
+        self._enqueue(plain)
+        self._enqueue_after(data, after, unknown=False)
+        self._enqueue_after(data, then, unknown=False)
+
+    @rule(specs=PLAIN)
     def enqueue(self, specs: list[tuple[str, str, int, int, str | None, float, int]]) -> None:
+        self._enqueue(specs)
+
+    def _enqueue(self, specs: list[tuple[str, str, int, int, str | None, float, int]]) -> None:
         job_specs = [
             JobSpec(type=t, queue=q, priority=p, max_retries=r, unique_key=k,
                     run_at=self.now + d if d else None, payload=b"x" * z if z else None)
             for q, t, p, r, k, d, z in specs
         ]  # fmt: skip
+        self._new_op()
         results = self.run(self.store.enqueue(job_specs, self.now))
         assert len(results) == len(specs)
         keys = {m.key: m.id for m in self.jobs.values() if m.key is not None}
         for (q, t, p, r, k, d, z), res in zip(specs, results, strict=True):
             if k is not None and k in keys:
                 assert not res.created and res.id == keys[k]
+                assert res.state is self.jobs[res.id].state
                 continue
             assert res.created and res.id not in self.jobs
             m = M(id=res.id, queue=q, type=t, priority=p, max_retries=r, key=k,
@@ -140,12 +246,96 @@ class StoreMachine(RuleBasedStateMachine):
             if d:
                 m.run_at = self.now + d
             else:
-                self.seq += 1
-                m.seq = self.seq
+                self._queue_again(m)
             assert res.state is m.state
             self.jobs[res.id] = m
             if k is not None:
                 keys[k] = res.id
+
+    @precondition(lambda self: bool(self.jobs))
+    @rule(data=st.data(), specs=AFTER, unknown=st.sampled_from([False] * 9 + [True]))
+    def enqueue_after(
+        self,
+        data: st.DataObject,
+        specs: list[tuple[str, str, int, int, str | None, float, str]],
+        unknown: bool,
+    ) -> None:
+        self._enqueue_after(data, specs, unknown)
+
+    def _enqueue_after(
+        self,
+        data: st.DataObject,
+        specs: list[tuple[str, str, int, int, str | None, float, str]],
+        unknown: bool,
+    ) -> None:
+        """Specs that wait for jobs already stored (any state), each for 1-3 of them."""
+        # unfinished jobs most often (running ones first: they finish soonest), so
+        # that waiters get released
+        pick = st.sampled_from(sorted(self.jobs))
+        for group in ([m for m in self.jobs.values() if m.state not in FINISHED],
+                      self._running()):  # fmt: skip
+            if group:
+                pick = st.one_of(st.sampled_from(sorted(m.id for m in group)), pick)
+        afters = [
+            tuple(data.draw(st.lists(pick, min_size=1, max_size=3, unique=True))) for _ in specs
+        ]
+        job_specs = [
+            JobSpec(type=t, queue=q, priority=p, max_retries=r, unique_key=k,
+                    run_at=self.now + d if d else None, after=after, on_failure=f)
+            for (q, t, p, r, k, d, f), after in zip(specs, afters, strict=True)
+        ]  # fmt: skip
+        if unknown:  # a job that does not exist: the whole call is refused
+            spoiled = data.draw(st.integers(0, len(job_specs) - 1))
+            bad = job_specs[spoiled]
+            job_specs[spoiled] = JobSpec(type=bad.type, queue=bad.queue, after=(*bad.after, 10_007))
+            before = self.run(self.store.stats()).by_state
+            with pytest.raises(InvalidJob):
+                self.run(self.store.enqueue(job_specs, self.now))
+            assert self.run(self.store.stats()).by_state == before
+            return
+        self._new_op()
+        results = self.run(self.store.enqueue(job_specs, self.now))
+        assert len(results) == len(specs)
+        keys = {m.key: m.id for m in self.jobs.values() if m.key is not None}
+        for (q, t, p, r, k, d, f), after, res in zip(specs, afters, results, strict=True):
+            if k is not None and k in keys:
+                assert not res.created and res.id == keys[k]
+                assert res.state is self.jobs[res.id].state
+                continue
+            assert res.created and res.id not in self.jobs
+            deps = [self.jobs[i] for i in after]
+            m = M(id=res.id, queue=q, type=t, priority=p, max_retries=r, key=k,
+                  state=S.WAITING, after=after, on_failure=f,
+                  due=self.now + d if d else None)  # fmt: skip
+            m.pending = {j.id for j in deps if j.state not in FINISHED}
+            m.dep_failed = any(j.state in (S.DEAD, S.CANCELLED) for j in deps)
+            self.jobs[res.id] = m
+            if m.dep_failed and f == "cancel":
+                m.state, m.finished_at = S.CANCELLED, self.now
+                m.pending.clear()
+            elif not m.pending:
+                self._wake(m, tied=False)
+            assert res.state is m.state, (res, m)
+            job = self._snapshot(res.id)
+            assert (job.after, job.on_failure, job.pass_results) == (after, f, False)
+            if k is not None:
+                keys[k] = res.id
+
+    @rule(conc=st.sampled_from([None, 1, 2]))
+    def set_concurrency(self, conc: int | None) -> None:
+        limit = Limit(scope="type", name=LIMITED, concurrency=conc)
+        self.run(self.store.set_limit(limit))
+        self.conc = conc
+        assert self.run(self.store.limits()) == ([] if conc is None else [limit])
+
+    @rule(queue=st.sampled_from(QUEUES), paused=st.booleans())
+    def pause(self, queue: str, paused: bool) -> None:
+        self.run(self.store.pause(queue, paused))
+        if paused:
+            self.paused.add(queue)
+        else:
+            self.paused.discard(queue)
+        assert self.run(self.store.paused()) == sorted(self.paused)
 
     @rule(
         worker=st.sampled_from(WORKERS),
@@ -155,41 +345,98 @@ class StoreMachine(RuleBasedStateMachine):
         max_bytes=st.sampled_from([None, None, 0, 150, 5000, 12_000]),
     )
     def claim(self, worker: str, n: int, queues: Any, types: Any, max_bytes: int | None) -> None:
-        ready = sorted(
-            (m for m in self.jobs.values() if m.state is S.QUEUED
-             and (queues is None or m.queue in queues) and (types is None or m.type in types)),
-            key=lambda m: (m.priority, m.seq),
-        )[:n]  # fmt: skip
-        if max_bytes is not None:  # up to the first job past the budget, one at least
-            total = 0
-            for i, m in enumerate(ready):
-                total += m.size
-                if i and total > max_bytes:
-                    ready = ready[:i]
-                    break
+        self._claim(worker, n, queues, types, max_bytes)
+
+    @rule(worker=st.sampled_from(WORKERS), n=st.integers(1, 4), fail=st.booleans())
+    def work(self, worker: str, n: int, fail: bool) -> None:
+        """A worker's round: claim, then complete (or fail for good) what it got."""
+        for job_id in self._claim(worker, n, None, None, None):
+            m = self.jobs[job_id]
+            self._new_op()
+            if fail:
+                err = JobError(kind="boom", message="m")
+                out = self.run(self.store.fail(m.id, m.token, err, self.now, retryable=False))
+                m.failures += 1
+                assert out.state is (S.CANCELLED if m.cancel else S.DEAD)
+                self._finish(m, out.state)
+            else:
+                self.run(self.store.complete(m.id, m.token, None, self.now))
+                self._finish(m, S.SUCCEEDED)
+
+    def _claim(
+        self, worker: str, n: int, queues: Any, types: Any, max_bytes: int | None
+    ) -> list[int]:
+        """Claim, check what was handed out against the model; the ids claimed."""
+        left = [
+            m
+            for m in self.jobs.values()
+            if m.state is S.QUEUED
+            and (queues is None or m.queue in queues)
+            and (types is None or m.type in types)
+        ]
         got = self.run(self.store.claim(worker, n, self.now, queues=queues, types=types,
                                         lease=LEASE, max_bytes=max_bytes))  # fmt: skip
-        # priority first, FIFO within a priority, only what the worker serves
-        assert [j.id for j in got] == [m.id for m in ready]
+        # priority first, FIFO within a priority, only what the worker serves, nothing
+        # flow control holds back (a paused queue, LIMITED at its limit) — and the jobs
+        # it holds back hold up nothing behind them
+        assert len(got) <= n
+        handed = total = 0
+
+        def first() -> list[M]:
+            """The jobs the claim may hand out next: none ahead of them is left."""
+            open_ = [m for m in left if not self._blocked(m, handed)]
+            return [m for m in open_ if not any(self._ahead(o, m) for o in open_)]
+
+        for i, job in enumerate(got):
+            m = self.jobs.get(job.id)
+            assert m is not None and m in first(), (job.id, [c.id for c in first()])
+            total += m.size
+            # up to the first job past the byte budget, one at least
+            assert not i or max_bytes is None or total <= max_bytes
+            left.remove(m)
+            handed += m.type == LIMITED
+        if len(got) < n and first():  # it stopped early: only at the byte budget
+            assert got and max_bytes is not None
+            assert any(total + m.size > max_bytes for m in first()), [m.id for m in first()]
         for job in got:
             m = self.jobs[job.id]
             # a new token at every claim, greater than any the job had before
             assert job.attempts == m.attempts + 1 and job.token > m.token
             m.state, m.attempts, m.token, m.holder = S.RUNNING, job.attempts, job.token, worker
             m.lease_until = self.now + LEASE
+        return [j.id for j in got]
 
     @precondition(lambda self: bool(self._running()))
     @rule(data=st.data(), result=st.sampled_from([None, 1, "x", {"a": [1]}, b"\x00bytes"]))
     def complete(self, data: st.DataObject, result: Any) -> None:
         m = data.draw(st.sampled_from(self._running()))
+        self._new_op()
         self.run(self.store.complete(m.id, m.token, result, self.now))
         self._finish(m, S.SUCCEEDED)
         assert self._snapshot(m.id).result == result
 
     @precondition(lambda self: bool(self._running()))
+    @rule(data=st.data(), stale=st.booleans())
+    def complete_many(self, data: st.DataObject, stale: bool) -> None:
+        """Pipelined ACKs: each item on its own, in order; their waiters move on too."""
+        ms = data.draw(st.lists(st.sampled_from(self._running()), min_size=1, max_size=3,
+                                unique_by=lambda m: m.id))  # fmt: skip
+        items = [(m.id, m.token, m.id) for m in ms]
+        if stale:  # the first again: refused, it is done by then
+            items.append(items[0])
+        self._new_op()
+        errors = self.run(self.store.complete_many(items, self.now))
+        assert [type(e).__name__ if e else None for e in errors] == (
+            [None] * len(ms) + ["LeaseLost"] * stale
+        )
+        for m in ms:
+            self._finish(m, S.SUCCEEDED)
+
+    @precondition(lambda self: bool(self._running()))
     @rule(data=st.data(), retryable=st.booleans(), kind=st.sampled_from(["boom", "cancelled"]))
     def fail(self, data: st.DataObject, retryable: bool, kind: str) -> None:
         m = data.draw(st.sampled_from(self._running()))
+        self._new_op()
         out = self.run(self.store.fail(m.id, m.token, JobError(kind=kind, message="m"), self.now,
                                        retryable=retryable))  # fmt: skip
         m.failures += 1
@@ -266,11 +513,13 @@ class StoreMachine(RuleBasedStateMachine):
     @rule(seconds=st.sampled_from([0.5, 3.0, 6.0, 11.0]))
     def tick(self, seconds: float) -> None:
         self.now += seconds
+        self._new_op()
         expired = self.run(self.store.expire(self.now))
         due = [m for m in self._running() if m.lease_until <= self.now]
         assert sorted(expired) == sorted(m.id for m in due)
         for m in sorted(due, key=lambda m: (m.lease_until, m.id)):
             self._lose(m)
+        self._new_op()
         promoted = self.run(self.store.promote(self.now))
         ready = [m for m in self.jobs.values()
                  if m.state in (S.SCHEDULED, S.RETRYING) and m.run_at is not None
@@ -281,6 +530,7 @@ class StoreMachine(RuleBasedStateMachine):
 
     @rule(worker=st.sampled_from(WORKERS), vanished=st.booleans())
     def release(self, worker: str, vanished: bool) -> None:
+        self._new_op()
         released = self.run(self.store.release(worker, self.now, vanished=vanished))
         mine = sorted(m.id for m in self._running() if m.holder == worker)
         assert released == mine
@@ -300,6 +550,7 @@ class StoreMachine(RuleBasedStateMachine):
             with pytest.raises(IllegalTransition):
                 self.run(self.store.cancel(m.id, self.now))
             return
+        self._new_op()
         state = self.run(self.store.cancel(m.id, self.now))
         if m.state is S.RUNNING:
             assert state is S.RUNNING
@@ -316,6 +567,7 @@ class StoreMachine(RuleBasedStateMachine):
             with pytest.raises(IllegalTransition):
                 self.run(self.store.retry(m.id, self.now))
             return
+        self._new_op()
         self.run(self.store.retry(m.id, self.now))
         m.failures = m.lost = 0
         m.finished_at = None

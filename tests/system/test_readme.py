@@ -366,7 +366,7 @@ def test_from_python(tmp_path: Path, monkeypatch, server_proc, worker_proc) -> N
     assert result == "2"  # what the README says it prints
     counts = ast.literal_eval(jobs)  # the jobs by state: the four it submitted
     assert list(counts) == [
-        "scheduled", "queued", "running", "retrying", "succeeded", "dead", "cancelled"
+        "waiting", "scheduled", "queued", "running", "retrying", "succeeded", "dead", "cancelled"
     ]  # fmt: skip
     assert sum(counts.values()) == 4 and counts["succeeded"] >= 1
     # and the jobs it submitted ran as asked

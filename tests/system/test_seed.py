@@ -79,8 +79,9 @@ def test_seed_scenario_1000_mixed_jobs_two_workers(server_proc, worker_proc) -> 
         assert ran_on == {w.id for w in workers}  # both took part
         # and the stats add up
         stats = client.stats()
-        assert stats["jobs"] == {"scheduled": 0, "queued": 0, "running": 0, "retrying": 0,
-                                 "succeeded": 1000, "dead": 0, "cancelled": 0}  # fmt: skip
+        assert stats["jobs"] == {"waiting": 0, "scheduled": 0, "queued": 0, "running": 0,
+                                 "retrying": 0, "succeeded": 1000, "dead": 0,
+                                 "cancelled": 0}  # fmt: skip
         assert stats["processed"] == 1000 and stats["success_rate"] == 1.0
         assert stats["totals"]["submitted"] == stats["totals"]["succeeded"] == 1000
         assert stats["workers"]["connected"] == 2

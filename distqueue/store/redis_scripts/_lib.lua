@@ -31,6 +31,38 @@
 --   P:workers:seen           zset of the registry's workers by when last noted
 --   P:workers:ids            zset of the registry's workers, score 0 (by id, bytewise)
 --
+-- Dependencies (JobSpec.after). A job submitted after others also has, in its hash:
+-- after (the ids as a JSON array), on_failure, pass_results ('1'), and while it is
+-- waiting, deps: how many of them have not ended yet. Any job has waiters '1' while
+-- P:waiters:<id> may hold ids (so a job without waiters costs no command to end).
+--   P:waiters:<id>           set of the waiting jobs that wait for job id (at most
+--                            MAX_WAITERS), deleted when it ends (see finish)
+-- Flow control (Limit, pause; claims skip what is blocked, see claim.lua):
+--   P:limits                 hash "<scope>\t<name>" -> the Limit as set (JSON)
+--   P:depth                  hash queue (or '*', all queues) -> its max_depth
+--   P:paused                 set of the paused queues
+--   P:flow                   hash "<scope>\t<name>" -> what claims check, "c r p b z":
+--                            concurrency, rate, period, burst ('-': none), paused (1/0);
+--                            no such key while no queue or type is limited or paused:
+--                            a claim then checks nothing (one EXISTS)
+--   P:running                hash job type -> its running jobs (those with tc '1' in
+--                            their hash: counted by the claim that started them)
+--   P:tokens                 hash "<scope>\t<name>" -> "<tokens> <at>", a rate's bucket
+--                            (none: full)
+--   P:parked:<why>           set of the pairs taken out of P:pairs because a scope blocks
+--                            them; <why> is "pause\tqueue\t<q>", "conc\t<scope>\t<name>"
+--                            (at its concurrency) or "rate\t<scope>\t<name>" (no token).
+--                            Unparked (back into P:pairs) by what may unblock them: a
+--                            running job of that scope stopping (conc), time (rate), a
+--                            resume (pause), a new limit (conc, rate)
+--   P:parked                 hash pair -> the <why> it is parked under, and "#<why>" -> 1
+--                            while P:parked:<why> is not empty
+--   P:unpark_at              zset of the rate <why>s by when their bucket has a token again
+-- Periodic schedules (Periodic):
+--   P:periodic               hash name -> its definition (Periodic.definition, JSON)
+--   P:periodic:next          zset of the schedule names by next_at
+--   P:periodic:paused        set of the paused schedules
+--
 -- Every script does bounded work: at most the n, the batch or the ids it is given.
 -- ARGV[1] of every script is the epoch its caller opened the store with; it is taken
 -- off ARGV here, so each script's own arguments start at ARGV[1]. A script whose
@@ -102,6 +134,11 @@ local function zrem(key, member) local t = args_of('ZREM', key); t[#t + 1] = mem
 local function sadd(key, member) local t = args_of('SADD', key); t[#t + 1] = member end
 local function srem(key, member) local t = args_of('SREM', key); t[#t + 1] = member end
 local function hdel(key, field) local t = args_of('HDEL', key); t[#t + 1] = field end
+local function hset(key, field, value)
+  local t = args_of('HSET', key)
+  t[#t + 1] = field
+  t[#t + 1] = value
+end
 local function incr(key, field, n)
   local slot = key .. '\0' .. field
   local c = counters[slot]
@@ -135,17 +172,69 @@ local function send(cmd, key, args, step)
     redis.call(cmd, key, unpack(args, i, math.min(#args, i + CHUNK * step - 1)))
   end
 end
+-- HMGET of any number of fields (CHUNK per command): the values, in order
+local function hmget_all(key, names)
+  local out = {}
+  for i = 1, #names, CHUNK do
+    local values = redis.call('HMGET', key, unpack(names, i, math.min(#names, i + CHUNK - 1)))
+    for k, v in ipairs(values) do out[i + k - 1] = v end
+  end
+  return out
+end
+
+-- Parking (P:parked, see above). A pair is parked by the claim that finds it blocked
+-- (park queues the change, flushed with the rest); unpark puts every pair of one <why>
+-- back into P:pairs at once (at once: SMEMBERS, SADD, HDEL, DEL), for the next claim to
+-- look at: one that is still blocked, by that or another scope, is parked again.
+local parking = {} -- pairs parked by this call (P:parked does not show them yet)
+local stopped = {} -- "conc\t<scope>\t<name>" of the running jobs this call stopped
+local function park(pair, why, at)
+  srem(P .. ':pairs', pair)
+  sadd(P .. ':parked:' .. why, pair)
+  hset(P .. ':parked', pair, why)
+  hset(P .. ':parked', '#' .. why, '1')
+  if at then zadd(P .. ':unpark_at', num(at), why) end
+  parking[pair] = true
+end
+local function unpark(why)
+  local key = P .. ':parked:' .. why
+  local members = redis.call('SMEMBERS', key)
+  if #members > 0 then
+    send('SADD', P .. ':pairs', members, 1)
+    redis.call('DEL', key)
+  end
+  members[#members + 1] = '#' .. why
+  send('HDEL', P .. ':parked', members, 1)
+  if string.sub(why, 1, 5) == 'rate\t' then redis.call('ZREM', P .. ':unpark_at', why) end
+end
+-- the rate <why>s whose bucket has a token again at `now` unparked (at most 100 of
+-- them, the earliest; the next call takes the rest): one ZRANGEBYSCORE. Returns how many.
+local function unpark_due(now)
+  local due = redis.call('ZRANGEBYSCORE', P .. ':unpark_at', '-inf', now, 'LIMIT', 0, 100)
+  for _, why in ipairs(due) do unpark(why) end
+  return #due
+end
+
 local function flush()
   if #readied > 0 then
     local seq = redis.call('INCRBY', P .. ':seq', #readied) - #readied
+    local made, seen = {}, {}
     for i, r in ipairs(readied) do
       zadd(P .. ':ready:' .. r[1], tonumber(r[2]) * PRIO_SHIFT + seq + i, r[3])
-      sadd(P .. ':pairs', r[1])
       incr(P .. ':prio', r[2], 1)
+      if not seen[r[1]] then
+        seen[r[1]] = true
+        made[#made + 1] = r[1]
+      end
     end
     readied = {}
+    -- into P:pairs, unless parked: its unpark puts it back (one HMGET for all)
+    local where = hmget_all(P .. ':parked', made)
+    for i, pair in ipairs(made) do
+      if not where[i] and not parking[pair] then sadd(P .. ':pairs', pair) end
+    end
   end
-  for _, pass in ipairs({{ZREM = 1, SREM = 1, HDEL = 1}, {ZADD = 2, SADD = 1}}) do
+  for _, pass in ipairs({{ZREM = 1, SREM = 1, HDEL = 1}, {ZADD = 2, SADD = 1, HSET = 2}}) do
     for _, q in ipairs(order) do
       local step = pass[q[1]]
       if step and #q[3] > 0 then send(q[1], q[2], q[3], step) end
@@ -156,6 +245,17 @@ local function flush()
     if c[3] ~= 0 then redis.call('HINCRBY', c[1], c[2], c[3]) end
   end
   counters, counter_order = {}, {}
+  -- running jobs stopped: the pairs their queue's or type's concurrency parked may go
+  -- (one HMGET for all)
+  local whys = {}
+  for why in pairs(stopped) do whys[#whys + 1] = '#' .. why end
+  stopped = {}
+  if #whys > 0 then
+    local flags = hmget_all(P .. ':parked', whys)
+    for i, flag in ipairs(whys) do
+      if flags[i] then unpark(string.sub(flag, 2)) end
+    end
+  end
 end
 -- the answer of a script that changed something: its queued changes sent first
 local function reply(answer)
@@ -176,21 +276,89 @@ local function requeue(id, j, old, now, set)
   push_ready(id, j.queue, j.type, j.priority)
 end
 
--- end job id (j: its fields, queue at least) in state new at time now; set: more
--- fields to write with it (state and finished_at are added)
+-- a waiting job (or one cancelled while waiting) out of the waiter sets of the jobs it
+-- waits for (after: its JSON array of ids)
+local function unwait(id, after)
+  if after then
+    for dep in string.gmatch(after, '%d+') do srem(P .. ':waiters:' .. dep, id) end
+  end
+end
+
+-- The jobs waiting for job id, which just ended in state `ended` (at time now), move on:
+-- one that ended dead or cancelled cancels its waiters of on_failure 'cancel' at once
+-- (and their own waiters in turn); otherwise each waiter counts it done, and the last
+-- one done queues it (or schedules it, its run_at ahead). Bounded: at most MAX_WAITERS
+-- waiters a job; a cascade goes down the chains of waiting jobs, each job once (its
+-- waiter set is deleted as it is read). Commands: per ended job with waiters one
+-- SMEMBERS and one DEL; per waiter one HMGET and one HSET (the indexes queued).
+local function release_waiters(id, ended, now)
+  local work = {{id, ended}}
+  local k = 1
+  while k <= #work do
+    local jid, state = work[k][1], work[k][2]
+    k = k + 1
+    local key = P .. ':waiters:' .. jid
+    local ws = redis.call('SMEMBERS', key)
+    redis.call('DEL', key)
+    table.sort(ws, function(x, y) return tonumber(x) < tonumber(y) end) -- FIFO by id
+    for _, w in ipairs(ws) do
+      local j = hmget(w, 'state', 'deps', 'on_failure', 'queue', 'type', 'priority', 'run_at',
+        'waiters', 'after')
+      if j.state == 'waiting' then
+        if state ~= 'succeeded' and j.on_failure ~= 'run' then
+          unwait(w, j.after) -- out of the sets of the jobs it waited for that still run
+          local set = {'state', 'cancelled', 'finished_at', num(now), 'deps', '0'}
+          if j.waiters == '1' then
+            set[#set + 1] = 'waiters'; set[#set + 1] = '0'
+            work[#work + 1] = {w, 'cancelled'}
+          end
+          redis.call('HSET', jobkey(w), unpack(set))
+          move(w, j.queue, 'waiting', 'cancelled')
+          zadd(P .. ':done:failed', now, w)
+          total('cancelled')
+        else
+          local deps = tonumber(j.deps or '1') - 1
+          if deps > 0 then
+            redis.call('HSET', jobkey(w), 'deps', deps)
+          elseif j.run_at and tonumber(j.run_at) > now then
+            redis.call('HSET', jobkey(w), 'deps', '0', 'state', 'scheduled')
+            move(w, j.queue, 'waiting', 'scheduled')
+            zadd(P .. ':scheduled', j.run_at, zid(w))
+          else
+            redis.call('HSET', jobkey(w), 'deps', '0', 'state', 'queued', 'queued_at', num(now))
+            move(w, j.queue, 'waiting', 'queued')
+            push_ready(w, j.queue, j.type, j.priority)
+          end
+        end
+      end
+    end
+  end
+end
+
+-- end job id (j: its fields, queue and waiters at least) in state new at time now; set:
+-- more fields to write with it (state and finished_at are added). The jobs waiting for
+-- it move on (release_waiters) when it has any.
 local function finish(id, j, old, new, now, set)
   set = set or {}
   set[#set + 1] = 'state'; set[#set + 1] = new
   set[#set + 1] = 'finished_at'; set[#set + 1] = num(now)
+  if j.waiters == '1' then set[#set + 1] = 'waiters'; set[#set + 1] = '0' end
   redis.call('HSET', jobkey(id), unpack(set))
   move(id, j.queue, old, new)
   zadd(P .. ((new == 'succeeded') and ':done:ok' or ':done:failed'), now, id)
   if new == 'dead' then total('dead') elseif new == 'cancelled' then total('cancelled') end
+  if j.waiters == '1' then release_waiters(id, new, tonumber(now)) end
 end
 
-local function unlease(id, worker)
+-- a running job stops (j: its fields worker, queue, type and tc): off the leases and
+-- its worker's set, out of its type's running count; its queue's and type's pairs
+-- parked at their concurrency limit may go again (checked by flush)
+local function unlease(id, j)
   zrem(P .. ':leases', zid(id))
-  if worker then srem(P .. ':worker:' .. worker, id) end
+  if j.worker then srem(P .. ':worker:' .. j.worker, id) end
+  if j.tc == '1' then incr(P .. ':running', j.type, -1) end
+  if j.queue then stopped['conc\tqueue\t' .. j.queue] = true end
+  if j.type then stopped['conc\ttype\t' .. j.type] = true end
 end
 
 -- the holder check of complete/fail/progress: 'ok', 'notfound' or 'stale', and the
@@ -207,8 +375,9 @@ end
 
 -- a lease ended without an answer: queued again, dead (poison) or cancelled
 local function lose(id, now, poison_limit)
-  local j = hmget(id, 'queue', 'type', 'priority', 'worker', 'lost', 'cancel_requested')
-  unlease(id, j.worker)
+  local j = hmget(id, 'queue', 'type', 'priority', 'worker', 'lost', 'cancel_requested', 'tc',
+    'waiters')
+  unlease(id, j)
   local lost = tonumber(j.lost or '0') + 1
   total('lost')
   if j.cancel_requested == '1' then

@@ -1,7 +1,8 @@
 -- cancel: ARGV id, now -> state after ('cancelled' or 'running'), or 'notfound', or
--- 'illegal:<state>' for a finished job
+-- 'illegal:<state>' for a finished job. The jobs waiting for a job it cancels move on
+-- (finish in _lib.lua).
 local id, now = ARGV[1], tonumber(ARGV[2])
-local j = hmget(id, 'state', 'queue', 'type', 'priority')
+local j = hmget(id, 'state', 'queue', 'type', 'priority', 'waiters', 'after')
 if not j.state then return 'notfound' end
 local state = j.state
 if state == 'running' then
@@ -17,6 +18,8 @@ if state == 'queued' then
   incr(P .. ':prio', j.priority, -1)
 elseif state == 'scheduled' or state == 'retrying' then
   zrem(P .. ':scheduled', zid(id))
+elseif state == 'waiting' then
+  unwait(id, j.after)
 else
   return 'illegal:' .. state
 end

@@ -2,7 +2,8 @@
 -- result_kind; then as many further complete_many calls made at once (the store
 -- groups them: one script call for all) the same way: now, worker, k, k items
 -- -> one reply per item, of every call in order: 'ok', 'notfound' or 'stale'
--- Commands: per job one HMGET and one HSET; the indexes and counts once per call.
+-- Commands: per job one HMGET and one HSET; the indexes and counts once per call (and
+-- for a job others wait for, see release_waiters in _lib.lua).
 local out = {}
 local done = 0
 local i = 1
@@ -11,9 +12,9 @@ while i <= #ARGV do
   i = i + 3
   for _ = 1, k do
     local id, token = ARGV[i], ARGV[i + 1]
-    local h, j = holder(id, token, worker, 'queue')
+    local h, j = holder(id, token, worker, 'queue', 'type', 'tc', 'waiters')
     if h == 'ok' then
-      unlease(id, j.worker)
+      unlease(id, j)
       finish(id, j, 'running', 'succeeded', now,
         {'result', ARGV[i + 2], 'result_kind', ARGV[i + 3]})
       done = done + 1

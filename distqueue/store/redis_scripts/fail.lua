@@ -1,11 +1,11 @@
 -- fail: ARGV id, token, error JSON, now, retryable (0/1), base, factor, cap, jitter, u,
 -- worker (or '') -> {'ok', state, run_at or ''} or {'notfound'} / {'stale'}
 local id, token, err, now = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
-local h, j = holder(id, token, ARGV[11], 'queue', 'failures', 'max_retries',
-  'cancel_requested')
+local h, j = holder(id, token, ARGV[11], 'queue', 'type', 'tc', 'waiters', 'failures',
+  'max_retries', 'cancel_requested')
 if h ~= 'ok' then return {h} end
 local failures = tonumber(j.failures) + 1
-unlease(id, j.worker)
+unlease(id, j)
 total('failed')
 local set = {'failures', failures, 'error', err}
 if j.cancel_requested == '1' then

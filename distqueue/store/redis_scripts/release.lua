@@ -17,8 +17,9 @@ for _, n in ipairs(chosen) do
   if vanished == '1' then
     lose(id, now, limit)
   else
-    local j = hmget(id, 'queue', 'type', 'priority', 'cancel_requested')
-    unlease(id, worker)
+    local j = hmget(id, 'queue', 'type', 'priority', 'cancel_requested', 'tc', 'waiters')
+    j.worker = worker
+    unlease(id, j)
     if j.cancel_requested == '1' then
       -- a cancel asked while it ran sticks: it never runs again
       finish(id, j, 'running', 'cancelled', now)

@@ -3,9 +3,14 @@
 -- (queue, type, priority) FIFO became queued (its queued_at, else its created_at),
 -- '' when no job is queued. Bounded by those FIFOs, never by the jobs: per pair of
 -- P:pairs one ZRANGEBYSCORE per priority it has jobs of (and one more), one HMGET
--- per first job.
+-- per first job. The pairs parked by flow control (P:parked) count too.
 local oldest = nil
-for _, pair in ipairs(redis.call('SMEMBERS', P .. ':pairs')) do
+local live = redis.call('SMEMBERS', P .. ':pairs')
+local parked = redis.call('HKEYS', P .. ':parked')
+for _, name in ipairs(parked) do
+  if string.sub(name, 1, 1) ~= '#' then live[#live + 1] = name end
+end
+for _, pair in ipairs(live) do
   local key = P .. ':ready:' .. pair
   local from = 0
   while true do
