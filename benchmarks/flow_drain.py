@@ -92,20 +92,22 @@ def _until(client: Client, succeeded: int, timeout: float = 600) -> None:
         time.sleep(0.05)
 
 
-def _fill_flow(client: Client) -> int:
+def _fill_flow(client: Client, waiting: int, limited: int) -> int:
     """The waiting jobs and the limited types; returns the jobs that will succeed."""
+    held = waiting // WAITERS_EACH
     blockers = client.submit_many(
-        [{"type": "bench.sync", "queue": "held", "check_type": False}] * (WAITING // WAITERS_EACH)
-    )
+        [{"type": "bench.sync", "queue": "held", "check_type": False}] * held
+    ) if held else []  # fmt: skip
     for b in blockers:
         client.submit_many([{"type": "bench.sync", "after": [b]}] * WAITERS_EACH)
-    for i in range(LIMITED):
+    for i in range(limited):
         client.set_limit(type=f"lim.{i}", rate="1/h")
-    client.submit_many([{"type": f"lim.{i}"} for i in range(LIMITED) for _ in range(5)])
-    _until(client, LIMITED)  # one of each limited type ran; 4 each stay queued
+    if limited:
+        client.submit_many([{"type": f"lim.{i}"} for i in range(limited) for _ in range(5)])
+    _until(client, limited)  # one of each limited type ran; 4 each stay queued
     jobs = client.stats()["jobs"]
-    assert jobs["waiting"] == WAITING and jobs["queued"] == 4 * LIMITED + len(blockers), jobs
-    return LIMITED
+    assert jobs["waiting"] == waiting and jobs["queued"] == 4 * limited + len(blockers), jobs
+    return limited
 
 
 def _drain(client: Client, n: int, before: int) -> float:
@@ -118,12 +120,12 @@ def _drain(client: Client, n: int, before: int) -> float:
     return n / (max(e or 0 for e in ends) - min(s or 1e18 for s in starts))
 
 
-def run(n: int, flow: bool) -> float:
+def run(n: int, flow: bool, waiting: int = WAITING, limited: int = LIMITED) -> float:
     with tempfile.TemporaryDirectory(prefix="dq-flow-") as data:
         procs, address = _start(data)
         try:
             with Client(address) as client:
-                done = _fill_flow(client) if flow else 0
+                done = _fill_flow(client, waiting, limited) if flow else 0
                 return _drain(client, n, done)
         finally:
             _stop(procs)
@@ -133,11 +135,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("-n", type=int, default=20_000)
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--waiting", type=int, default=WAITING, help="waiting jobs (flow run)")
+    parser.add_argument("--limited", type=int, default=LIMITED, help="limited types (flow run)")
     args = parser.parse_args()
     plain, flow = [], []
     for _ in range(args.repeat):
         plain.append(run(args.n, False))
-        flow.append(run(args.n, True))
+        flow.append(run(args.n, True, args.waiting, args.limited))
         print(f"plain {plain[-1]:,.0f} jobs/s   flow {flow[-1]:,.0f} jobs/s", flush=True)
     p, f = statistics.median(plain), statistics.median(flow)
     print(f"median: plain {p:,.0f} jobs/s, flow {f:,.0f} jobs/s: {f / p:.0%} of plain")

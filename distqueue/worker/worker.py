@@ -472,7 +472,8 @@ class Worker:
         """A job submitted with pass_results: read the results of the jobs it waited
         for, put them first in its arguments (see with_results), then let it run."""
         try:
-            replies = await self.fetcher.pipeline([["RESULT", i] for i in after])
+            # (on the control connection: the fetcher may be in a blocking FETCH)
+            replies = await self.control.pipeline([["RESULT", i] for i in after])
         except DistQueueError as exc:  # the server went away: the job will come back
             log.warning("job %s: could not read its parents' results: %s", run.id, exc)
             if self.running.get(run.id) is run:

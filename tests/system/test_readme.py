@@ -46,6 +46,8 @@ RUN = [
     ("### Dashboard, metrics, health", "sh"),  # test_dashboard_metrics_health
     ("## Workers and tasks", "python"),  # test_workers_and_tasks (its tasks module)
     ("## Workers and tasks", "sh"),  # test_workers_and_tasks
+    ("## Workflows and limits", "sh"),  # test_workflows_and_limits
+    ("## Workflows and limits", "python"),  # test_workflows_and_limits
     ("## From Python", "python"),  # test_from_python
 ]
 
@@ -395,3 +397,38 @@ def test_the_redis_cli_line(server_proc, worker_proc) -> None:  # type: ignore[n
     (job_id,) = _printed(_bash([line]), line)
     with Client(server.address) as client:
         assert client.result(int(job_id), wait=10) == 2
+
+
+def test_workflows_and_limits(tmp_path: Path, monkeypatch, server_proc, worker_proc) -> None:  # type: ignore[no-untyped-def]
+    _tasks_module(tmp_path)
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path))
+    server = server_proc()
+    worker_proc(server.address, "--tasks", "myapp.tasks").wait_connected()
+    lines = _commands("## Workflows and limits")
+    out = _bash(lines, env={"DISTQUEUE_SERVER": server.address})
+    [capitalized] = _printed(out, lines[2])
+    with Client(server.address) as client:
+        assert client.result(int(capitalized), wait=10) == "SECOND"  # as its comment says
+        assert client.limits() == [
+            {"scope": "queue", "name": "default", "max_depth": 100000},
+            {"scope": "type", "name": "myapp.tasks.resize", "concurrency": 5, "rate": "100/m",
+             "burst": 1},
+        ]  # fmt: skip
+        assert client.paused() == []
+        [nightly] = client.schedules()
+        assert (nightly["cron"], nightly["timezone"]) == ("0 3 * * *", "Europe/Paris")
+        assert nightly["job"]["args"] == ["all.jpg"]
+        assert _printed(out, lines[-1])[0].startswith("nightly\t0 3 * * * Europe/Paris\t")
+    # the Python block as written but for its address
+    code = _block("## Workflows and limits", "python")
+    code = code.replace('Client("127.0.0.1:7700"', f'Client("{server.address}"')
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=60, cwd=tmp_path)  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    assert run.stdout == "A\n"
+    with Client(server.address) as client:
+        limits = {(x["scope"], x["name"]): x for x in client.limits()}
+        assert limits[("type", "wordcount")] == {"scope": "type", "name": "wordcount",
+                                                 "concurrency": 2}  # fmt: skip
+        done = client.list(type="echo", limit=10)
+        assert [client.result(j.id, wait=10) for j in done if j.args == ["done"]] == ["done"]
