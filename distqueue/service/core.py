@@ -674,9 +674,8 @@ class Service:
 
     async def refresh_flow(self) -> None:
         """Whether limits exist or jobs wait (see flow_active), from the store."""
-        limits = await self.store.limits()
-        stats = await self.store.stats()
-        self.flow_active = bool(limits) or stats.by_state.get(JobState.WAITING.value, 0) > 0
+        waiting = await self.store.list(state=JobState.WAITING, limit=1)  # (an index read)
+        self.flow_active = bool(waiting) or bool(await self.store.limits())
         self._flow_loaded = time.monotonic()
 
     async def apply_limits(self, limits: Sequence[Limit]) -> None:
