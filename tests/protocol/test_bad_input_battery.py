@@ -269,3 +269,59 @@ def test_with_a_token_nothing_but_authentication(tmp_path: Path) -> None:
         good.close()
     finally:
         server.stop()
+
+
+def _flow_state(peer: Peer) -> tuple[Any, ...]:
+    return (codec.loads(peer.call("LIMIT", "LIST")), peer.call("PAUSED"),
+            codec.loads(peer.call("SCHEDULE", "LIST")), jobs(peer))  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("command", "expected"),
+    [
+        (["LIMIT", "SET", "tube", "t", "CONCURRENCY", "2"], "ARGS"),
+        (["LIMIT", "SET", "type", "t", "CONCURRENCY", "0"], "INVALID"),
+        (["LIMIT", "SET", "type", "t", "CONCURRENCY", "lots"], "INVALID"),
+        (["LIMIT", "SET", "type", "t", "RATE", "5/fortnight"], "INVALID"),
+        (["LIMIT", "SET", "type", "t", "RATE", "x/s"], "INVALID"),
+        (["LIMIT", "SET", "type", "t", "MAX_DEPTH", "5"], "INVALID"),
+        (["LIMIT", "SET", "queue", "*", "CONCURRENCY", "5"], "INVALID"),
+        (["LIMIT", "SET", "type", "has space", "CONCURRENCY", "5"], "INVALID"),
+        (["LIMIT", "SET", "type", "t", "SPEED", "5"], "ARGS"),
+        (["LIMIT", "SET", "type", "t", "CONCURRENCY"], "ARGS"),
+        (["LIMIT", "FROB"], "ARGS"),
+        (["PAUSE", "bad queue"], "INVALID"),
+        (["SCHEDULE", "ADD", "s", "not json"], "INVALID"),
+        (["SCHEDULE", "ADD", "s", '{"cron": "61 * * * *", "job": {"type": "echo"}}'], "INVALID"),
+        (["SCHEDULE", "ADD", "s", '{"cron": "* * * * *", "every": 5, "job": {"type": "echo"}}'],
+         "INVALID"),
+        (["SCHEDULE", "ADD", "s", '{"every": 0, "job": {"type": "echo"}}'], "INVALID"),
+        (["SCHEDULE", "ADD", "s", '{"every": true, "job": {"type": "echo"}}'], "INVALID"),
+        (["SCHEDULE", "ADD", "s", '{"cron": "* * * * *", "timezone": "Mars/Base",'
+          ' "job": {"type": "echo"}}'], "INVALID"),
+        (["SCHEDULE", "ADD", "s", '{"cron": "* * * * *", "job": {"type": "echo", "delay": 5}}'],
+         "INVALID"),
+        (["SCHEDULE", "ADD", "s", '{"cron": "* * * * *"}'], "INVALID"),
+        (["SCHEDULE", "ADD", "s", '{"cron": "* * * * *", "job": {"type": "echo"}, "x": 1}'],
+         "INVALID"),
+        (["SCHEDULE", "ADD", "s", '{"cron": "* * * * *", "catch_up": "twice",'
+          ' "job": {"type": "echo"}}'], "INVALID"),
+        (["SCHEDULE", "ADD", "bad name", '{"every": 5, "job": {"type": "echo"}}'], "INVALID"),
+        (["SCHEDULE", "REMOVE", "nothing-here"], "INVALID"),
+        (["SCHEDULE", "PAUSE", "nothing-here"], "INVALID"),
+        (["SUBMIT", '{"type": "echo", "after": [999999999]}'], "INVALID"),
+        (["SUBMIT", '{"type": "echo", "after": ["x"]}'], "INVALID"),
+        (["SUBMIT", '{"type": "echo", "after": [1, 1]}'], "INVALID"),
+        (["SUBMIT", '{"type": "echo", "after": 0}'], "INVALID"),
+        (["SUBMIT", '{"type": "echo", "after": ' + str(list(range(1, 102))) + "}"], "INVALID"),
+        (["SUBMIT", '{"type": "echo", "on_failure": "run"}'], "INVALID"),
+        (["SUBMIT", '{"type": "echo", "pass_results": true}'], "INVALID"),
+    ],
+)  # fmt: skip
+def test_bad_flow_control_changes_nothing(
+    peer: Peer, witness: Peer, command: list[str], expected: str
+) -> None:
+    before = _flow_state(witness)
+    assert code(peer.call(*command)) == expected
+    assert _flow_state(witness) == before
+    assert peer.call("PING") == b"PONG"
