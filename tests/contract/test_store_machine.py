@@ -612,7 +612,7 @@ class StoreMachine(RuleBasedStateMachine):
 def _machine_for(backend: str) -> Any:
     machine = type(f"StoreMachine_{backend}", (StoreMachine,), {"backend_name": backend})
     machine.TestCase.settings = settings(
-        max_examples=2000 if SOAK else 200,
+        max_examples=2000 if SOAK else 150,
         stateful_step_count=60 if SOAK else 40,
         deadline=None,
         suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
