@@ -20,7 +20,7 @@ from tests.redis_server import redis_cluster_url, redis_url
 settings.register_profile("distqueue", deadline=None)
 settings.load_profile("distqueue")
 
-BACKENDS = ["sqlite", "redis", "redis-cluster"]
+BACKENDS = ["sqlite", "redis", "redis-cluster", "postgres"]
 _PREFIXES = itertools.count(1)
 
 
@@ -33,6 +33,8 @@ class Backend:
         self.tmp_path = tmp_path
         self.prefix = f"t{next(_PREFIXES)}"
         self._open: list[Store] = []
+        #: postgres: this backend's own schema (made by its first open, dropped at close_all)
+        self.schema: str | None = None
 
     async def open(self, *, fast: bool = False, **options: Any) -> Store:
         """Open a store on this backend's data. ``fast``: skip the fsyncs (for tests of
@@ -47,6 +49,17 @@ class Backend:
             # one redis-server (or cluster) for the session; each Backend its own prefix
             url = redis_url() if self.name == "redis" else redis_cluster_url()
             store = await open_store(url, prefix=self.prefix, **options)
+        elif self.name == "postgres":
+            from distqueue.store import open_store
+            from tests.postgres_server import new_schema, postgres_url
+
+            # one database for the session; each Backend a fresh schema of its own
+            url = postgres_url()
+            if self.schema is None:
+                self.schema = new_schema(self.prefix)
+            if fast:
+                options.setdefault("synchronous", "OFF")
+            store = await open_store(url, schema=self.schema, **options)
         else:  # pragma: no cover - a backend listed but not wired here
             raise AssertionError(f"unknown backend {self.name}")
         self._open.append(store)
@@ -56,6 +69,11 @@ class Backend:
         for store in self._open:
             await store.close()
         self._open.clear()
+        if self.schema is not None:
+            from tests.postgres_server import drop_schema
+
+            drop_schema(self.schema)
+            self.schema = None
 
 
 @pytest.fixture(params=BACKENDS)

@@ -122,10 +122,11 @@ def _register() -> None:
     from distqueue.cli.demo import demo
     from distqueue.cli.flow import COMMANDS as FLOW
     from distqueue.cli.jobs import COMMANDS
+    from distqueue.cli.migrate import migrate
     from distqueue.cli.server import server, worker
     from distqueue.cli.supervisor import workers
 
-    for command in [server, worker, workers, *COMMANDS, *FLOW, bench, demo, config]:
+    for command in [server, worker, workers, *COMMANDS, *FLOW, bench, demo, config, migrate]:
         main.add_command(command)
 
 

@@ -150,7 +150,16 @@ def _limits(texts: tuple[str, ...], max_depth: int | None) -> tuple[Limit, ...]:
     default=None,
     metavar="URL",
     help="Where jobs live: a directory (the embedded store, as --data) or a URL,"
-    " redis://HOST:PORT/DB (several servers may share it).",
+    " redis://HOST:PORT/DB or postgresql://USER@HOST:PORT/DB (several servers may share"
+    " it).",
+)
+@click.option(
+    "--no-migrate",
+    "no_migrate",
+    is_flag=True,
+    default=False,
+    help="A PostgreSQL store (postgresql://...): do not apply pending schema migrations at"
+    " start (run distqueue migrate); refuse to start when the schema is not up to date.",
 )
 @click.option(
     "--durability",
@@ -244,6 +253,7 @@ def server(
     insecure: bool,
     max_output: int,
     store_url: str | None,
+    no_migrate: bool,
     durability: str,
     lease: float,
     max_payload: int,
@@ -266,10 +276,13 @@ def server(
     """
     if http is not None and http.strip().lower() not in ("off", "none", ""):
         _check_http(http)
+    store = store_url or data
+    if no_migrate and store.partition("://")[0] in ("postgresql", "postgres"):
+        store += ("&" if "?" in store else "?") + "migrate=off"  # (the store reads it)
     config = ServerConfig(
         host=host,
         port=_default_port() if port is None else port,
-        data=store_url or data,
+        data=store,
         token=token,
         insecure=insecure,
         max_output=max(max_output, max_payload + 2 * 1024 * 1024),

@@ -34,7 +34,9 @@ HOUSEKEEPING_EVERY = 0.25
 
 
 def is_store_url(address: str | None) -> bool:
-    schemes = ("redis", "rediss", "unix", "redis+cluster", "redis+sentinel")
+    schemes = (
+        "redis", "rediss", "unix", "redis+cluster", "redis+sentinel", "postgresql", "postgres",
+    )  # fmt: skip
     return address is not None and address.split("://", 1)[0] in schemes
 
 

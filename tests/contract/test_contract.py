@@ -485,12 +485,7 @@ class TestWatch:
             await a.complete(job.id, job.token, None, T0)
             await a.close()
             # garbage on the channel is ignored, and the watch goes on
-            import redis.asyncio as aioredis
-
-            url = await _plain_url(backend)
-            raw = aioredis.Redis.from_url(url)
-            await raw.publish(f"{{{backend.prefix}}}:events", b"garbage \xff")
-            await raw.aclose()
+            await _publish_garbage(backend)
             # what b does reaches a: enqueue (ready), complete (done)
             [x, y, z] = await ids_of(b, spec(), spec(), spec())
             await asyncio.wait_for(readies.get(), 10)
@@ -514,6 +509,24 @@ class TestWatch:
             watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await watcher
+
+
+async def _publish_garbage(backend: Backend) -> None:
+    """Something that is no event on the backend's events channel."""
+    if backend.name == "postgres":
+        import psycopg
+
+        from tests.postgres_server import postgres_url
+
+        async with await psycopg.AsyncConnection.connect(postgres_url(), autocommit=True) as c:
+            await c.execute("SELECT pg_notify(%s, %s)", (f"{backend.schema}_events", "garbage"))
+        return
+    import redis.asyncio as aioredis
+
+    url = await _plain_url(backend)
+    raw = aioredis.Redis.from_url(url)
+    await raw.publish(f"{{{backend.prefix}}}:events", b"garbage \xff")
+    await raw.aclose()
 
 
 async def _plain_url(backend: Backend) -> str:

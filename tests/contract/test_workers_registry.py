@@ -252,8 +252,15 @@ def shrink(monkeypatch: pytest.MonkeyPatch, **limits: int) -> None:
     import distqueue.store.redis as redis_store
     import distqueue.store.sqlite as sqlite_store
 
+    modules: list[Any] = [redis_store, sqlite_store]
+    try:
+        import distqueue.store.postgres as postgres_store
+    except ImportError:  # no psycopg: no postgres store to shrink
+        pass
+    else:
+        modules.append(postgres_store)
     for name, value in limits.items():
-        for module in (redis_store, sqlite_store):
+        for module in modules:
             monkeypatch.setattr(module, name, value)
 
 
