@@ -99,12 +99,12 @@ def limit_from_text(text: str) -> Limit:
     """``SCOPE:NAME:field=value,...`` (the server's ``--limit``), e.g.
     ``type:email.send:concurrency=5,rate=100/m`` or ``queue:bulk:max_depth=100000``;
     ``queue:*:max_depth=N`` bounds every queue together."""
-    parts = text.split(":", 2)
-    if len(parts) != 3 or parts[0] not in ("type", "queue"):
+    scope, _, rest = text.partition(":")
+    name, _, body = rest.rpartition(":")  # (a type's name may hold a ':' itself)
+    if scope not in ("type", "queue") or not name:
         raise InvalidJob(
             f"a limit is type:NAME:field=value,... or queue:NAME:field=value,..., not {text!r}"
         )
-    scope, name, body = parts
     changes: dict[str, Any] = {}
     for item in filter(None, (p.strip() for p in body.split(","))):
         key, eq, value = item.partition("=")

@@ -62,6 +62,8 @@ def spec_from_dict(data: Mapping[str, Any]) -> JobSpec:
 
 
 def _zone(name: str) -> ZoneInfo:
+    if not name:
+        raise InvalidJob("timezone must be an IANA name such as UTC or Europe/Paris, not ''")
     try:
         return ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError):

@@ -71,6 +71,7 @@ class DirectConnection:
         hello: Sequence[Arg] = (),
         housekeeping: bool = False,
         lease: float | None = None,
+        share: DirectConnection | None = None,
     ) -> None:
         require_backend(url)  # a missing extra is said now, not at the first call
         self.url = url
@@ -85,6 +86,11 @@ class DirectConnection:
         self._service: Service | None = None
         self._session: Session | None = None
         self._tick: asyncio.Task[None] | None = None
+        #: another connection whose store and service this one uses (a direct-mode
+        #: worker's fetcher shares its control connection's: what one of them does —
+        #: an ACK that frees a limited slot or releases a waiting job — wakes a FETCH
+        #: blocked on the other, as on a server); that one opens and closes them
+        self._share = share
 
     @property
     def connected(self) -> bool:
@@ -93,12 +99,17 @@ class DirectConnection:
     async def connect(self) -> None:
         if self._session is not None:
             return
-        self._store = await open_store(self.url)
-        config = ServerConfig(data=self.url)
-        if self.lease is not None:
-            config.lease = self.lease
-        self._service = Service(self._store, config)
-        await self._service.refresh_types()
+        if self._share is not None:
+            await self._share.connect()
+            self._store, self._service = self._share._store, self._share._service
+        else:
+            self._store = await open_store(self.url)
+            config = ServerConfig(data=self.url)
+            if self.lease is not None:
+                config.lease = self.lease
+            self._service = Service(self._store, config)
+            await self._service.refresh_types()
+        assert self._service is not None
         self._session = Session(self._service, f"local:{redact_url(self.url)}")
         self.info = codec.loads(await self.call(*hello_args(None, self.role, self.hello_extra)))
         if self._housekeeping:
@@ -189,11 +200,12 @@ class DirectConnection:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._tick
             self._tick = None
-        if self._service is not None:
-            await self._service.stop_watching()
-            await self._service.drain_background()
-        if self._store is not None:
-            await self._store.close()
+        if self._share is None:  # (a shared store and service are their owner's to close)
+            if self._service is not None:
+                await self._service.stop_watching()
+                await self._service.drain_background()
+            if self._store is not None:
+                await self._store.close()
         self._store = self._service = self._session = None
 
 

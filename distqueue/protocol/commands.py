@@ -638,16 +638,25 @@ async def cmd_schedule(s: Session, args: list[bytes]) -> Any:
         unknown = set(obj) - SCHEDULE_FIELDS
         if unknown:
             raise InvalidJob(f"unknown field(s) in schedule: {', '.join(sorted(unknown))}")
-        if not isinstance(obj.get("job"), dict):
+        job = obj.get("job")
+        if not isinstance(job, dict):
             raise InvalidJob("a schedule needs its job: a job spec object, as SUBMIT takes")
-        spec, _ = spec_from_wire(obj["job"], svc.clock())
-        every = obj.get("every")
+        if "payload" in job:
+            raise InvalidJob("a periodic job has no payload")
+        spec, check_type = spec_from_wire(job, svc.clock())
+        if check_type:  # a typo of a known type is refused, as SUBMIT refuses it
+            await svc.check_types([spec.type], svc.clock())
+        cron, every = obj.get("cron"), obj.get("every")
+        if cron is not None and not isinstance(cron, str):
+            raise InvalidJob(f"cron must be a cron expression (a string), not {cron!r}")
         if every is not None and (isinstance(every, bool) or not isinstance(every, int | float)):
             raise InvalidJob(f"every must be a number of seconds, not {every!r}")
+        timezone, catch_up = obj.get("timezone", "UTC"), obj.get("catch_up", "once")
+        if not isinstance(timezone, str) or not isinstance(catch_up, str):
+            raise InvalidJob("timezone and catch_up are strings")
         added = await svc.add_schedule(
-            name, spec, cron=obj.get("cron"), every=every,
-            timezone=obj.get("timezone") or "UTC", catch_up=obj.get("catch_up") or "once",
-        )  # fmt: skip
+            name, spec, cron=cron, every=every, timezone=timezone, catch_up=catch_up
+        )
         return codec.dumps(periodic_to_wire(added))
     if len(args) != 2:
         raise WrongArguments(f"wrong arguments: {SCHEDULE_SYNTAX}")

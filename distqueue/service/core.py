@@ -55,6 +55,9 @@ log = logging.getLogger("distqueue.server")
 ORPHAN_AGE = 5.0
 #: seconds between reloads of the known types from a (possibly shared) store
 TYPES_REFRESH = 5.0
+#: seconds between two looks at whether limits or waiting jobs exist (flow_active):
+#: jobs submitted and limits set through other servers or processes count from then
+FLOW_REFRESH = 1.0
 #: retry backoff of background store work while the store fails: first, longest wait
 BACKOFF_MIN, BACKOFF_MAX = 0.1, 5.0
 #: seconds a worker whose connection dropped (no BYE) keeps its jobs, so a worker that
@@ -176,9 +179,12 @@ class Service:
         self.where = "direct"
         #: limits exist or jobs wait for others: a finish may make jobs claimable that
         #: were not (a freed slot, a released waiter), so blocked FETCHes are woken
-        #: on every finish and tick (refreshed from the store every TYPES_REFRESH)
+        #: on every finish and tick (refreshed from the store every FLOW_REFRESH)
         self.flow_active = False
         self._flow_loaded = 0.0
+        #: concurrency or rate limits exist, or paused queues: queued jobs may be held
+        #: back on purpose (/health does not call an idle queue stuck then)
+        self.flow_held = False
         #: the configuration's limits, set in the store by the first tick that can
         self._limits_pending = list(config.limits)
 
@@ -284,6 +290,10 @@ class Service:
                 asyncio.get_running_loop().call_soon(self.ready.notify, expected)
             results = await self.store.enqueue([spec for spec, _ in specs], now)
             self._count_submitted(specs, results)
+            after = [(spec.queue, spec.type) for (spec, _), res in zip(specs, results, strict=True)
+                     if spec.after and res.created and res.state is JobState.QUEUED]  # fmt: skip
+            if after:  # (jobs whose jobs had all succeeded already)
+                self.ready.notify(after)
             return [res.id for res in results]
         results = await self.store.enqueue([spec for spec, _ in specs], now)
         self._count_submitted(specs, results)
@@ -361,6 +371,7 @@ class Service:
             self.done.notify([job_id])
             if self.flow_active:
                 self.ready.notify_all()
+                self.done.notify_all()  # jobs waiting for it may be cancelled with it
         return state
 
     async def retry(self, job_id: int) -> None:
@@ -522,6 +533,10 @@ class Service:
             if remaining <= 0:
                 return []
             nap = min(remaining, self.config.poll)
+            if self.flow_active:  # jobs held back by a rate limit go again at a time
+                wakeup = await self.store.next_wakeup()  # (the store's: its tokens)
+                if wakeup is not None:
+                    nap = min(nap, max(0.01, wakeup - self.clock()))
             await self.ready.wait(worker.queues, worker.types, nap, since)
 
     def _handed_out(self, worker: WorkerInfo, jobs: Sequence[Job]) -> None:
@@ -618,6 +633,8 @@ class Service:
             self.done.notify([job_id])
         if self.flow_active:
             self.ready.notify_all()
+            if outcome.state in (JobState.DEAD, JobState.CANCELLED):
+                self.done.notify_all()  # jobs waiting for it may be cancelled with it
         return outcome
 
     async def progress(
@@ -675,7 +692,9 @@ class Service:
     async def refresh_flow(self) -> None:
         """Whether limits exist or jobs wait (see flow_active), from the store."""
         waiting = await self.store.list(state=JobState.WAITING, limit=1)  # (an index read)
-        self.flow_active = bool(waiting) or bool(await self.store.limits())
+        limits = await self.store.limits()
+        self.flow_active = bool(waiting) or any(map(_holds_back, limits))
+        self.flow_held = any(map(_holds_back, limits)) or bool(await self.store.paused())
         self._flow_loaded = time.monotonic()
 
     async def apply_limits(self, limits: Sequence[Limit]) -> None:
@@ -684,7 +703,7 @@ class Service:
         for limit in limits:
             await self.store.set_limit(limit)
             log.info("limit on %s %s: %s", limit.scope, limit.name, _flow_text(limit))
-        if limits:
+        if any(map(_holds_back, limits)):
             self.flow_active = True
 
     async def set_limit(self, scope: str, name: str, changes: dict[str, Any]) -> Limit:
@@ -695,7 +714,8 @@ class Service:
         )
         limit = merge_limit(old, scope, name, changes)
         await self.store.set_limit(limit)
-        self.flow_active = True
+        self.flow_active = self.flow_active or _holds_back(limit)
+        self.flow_held = self.flow_held or _holds_back(limit)
         self.ready.notify_all()  # a limit raised or removed may free jobs at once
         log.info("limit on %s %s set: %s", scope, name, _flow_text(limit) or "none")
         return limit
@@ -706,6 +726,7 @@ class Service:
 
     async def pause(self, queue: str, paused: bool) -> None:
         await self.store.pause(queue, paused)
+        self.flow_held = self.flow_held or paused
         log.info("queue %s %s", queue, "paused" if paused else "resumed")
         if not paused:
             self.ready.notify_all()
@@ -715,9 +736,11 @@ class Service:
         timezone: str, catch_up: str,
     ) -> Periodic:  # fmt: skip
         """Add (or change) a schedule; one with the same definition keeps its ticks."""
+        # a schedule changed while paused stays paused (its operator paused it)
+        paused = any(p.name == name and p.paused for p in await self.store.periodics())
         wanted = make_periodic(
             name, spec, self.clock(), cron=cron, every=every, timezone=timezone,
-            catch_up=catch_up,
+            catch_up=catch_up, paused=paused,
         )  # fmt: skip
         return await self.store.set_periodic(wanted)
 
@@ -749,7 +772,7 @@ class Service:
             self._limits_pending = []
         if await fire_due_ticks(self.store, now):
             self.ready.notify_all()
-        if time.monotonic() - self._flow_loaded > TYPES_REFRESH:
+        if time.monotonic() - self._flow_loaded > FLOW_REFRESH:
             await self.refresh_flow()
         if self.flow_active:
             self.ready.notify_all()  # rate tokens refill with time
@@ -758,6 +781,12 @@ class Service:
         if wakeup is not None:
             nap = min(nap, max(0.1 if recovering else 0.005, wakeup - self.clock()))
         return nap
+
+
+def _holds_back(limit: Limit) -> bool:
+    """A limit that holds jobs back a finish or time may free (concurrency, rate); a
+    depth limit refuses submits, and makes no job claimable later."""
+    return limit.concurrency is not None or limit.rate is not None
 
 
 def _flow_text(limit: Limit) -> str:

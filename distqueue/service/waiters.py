@@ -144,3 +144,8 @@ class DoneWaiters:
             for fut in self._waiters.pop(job_id, ()):
                 if not fut.done():
                     fut.set_result(job)
+
+    def notify_all(self) -> None:
+        """Every watched job may have finished (a cascade the notifier cannot name:
+        the jobs a failed job's end cancelled): each WAIT reads its job again."""
+        self.notify(list(self._waiters))

@@ -183,7 +183,7 @@ def health_report(request: web.Request) -> tuple[int, dict[str, Any]]:
     why = _readiness(request)
     if why is not None:
         status = why.split(":", 1)[0]
-    elif queued and idle and still > server.config.stuck_after:
+    elif queued and idle and still > server.config.stuck_after and not service.flow_held:
         status = "stuck"
         why = (
             f"stuck: {queued} jobs queued and {idle} workers idle, nothing handed out"

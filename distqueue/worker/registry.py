@@ -25,6 +25,7 @@ function's signature fail the job at once, for good (retrying cannot help).
 from __future__ import annotations
 
 import contextvars
+import dataclasses
 import functools
 import importlib
 import importlib.util
@@ -88,8 +89,21 @@ def task(fn: F | None = None, /, *, name: str | None = None) -> F | Callable[[F]
         known = REGISTRY.get(type_name)
         if known is not None and known.fn is not f:
             raise ValueError(f"two tasks named {type_name!r}: {known.fn} and {f}")
+        implicit = getattr(f, "__distqueue_implicit__", None)
+        if implicit is not None and implicit != type_name:
+            # @periodic below this decorator registered it by its import path first:
+            # the name given here is its one name, its schedules' job type too
+            REGISTRY.pop(implicit, None)
+            for key, p in list(PERIODIC.items()):
+                if p.task == implicit:
+                    renamed = dataclasses.replace(
+                        p, task=type_name, name=type_name if p.name == implicit else p.name
+                    )
+                    del PERIODIC[key]
+                    PERIODIC[renamed.name] = renamed
         REGISTRY[type_name] = Task(type_name, f)
         f.__distqueue_task__ = type_name  # type: ignore[attr-defined]
+        f.__distqueue_implicit__ = None  # type: ignore[attr-defined]
         return f
 
     return register(fn) if fn is not None else register
@@ -143,7 +157,10 @@ def periodic(
         raise ValueError("give a cron expression or every=seconds, one of them")
 
     def register(f: F) -> F:
-        type_name = getattr(f, "__distqueue_task__", None) or task(f).__distqueue_task__  # type: ignore[attr-defined]
+        type_name = getattr(f, "__distqueue_task__", None)
+        if type_name is None:  # not a task yet: one by its import path (a @task above
+            type_name = task(f).__distqueue_task__  # type: ignore[attr-defined]
+            f.__distqueue_implicit__ = type_name  # type: ignore[attr-defined]  # renames it)
         schedule = check_name("schedule name", name or type_name)
         options = {k: v for k, v in (("queue", queue), ("priority", priority),
                    ("retries", retries), ("timeout", timeout)) if v is not None}  # fmt: skip

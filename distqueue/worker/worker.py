@@ -39,11 +39,11 @@ from distqueue.config import redact_url
 from distqueue.errors import (
     DistQueueError,
     InvalidJob,
+    JobFailed,
     JobNotFound,
     LeaseLost,
     ServerUnavailable,
     StoreError,
-    WrongArguments,
 )
 from distqueue.worker.builtins import ALL_BUILTINS, BUILTINS, SHELL
 from distqueue.worker.executors import (
@@ -259,9 +259,12 @@ class Worker:
         if self.direct:  # no server, the store itself
             url = str(options.server)
             lease = options.lease
-            self.fetcher = DirectConnection(url, role="worker", hello=hello, lease=lease)
             self.control = DirectConnection(url, role="worker", hello=hello, lease=lease,
                                            housekeeping=True)  # fmt: skip
+            # one store and one service for both: an ACK on the control connection
+            # wakes a FETCH blocked on the fetcher (a freed slot, a released waiter)
+            self.fetcher = DirectConnection(url, role="worker", hello=hello, lease=lease,
+                                           share=self.control)  # fmt: skip
         else:
             if options.lease is not None:
                 raise ValueError(
@@ -392,7 +395,9 @@ class Worker:
                                        p.every, p.timezone, p.catch_up)  # fmt: skip
             try:
                 await self.control.call(*command)
-            except (InvalidJob, WrongArguments) as exc:
+            except (ServerUnavailable, StoreError):
+                raise  # the connection: _serve reconnects
+            except DistQueueError as exc:  # refused (an older server: UNKNOWN): go on
                 log.error("periodic task %s: its schedule is refused: %s", p.name, exc)
 
     async def _session(self) -> None:
@@ -470,25 +475,45 @@ class Worker:
 
     async def _with_results(self, run: JobRun, after: list[int]) -> None:
         """A job submitted with pass_results: read the results of the jobs it waited
-        for, put them first in its arguments (see with_results), then let it run."""
+        for, put them first in its arguments (see with_results), then let it run. A
+        failed parent's result is null; a result that cannot be read fails the job
+        (for good when it is gone, purged; else to be retried)."""
+        run.kill = functools.partial(self._drop_waiting, run)  # a stop meanwhile: dropped
         try:
             # (on the control connection: the fetcher may be in a blocking FETCH)
             replies = await self.control.pipeline([["RESULT", i] for i in after])
-        except DistQueueError as exc:  # the server went away: the job will come back
+        except DistQueueError as exc:  # the server went away: its lease brings it back
             log.warning("job %s: could not read its parents' results: %s", run.id, exc)
             if self.running.get(run.id) is run:
                 del self.running[run.id]
+                run.kill = None
+                self._slot_freed.set()
             return
-        results = [
-            None if isinstance(r, BaseException) else r[1] if r[0] == b"bytes"
-            else codec.loads(r[1], "result")
-            for r in replies
-        ]  # fmt: skip
+        if self.running.get(run.id) is not run or run.reported:
+            return  # stopped meanwhile (cancelled, lost): dropped already
+        results: list[Any] = []
+        for parent, reply in zip(after, replies, strict=True):
+            if isinstance(reply, JobFailed):
+                results.append(None)  # it ended dead or cancelled (on_failure "run")
+            elif isinstance(reply, BaseException):
+                gone = isinstance(reply, JobNotFound)
+                why = (
+                    InvalidJob(f"the result of job {parent} is gone (purged)")
+                    if gone
+                    else (reply if isinstance(reply, Exception) else RuntimeError(str(reply)))
+                )
+                self._finish(run, error_outcome(why, retryable=not gone))
+                del self.running[run.id]
+                run.kill = None
+                self._slot_freed.set()
+                return
+            else:
+                results.append(
+                    reply[1] if reply[0] == b"bytes" else codec.loads(reply[1], "result")
+                )
         run.args = with_results(run.args, results[0] if len(results) == 1 else results)
-        if self.running.get(run.id) is run and not run.stop_reason:
-            run.kill = functools.partial(self._drop_waiting, run)
-            self._waiting.append(run)
-            self._dispatch()
+        self._waiting.append(run)
+        self._dispatch()
 
     def _held(self, unaccepted: int) -> int:
         """The slots finished jobs hold until their reports are accepted: all of them

@@ -4,6 +4,7 @@ after a run whose outcomes are known exactly."""
 from __future__ import annotations
 
 import json
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -192,3 +193,21 @@ def test_health_says_stuck_when_jobs_wait_and_workers_idle(
     assert report["queue_depth"] == 1 and report["workers"]["idle"] == 1
     assert "do the workers serve these queues and types?" in report["reason"]
     assert get(url + "/readyz")[0] == 200  # stuck is not unready: the server is fine
+
+
+def test_health_is_not_stuck_for_a_paused_queue(server_proc: Any, worker_proc: Any) -> None:
+    # Given a worker idle by choice: its queue is paused, jobs wait in it
+    server = server_proc("--http", "127.0.0.1:0", "--stuck-after", "1")
+    url = admin_url(server)
+    worker_proc(server.address, "-q", "default").wait_connected()
+    with Client(server.address) as client:
+        client.pause("default")
+        client.submit("echo", "held on purpose")
+        time.sleep(3)  # past --stuck-after, and a snapshot or two
+        # Then /health says ok (maintenance must not fail a liveness probe)...
+        status, body = get(url + "/health")
+        report = json.loads(body)
+        assert (status, report["status"], report["queue_depth"]) == (200, "ok", 1)
+        # ... and once resumed the job runs
+        client.resume("default")
+        assert client.result(client.list(limit=1)[0].id, wait=20) == "held on purpose"
