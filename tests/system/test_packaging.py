@@ -148,6 +148,7 @@ def test_the_wheel_holds_the_package_and_its_data_files(archives: tuple[Path, Pa
         if p.is_file() and p.suffix in DATA_SUFFIXES and "__pycache__" not in p.parts
     )
     for needed in ("distqueue/store/sqlite_schema.sql", "distqueue/store/redis_scripts/claim.lua",
+                   "distqueue/store/postgres_sql/0001_initial.sql",
                    "distqueue/store/redis_scripts/_lib.lua", "distqueue/web/templates/base.html",
                    "distqueue/web/static/dashboard.js", "distqueue/web/static/dashboard.css",
                    "distqueue/py.typed"):  # fmt: skip
@@ -172,25 +173,25 @@ def test_the_wheel_holds_the_package_and_its_data_files(archives: tuple[Path, Pa
     assert {"Homepage", "Documentation", "Issues"} <= urls
     assert metadata["Keywords"]
     extras = set(metadata.get_all("Provides-Extra") or [])
-    assert {"all", "web", "redis", "fast", "test"} <= extras
+    assert {"all", "web", "redis", "fast", "postgres", "test"} <= extras
     requires = metadata.get_all("Requires-Dist") or []
 
     def of(extra: str) -> set[str]:
         return {r.split(";")[0].strip() for r in requires if f"extra == '{extra}'" in r
                 or f'extra == "{extra}"' in r}  # fmt: skip
 
-    # hatch spells distqueue[web,redis,fast] out: the three extras' requirements
-    assert of("all") == of("web") | of("redis") | of("fast") != set(), requires
+    # hatch spells distqueue[web,redis,fast,postgres] out: the four extras' requirements
+    assert of("all") == of("web") | of("redis") | of("fast") | of("postgres") != set(), requires
     assert "distqueue = distqueue.cli:main" in entry_points
 
 
-def test_the_all_extra_is_web_redis_and_fast() -> None:
+def test_the_all_extra_is_web_redis_fast_and_postgres() -> None:
     import tomllib
 
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     extras = project["optional-dependencies"]
     (everything,) = extras["all"]
-    assert everything.replace(" ", "") == "distqueue[web,redis,fast]"
+    assert everything.replace(" ", "") == "distqueue[web,redis,fast,postgres]"
     assert "build>=1.0" in extras["test"]
     assert (ROOT / "LICENSE").read_text().startswith("MIT License")
     assert "the distqueue authors" in (ROOT / "LICENSE").read_text()
