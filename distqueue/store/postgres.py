@@ -134,6 +134,8 @@ CASCADE = 1000
 CLAIM_ROUNDS = 8
 #: candidates a claim reads beyond the n it wants (rows other claims hold are skipped)
 CLAIM_SLACK = 32
+#: ... at most this many, in its last rounds (bounded work under contention)
+CLAIM_DEEPEST = 8192
 #: a rate limit's bucket counts as holding a token from this close to one
 TOKEN_EPS = 1e-9
 #: seconds between two event notifications of one store under load
@@ -1211,9 +1213,12 @@ class PostgresStore:
         expired: list[int] = []
         ended: list[tuple[int, bool]] = []
         room = MAX_INT if max_bytes is None else max_bytes
-        for _ in range(CLAIM_ROUNDS):
+        for round_ in range(CLAIM_ROUNDS):
             want = n - len(jobs)
-            m = want + CLAIM_SLACK
+            # each round looks deeper: the rows at the heads may be held by claims
+            # running at the same moment (skipped, not waited for), and until those
+            # commit every round sees them queued again at the same place
+            m = want + min(CLAIM_SLACK << (2 * round_), CLAIM_DEEPEST)
             rows = yield fast, {**pparams, "m": m, "n": want, "now": now, "until": until,
                                 "worker": worker, "room": room,
                                 "free": 0 if jobs else 1}  # fmt: skip
