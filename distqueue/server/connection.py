@@ -566,7 +566,8 @@ class Connection(asyncio.Protocol):
             and not self.closed
         ):
             if self._requests:  # requests read already come before any new ones
-                self.wake()
+                if self not in self.server.starved:  # (a starved one: the server wakes
+                    self.wake()  # it once it has room; woken now, it would spin here)
                 return
             self.reading_paused = False
             self.transport.resume_reading()
