@@ -92,6 +92,7 @@ from distqueue.store.base import (
     Stats,
     WorkerRecord,
 )
+from distqueue.store.buckets import TOKEN_EPS, Bucket
 from distqueue.store.checks import (
     MAX_INT,
     check_claim,
@@ -136,8 +137,6 @@ CLAIM_ROUNDS = 8
 CLAIM_SLACK = 32
 #: ... at most this many, in its last rounds (bounded work under contention)
 CLAIM_DEEPEST = 8192
-#: a rate limit's bucket counts as holding a token from this close to one
-TOKEN_EPS = 1e-9
 #: seconds between two event notifications of one store under load
 EVENT_GAP = 0.002
 #: job ids per notification at most (a payload must stay under 8000 bytes)
@@ -2274,29 +2273,18 @@ async def _drive(cur: psycopg.AsyncCursor[tuple[Any, ...]], steps: Step[T]) -> T
         rows = await cur.fetchall() if cur.description is not None else []
 
 
-class _Lim:
+class _Lim(Bucket):
     """A limit as a gated claim sees it: its running jobs, and its rate's bucket."""
 
-    __slots__ = ("at", "burst", "conc", "per_second", "rate", "running", "tokens", "used")
+    __slots__ = ("conc", "rate", "running", "used")
 
     def __init__(self, conc: int | None, rate: int | None, period: float, burst: int,
                  tokens: float | None, at: float | None) -> None:  # fmt: skip
+        super().__init__(rate, period, burst, tokens, at)
         self.conc = conc
         self.rate = rate
-        self.per_second = 0.0 if rate is None else rate / period
-        self.burst = burst
-        self.tokens = float(burst) if tokens is None or at is None else tokens
-        self.at = at
         self.running = 0
         self.used = False
-
-    def refill(self, now: float) -> float:
-        if self.at is None:
-            self.at = now
-        elif now > self.at:
-            self.tokens = min(float(self.burst), self.tokens + (now - self.at) * self.per_second)
-            self.at = now
-        return self.tokens
 
     def room(self, now: float) -> float:
         """Jobs it lets through now (inf: no limit of that kind)."""

@@ -73,6 +73,7 @@ from distqueue.store.base import (
     Stats,
     WorkerRecord,
 )
+from distqueue.store.buckets import TOKEN_EPS, Bucket
 from distqueue.store.checks import (
     check_claim,
     check_id,
@@ -90,7 +91,6 @@ from distqueue.store.memindex import SMALL_JOB, ReadyQueues, Schedule
 from distqueue.store.sqlite_rows import (
     FULL_COLS,
     SUMMARY_COLS,
-    Bucket,
     Running,
     Waiting,
     job_from_row,
@@ -141,9 +141,6 @@ ADDED_COLUMNS = (
 #: a cascade longer than this goes on in the next operations (promote: see
 #: next_wakeup), so no one operation's work grows with a tree of dependencies
 CASCADE = 1000
-#: a rate limit's bucket counts as holding a token from this close to one (float
-#: rounding at the instant ready_at computed)
-TOKEN_EPS = 1e-9
 #: the periodic schedule's columns, in Periodic's order
 PERIODIC_COLS = "name, cron, every, timezone, spec, catch_up, paused, next_at"
 

@@ -8,7 +8,7 @@ from typing import Any
 from distqueue import codec
 from distqueue.jobs import Job, JobError, JobState
 
-__all__ = ["FULL_COLS", "SUMMARY_COLS", "Bucket", "Running", "Waiting", "job_from_row"]
+__all__ = ["FULL_COLS", "SUMMARY_COLS", "Running", "Waiting", "job_from_row"]
 
 _COLS = (
     "id, type, queue, priority, args, {payload}, length(payload), state, max_retries, timeout,"
@@ -75,31 +75,3 @@ class Waiting:
         #: the ids of the jobs it still waits for (one of them ending dead or
         #: cancelled cancels it at once, with on_failure "cancel")
         self.pending = pending
-
-
-class Bucket:
-    """A rate limit's token bucket (Limit.rate): ``tokens`` as of ``at`` (None: never
-    used, full)."""
-
-    __slots__ = ("at", "burst", "per_second", "tokens")
-
-    def __init__(self, rate: int, period: float, burst: int, tokens: float | None,
-                 at: float | None) -> None:  # fmt: skip
-        self.per_second = rate / period
-        self.burst = burst
-        self.tokens = float(burst) if tokens is None or at is None else tokens
-        self.at = at
-
-    def refill(self, now: float) -> float:
-        """The tokens at ``now`` (a ``now`` before the last one adds none)."""
-        if self.at is None:
-            self.at = now
-        elif now > self.at:
-            self.tokens = min(float(self.burst), self.tokens + (now - self.at) * self.per_second)
-            self.at = now
-        return self.tokens
-
-    def ready_at(self) -> float:
-        """When the bucket holds a whole token again (its last refill's view)."""
-        assert self.at is not None
-        return self.at + max(0.0, 1.0 - self.tokens) / self.per_second
