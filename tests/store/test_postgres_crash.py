@@ -101,6 +101,25 @@ async def _check(
         await store.close()
 
 
+def _working(url: str, round_: int) -> subprocess.Popen[bytes]:
+    """The CHILD process, once it has said it is at work."""
+    child = subprocess.Popen([sys.executable, "-c", CHILD, url, str(round_)],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
+    assert child.stdout is not None
+    ready = child.stdout.readline()
+    assert ready == b"R\n", child.stderr.read() if child.stderr else ready
+    return child
+
+
+def _killed(child: subprocess.Popen[bytes]) -> tuple[list[int], set[int], dict[int, int]]:
+    """What a killed CHILD had acknowledged (enqueued, completed, tokens)."""
+    child.kill()
+    out, _ = child.communicate(timeout=30)
+    enqueued, completed, tokens = _parse(out)
+    assert enqueued, "the kill came before any work"
+    return enqueued, completed, tokens
+
+
 @pytest.mark.timeout(600)
 def test_postgres_killed_mid_traffic_loses_nothing_acknowledged() -> None:
     postgres_url()  # skips (or fails under DISTQUEUE_REQUIRE_POSTGRES) without a server
@@ -109,17 +128,10 @@ def test_postgres_killed_mid_traffic_loses_nothing_acknowledged() -> None:
     url = cluster.url + "?schema=crash"
     try:
         for round_ in range(ROUNDS):
-            child = subprocess.Popen([sys.executable, "-c", CHILD, url, str(round_)],
-                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
-            assert child.stdout is not None
-            ready = child.stdout.readline()
-            assert ready == b"R\n", child.stderr.read() if child.stderr else ready
+            child = _working(url, round_)
             time.sleep(rng.uniform(0.1, 0.6))
             cluster.kill()  # the postmaster dies first, mid-transaction
-            child.kill()
-            out, _ = child.communicate(timeout=30)
-            enqueued, completed, tokens = _parse(out)
-            assert enqueued, "the kill came before any work"
+            enqueued, completed, tokens = _killed(child)
             cluster.restart()  # crash recovery: replays the WAL
             asyncio.run(_check(url, enqueued, completed, tokens))
     finally:
@@ -132,16 +144,9 @@ def test_client_killed_mid_work_leaves_nothing_half_done() -> None:
     rng = random.Random(5)
     try:
         for round_ in range(ROUNDS):
-            child = subprocess.Popen([sys.executable, "-c", CHILD, url, str(round_)],
-                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
-            assert child.stdout is not None
-            ready = child.stdout.readline()
-            assert ready == b"R\n", child.stderr.read() if child.stderr else ready
+            child = _working(url, round_)
             time.sleep(rng.uniform(0.05, 0.4))
-            child.kill()
-            out, _ = child.communicate(timeout=30)
-            enqueued, completed, tokens = _parse(out)
-            assert enqueued, "the kill came before any work"
+            enqueued, completed, tokens = _killed(child)
             asyncio.run(_check(url, enqueued, completed, tokens))
     finally:
         drop_schema(schema)
