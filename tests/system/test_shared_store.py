@@ -1,4 +1,5 @@
-"""Several servers on one Redis, workers failing over, a server killed with -9."""
+"""Several servers on one store (Redis or PostgreSQL), workers failing over, a
+direct-mode worker beside them, a server killed with -9."""
 
 from __future__ import annotations
 
@@ -24,6 +25,20 @@ def redis() -> Iterator[str]:
     proc.wait()
 
 
+@pytest.fixture(params=["redis", "postgres"])
+def shared_store(request: pytest.FixtureRequest) -> Iterator[str]:
+    """A store several servers share: a redis-server of the test's own, or a schema of
+    its own on the session's PostgreSQL."""
+    if request.param == "redis":
+        yield request.getfixturevalue("redis")
+        return
+    from tests.postgres_server import drop_schema, new_schema, postgres_url
+
+    schema = new_schema("servers")
+    yield f"{postgres_url()}?schema={schema}"
+    drop_schema(schema)
+
+
 def submit_with_retry(client: Client, specs: list[dict[str, object]]) -> list[int]:
     """A SUBMIT whose answer was lost may or may not have landed: unique keys make
     sending it again safe (each key is one job)."""
@@ -35,14 +50,15 @@ def submit_with_retry(client: Client, specs: list[dict[str, object]]) -> list[in
     raise AssertionError("no server took the submit")
 
 
-def test_two_servers_one_redis_one_killed_halfway(redis: str, server_proc, worker_proc) -> None:  # type: ignore[no-untyped-def]
-    # Given two servers on one Redis and four workers, two on each, each worker
-    # told both addresses (its own first)
-    a = server_proc("--store", redis)
-    b = server_proc("--store", redis)
+def test_two_servers_one_store_one_killed_halfway(shared_store: str, server_proc, worker_proc) -> None:  # type: ignore[no-untyped-def]
+    # Given two servers on one store, four workers, two on each, each worker told
+    # both addresses (its own first), and a fifth worker on the store itself
+    a = server_proc("--store", shared_store)
+    b = server_proc("--store", shared_store)
     both_a, both_b = f"{a.address},{b.address}", f"{b.address},{a.address}"
     workers = [worker_proc(both_a, "-c", "8"), worker_proc(both_a, "-c", "8"),
-               worker_proc(both_b, "-c", "8"), worker_proc(both_b, "-c", "8")]  # fmt: skip
+               worker_proc(both_b, "-c", "8"), worker_proc(both_b, "-c", "8"),
+               worker_proc(shared_store, "-c", "8")]  # fmt: skip
     for w in workers:
         w.wait_connected()
     n = 10_000
@@ -69,18 +85,21 @@ def test_two_servers_one_redis_one_killed_halfway(redis: str, server_proc, worke
             job = cb.status(job_id)
             assert job.state is JobState.SUCCEEDED and job.attempts >= 1
             assert cb.result(job_id) == 3
-        # the workers of the dead server failed over and are still working
+        # the workers of the dead server failed over and are still working, and the
+        # direct-mode worker took its share
         assert all(w.alive for w in workers)
-        assert stats["workers"]["connected"] == 4
+        assert stats["workers"]["connected"] == 4  # the direct one is on no server
+        ran_on = {cb.status(i).worker for i in ids[::50]}
+        assert workers[4].id in ran_on
 
 
 def test_jobs_through_one_server_wake_workers_and_waiters_of_another(
-    redis: str, server_proc, worker_proc
+    shared_store: str, server_proc, worker_proc
 ) -> None:  # type: ignore[no-untyped-def]
-    # Given two servers on one Redis that look at the store on their own only once a
+    # Given two servers on one store that look at the store on their own only once a
     # minute (--poll 60), and the only worker on server B
-    a = server_proc("--store", redis, "--poll", "60")
-    b = server_proc("--store", redis, "--poll", "60")
+    a = server_proc("--store", shared_store, "--poll", "60")
+    b = server_proc("--store", shared_store, "--poll", "60")
     worker = worker_proc(b.address, "-c", "2")
     worker.wait_connected()
     # When a client submits through A and waits through A, one job after another
