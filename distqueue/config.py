@@ -93,6 +93,8 @@ class ServerConfig:
     #: /health reports the queue stuck when jobs are ready, workers idle and nothing
     #: was handed out or finished for this many seconds
     stuck_after: float = defaults.STUCK_AFTER
+    #: /health warns of a transaction open this long on a PostgreSQL store's database
+    long_transaction: float = defaults.LONG_TRANSACTION
 
 
 class Address(tuple[str, int]):

@@ -65,6 +65,9 @@ FRAME_TIMEOUT = 30.0
 POLL = 1.0
 #: /health: seconds of no progress with jobs queued and workers idle = stuck
 STUCK_AFTER = 60.0
+#: /health (PostgreSQL store): seconds a transaction on the database may stay open
+#: before it is named in ``warnings``
+LONG_TRANSACTION = 300.0
 #: "full" (fsync every commit) or "normal"
 DURABILITY = "full"
 

@@ -223,6 +223,14 @@ def _limits(texts: tuple[str, ...], max_depth: int | None) -> tuple[Limit, ...]:
     " nothing moved for this long.",
 )
 @click.option(
+    "--long-transaction",
+    type=Duration(min=1.0),
+    default=defaults.LONG_TRANSACTION,
+    show_default=True,
+    help="PostgreSQL store: /health warns of a transaction open this long on the"
+    " database (it holds back vacuum, and queue tables bloat).",
+)
+@click.option(
     "--limit",
     "limits",
     multiple=True,
@@ -263,6 +271,7 @@ def server(
     tls_ca: str | None,
     http: str | None,
     stuck_after: float,
+    long_transaction: float,
     limits: tuple[str, ...],
     max_depth: int | None,
     console: bool | None,
@@ -298,6 +307,7 @@ def server(
         http=_http_address(http),
         http_given=http is not None,
         stuck_after=stuck_after,
+        long_transaction=long_transaction,
         retry=RetryPolicy(base=policy["retry_base"], factor=policy["retry_factor"],
                           cap=policy["retry_cap"], jitter=policy["retry_jitter"]),
         poison_limit=policy["poison_limit"],

@@ -408,6 +408,7 @@ class Service:
             if stats.oldest_queued_at is None
             else max(0.0, self.clock() - stats.oldest_queued_at),
             "totals": stats.totals,
+            "oldest_transaction_age": stats.oldest_transaction_age,
             "processed": succeeded + dead,
             "success_rate": None if succeeded + dead == 0 else succeeded / (succeeded + dead),
             "workers": {

@@ -106,6 +106,11 @@ class Stats:
     #: from one operation to the next (each FIFO's first job is then its oldest). A
     #: job queued again by a distqueue older than this field counts from its submit.
     oldest_queued_at: float | None = None
+    #: PostgreSQL only: seconds the oldest open transaction of another client of the
+    #: database has been running (its snapshot holds back vacuum, and queue tables,
+    #: with their constant updates, bloat first), None when there is none or the
+    #: store is not a database
+    oldest_transaction_age: float | None = None
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

@@ -237,6 +237,18 @@ _PAIRS_BY_TYPE = (
     "  AND j.queue > pq.queue ORDER BY j.queue LIMIT 1) FROM pq WHERE pq.queue IS NOT NULL),"
     " pairs(type, queue) AS (SELECT type, queue FROM pq WHERE queue IS NOT NULL {qfilter})"
 )
+#: the age of the oldest transaction that holds a snapshot or a transaction id (so
+#: holds back vacuum) in this database, of a client that is not distqueue (its own are
+#: one statement each: they would only show as a constant ~0 s); client backends only
+#: (autovacuum's are not the application's). A role that is not a superuser or in
+#: pg_read_all_stats sees only its own sessions' xact_start.
+_OLDEST_XACT = (
+    "SELECT extract(epoch FROM now() - min(xact_start))::float8 FROM pg_stat_activity"
+    " WHERE datname = current_database()"
+    " AND (backend_xmin IS NOT NULL OR backend_xid IS NOT NULL)"
+    " AND backend_type = 'client backend' AND application_name NOT LIKE 'distqueue%%'"
+)
+
 _PAIRS_ALL = (
     "pq(type, queue) AS ("
     " (SELECT j.type, j.queue FROM {s}.jobs j WHERE j.state = 2 ORDER BY j.type, j.queue LIMIT 1)"
@@ -1845,6 +1857,7 @@ class PostgresStore:
                 " SELECT key, sum(n)::bigint, NULL::float8 FROM {s}.counts GROUP BY key"
                 " HAVING sum(n) <> 0"
                 " UNION ALL SELECT NULL, NULL, (SELECT min(at) FROM heads)"
+                " UNION ALL SELECT '', NULL, (" + _OLDEST_XACT + ")"
             ),
             {},
         )
@@ -1853,9 +1866,13 @@ class PostgresStore:
         prio: dict[int, int] = {}
         totals = dict.fromkeys(TOTALS, 0)
         oldest: float | None = None
+        xact_age: float | None = None
         for key, n, at in rows:
             if key is None:
                 oldest = at
+                continue
+            if key == "":
+                xact_age = None if at is None else max(0.0, float(at))
                 continue
             n = int(n)
             kind, _, name = key.partition(":")
@@ -1868,7 +1885,8 @@ class PostgresStore:
                 by_state[state] += n
                 by_queue.setdefault(name, {})[state] = n
         return Stats(by_state=by_state, by_queue=by_queue, queued_by_priority=prio,
-                     totals=totals, oldest_queued_at=oldest)  # fmt: skip
+                     totals=totals, oldest_queued_at=oldest,
+                     oldest_transaction_age=xact_age)  # fmt: skip
 
     # -- purge ---------------------------------------------------------------------------------
 
@@ -2237,16 +2255,11 @@ class PostgresStore:
     # -- health ----------------------------------------------------------------------------------
 
     async def oldest_transaction_age(self) -> float | None:
-        """Seconds the oldest open transaction of the database has been running (its
-        snapshot holds back vacuum on the queue tables), or None when there is none."""
-        rows = await self._read(
-            "SELECT extract(epoch FROM now() - min(xact_start))::float8 FROM pg_stat_activity"
-            " WHERE datname = current_database() AND backend_xmin IS NOT NULL"
-            " AND pid <> pg_backend_pid()",
-            {},
-        )
+        """Seconds the oldest open transaction of another client of the database has
+        been running, or None when there is none (also in ``stats()``)."""
+        rows = await self._read(_OLDEST_XACT, {})
         age = rows[0][0] if rows else None
-        return None if age is None else float(age)
+        return None if age is None else max(0.0, float(age))
 
 
 def _args_size(args: Any) -> int:

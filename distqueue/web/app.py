@@ -189,9 +189,18 @@ def health_report(request: web.Request) -> tuple[int, dict[str, Any]]:
             f"stuck: {queued} jobs queued and {idle} workers idle, nothing handed out"
             f" or finished for {still:.0f}s (do the workers serve these queues and types?)"
         )
+    xact_age = stats.get("oldest_transaction_age")
+    warnings = []
+    if xact_age is not None and xact_age > server.config.long_transaction:
+        warnings.append(
+            f"a transaction on the store's database has been open {xact_age:.0f}s: it holds"
+            " back vacuum, and the queue tables bloat (find it in pg_stat_activity)"
+        )
     body = {
         "status": status,
         "reason": why,
+        "warnings": warnings,
+        "oldest_transaction_age": xact_age,
         "store": service.health.to_wire(),
         "queue_depth": queued,
         "jobs": jobs,

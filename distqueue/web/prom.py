@@ -170,6 +170,11 @@ class ServerCollector(Collector):
         if oldest is not None:
             yield _gauge("distqueue_oldest_ready_age_seconds",
                          "Age of the job ready longest (store-wide).", oldest)  # fmt: skip
+        xact_age = stats.get("oldest_transaction_age")
+        if xact_age is not None:
+            yield _gauge("distqueue_store_oldest_transaction_seconds",
+                         "Age of the oldest open transaction on the PostgreSQL store's"
+                         " database (it holds back vacuum).", xact_age)  # fmt: skip
         totals = CounterMetricFamily(
             "distqueue_store_events",
             "Running totals the store keeps (store-wide: aggregate with max()).",

@@ -261,3 +261,28 @@ async def test_bad_schema_names_are_refused() -> None:
     for bad in ("Upper", "has-dash", "x;drop", "a" * 60):
         with pytest.raises(ValueError, match="schema"):
             PostgresStore(postgres_url(), schema=bad)
+
+
+# -- long transactions ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["snapshot", "write"])
+async def test_an_open_transaction_shows_its_age_in_stats(pg: PostgresStore, kind: str) -> None:
+    # Given no other transaction open on the database
+    assert (await pg.stats()).oldest_transaction_age is None
+    # When an application holds a transaction open: one with a snapshot (repeatable
+    # read, after a read), or one that wrote (it has a transaction id)
+    with app_conn() as conn:
+        if kind == "snapshot":
+            conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+            conn.execute("SELECT 1").fetchone()
+        else:
+            conn.execute("CREATE TEMP TABLE scratch (x int)")
+        await asyncio.sleep(1.2)
+        # Then the store reports how long it has been open
+        age = (await pg.stats()).oldest_transaction_age
+        assert age is not None and 1.2 <= age < 60
+        assert await pg.oldest_transaction_age() == pytest.approx(age, abs=1.0)
+        conn.rollback()
+    # and nothing once it ends
+    assert (await pg.stats()).oldest_transaction_age is None

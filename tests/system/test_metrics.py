@@ -211,3 +211,42 @@ def test_health_is_not_stuck_for_a_paused_queue(server_proc: Any, worker_proc: A
         # ... and once resumed the job runs
         client.resume("default")
         assert client.result(client.list(limit=1)[0].id, wait=20) == "held on purpose"
+
+
+def test_health_warns_of_a_long_transaction_on_a_postgres_store(server_proc: Any) -> None:
+    psycopg = pytest.importorskip("psycopg")
+    from tests.postgres_server import drop_schema, new_schema, postgres_url
+
+    schema = new_schema("health")
+    try:
+        # Given a server on a PostgreSQL schema that warns of transactions open 2 s
+        server = server_proc("--store", f"{postgres_url()}?schema={schema}",
+                             "--http", "127.0.0.1:0", "--long-transaction", "2")  # fmt: skip
+        url = admin_url(server)
+        wait_until(lambda: get(url + "/readyz")[0] == 200, 20, "ready")
+        report = json.loads(get(url + "/health")[1])
+        assert (report["oldest_transaction_age"], report["warnings"]) == (None, [])
+        assert ("distqueue_store_oldest_transaction_seconds", ()) not in samples(
+            get(url + "/metrics")[1])  # fmt: skip
+        # When an application leaves a transaction open (it wrote, so it has an id)
+        with psycopg.connect(postgres_url()) as conn:
+            conn.execute("CREATE TEMP TABLE scratch (x int)")
+
+            def warned() -> dict[str, Any] | None:
+                found = json.loads(get(url + "/health")[1])
+                return found if found["warnings"] else None
+
+            # Then /health names it past 2 s, and stays 200: the queue still works
+            report = wait_until(warned, 20, "/health to warn of the transaction")
+            status, _ = get(url + "/health")
+            assert status == 200 and report["status"] == "ok"
+            assert report["oldest_transaction_age"] > 2
+            assert "has been open" in report["warnings"][0]
+            m = samples(get(url + "/metrics")[1])
+            assert m[("distqueue_store_oldest_transaction_seconds", ())] > 2
+            conn.rollback()
+        # and the warning goes when the transaction ends
+        wait_until(lambda: json.loads(get(url + "/health")[1])["warnings"] == [], 20,
+                   "the warning to clear")  # fmt: skip
+    finally:
+        drop_schema(schema)

@@ -50,7 +50,9 @@ def submit_with_retry(client: Client, specs: list[dict[str, object]]) -> list[in
     raise AssertionError("no server took the submit")
 
 
-def test_two_servers_one_store_one_killed_halfway(shared_store: str, server_proc, worker_proc) -> None:  # type: ignore[no-untyped-def]
+def test_two_servers_one_store_one_killed_halfway(
+    shared_store: str, server_proc, worker_proc
+) -> None:  # type: ignore[no-untyped-def]
     # Given two servers on one store, four workers, two on each, each worker told
     # both addresses (its own first), and a fifth worker on the store itself
     a = server_proc("--store", shared_store)
