@@ -151,6 +151,8 @@ TOTALS = ("submitted", "succeeded", "failed", "retried", "dead", "cancelled", "l
 SESSION_OPTIONS = (
     "-c idle_in_transaction_session_timeout=60000 -c plan_cache_mode=force_custom_plan"
 )
+#: worker lease rows one expire round deletes at most (their jobs come with them)
+LEASE_ROWS = 100
 #: the pool: connections a store keeps open at least and at most; seconds a call
 #: waits for one before StoreError
 POOL_MIN, POOL_MAX, POOL_TIMEOUT = 1, 10, 10.0
@@ -164,10 +166,22 @@ _COLS = (
 )  # fmt: skip
 
 
-def _cols(prefix: str = "", summary: bool = False) -> str:
+#: a running job's lease as read (see postgres_sql/0002_worker_leases.sql): its own,
+#: or, when its worker's last heartbeat came at or after its claim, the later of its own
+#: and the worker's row (the row's alone once the job was handed over to it)
+_LEASE = (
+    "coalesce((SELECT CASE WHEN j.lease_until IS NULL THEN l.until"
+    " ELSE greatest(j.lease_until, l.until) END FROM {s}.leases l"
+    " WHERE l.worker = j.worker AND l.beat_at >= j.started_at), j.lease_until)"
+)
+
+
+def _cols(prefix: str = "", summary: bool = False, lease: bool = False) -> str:
     out = []
     for col in _COLS:
-        if summary and col in ("payload", "result"):
+        if lease and col == "lease_until":
+            out.append(_LEASE)
+        elif summary and col in ("payload", "result"):
             out.append("NULL")
         elif col.startswith("octet_length("):
             out.append(f"octet_length({prefix}payload)")
@@ -176,8 +190,8 @@ def _cols(prefix: str = "", summary: bool = False) -> str:
     return ", ".join(out)
 
 
-FULL = _cols()
-SUMMARY = _cols(summary=True)
+FULL = _cols("j.", lease=True)
+SUMMARY = _cols("j.", summary=True, lease=True)
 NCOLS = len(_COLS)
 
 
@@ -348,7 +362,7 @@ _SQL_TEMPLATES: dict[str, str] = {
     "wake": _WAKE.replace("{more}", ""),
     "wake_lost": _WAKE.replace("{more}", ", lost = j.lost + 1"),
     "wake_retry": _WAKE.replace("{more}", ", failures = 0, lost = 0, finished_at = NULL"),
-    "get": f"SELECT {FULL} FROM {{s}}.jobs WHERE id = %(id)s",
+    "get": f"SELECT {FULL} FROM {{s}}.jobs j WHERE j.id = %(id)s",
     "keys": "SELECT unique_key, id, state FROM {s}.jobs WHERE unique_key = ANY(%(keys)s::text[])",
     "lock_deps": (
         "SELECT id, state FROM {s}.jobs WHERE id = ANY(%(ids)s::bigint[]) ORDER BY id"
@@ -1591,13 +1605,21 @@ class PostgresStore:
     # -- leases ------------------------------------------------------------------------------
 
     async def heartbeat(self, worker: str, now: float, lease: float = DEFAULT_LEASE) -> Heartbeat:
+        # One row, not every job: the worker's lease row (written only while it runs
+        # something) covers the jobs it was given up to now.
         def steps() -> Step[list[tuple[Any, ...]]]:
             rows = yield (
                 self.sql.text(
-                    "UPDATE {s}.jobs SET lease_until = %(until)s::float8 WHERE worker = %(w)s"
-                    " AND state = 3 RETURNING id, attempts, cancel_requested"
+                    "WITH beat AS (INSERT INTO {s}.leases (worker, beat_at, until)"
+                    " SELECT %(w)s, %(now)s::float8, %(until)s::float8 WHERE EXISTS"
+                    " (SELECT 1 FROM {s}.jobs WHERE worker = %(w)s AND state = 3)"
+                    " ON CONFLICT (worker) DO UPDATE SET"
+                    " beat_at = greatest({s}.leases.beat_at, excluded.beat_at),"
+                    " until = greatest({s}.leases.until, excluded.until))"
+                    " SELECT id, attempts, cancel_requested FROM {s}.jobs"
+                    " WHERE worker = %(w)s AND state = 3 ORDER BY id"
                 ),
-                {"until": now + lease, "w": worker},
+                {"now": now, "until": now + lease, "w": worker},
             )
             return rows
 
@@ -1608,26 +1630,75 @@ class PostgresStore:
     async def expire(self, now: float) -> list[int]:
         out: list[int] = []
         while True:
-            ids = await self._run("expire", now, BATCH)
+            ids, more = await self._run("expire", now, BATCH)
             self._announce(ready=bool(ids), done=ids)  # some may have ended (poison)
             out += ids
-            if len(ids) < BATCH:
+            if not more:
                 return out
 
-    def _expire_step(self, now: float, batch: int) -> Step[list[int]]:
+    def _expire_step(self, now: float, batch: int) -> Step[tuple[list[int], bool]]:
+        # Jobs whose own lease ran out: lost, unless their worker's row covers them
+        # and still runs (then handed over to it, once: lease_until NULL) ...
         rows = yield (
             self.sql.text(
-                "SELECT id, queue, type, priority, has_waiters, lost, cancel_requested"
-                " FROM {s}.jobs WHERE state = 3 AND lease_until <= %(now)s::float8"
-                " ORDER BY lease_until, id LIMIT %(batch)s FOR UPDATE SKIP LOCKED"
+                "SELECT j.id, j.queue, j.type, j.priority, j.has_waiters, j.lost,"
+                " j.cancel_requested, j.lease_until, (SELECT l.until FROM {s}.leases l"
+                "  WHERE l.worker = j.worker AND l.beat_at >= j.started_at)"
+                " FROM {s}.jobs j WHERE j.state = 3 AND j.lease_until <= %(now)s::float8"
+                " ORDER BY j.lease_until, j.id LIMIT %(batch)s FOR UPDATE OF j SKIP LOCKED"
             ),
             {"now": now, "batch": batch},
         )
+        due: list[tuple[float, tuple[Any, ...]]] = []
+        kept: list[int] = []
+        for r in rows:
+            covered = r[8]
+            if covered is not None and covered > now:
+                kept.append(r[0])
+            else:
+                due.append((r[7] if covered is None else max(r[7], covered), r))
+        if kept:
+            yield (
+                self.sql.text(
+                    "UPDATE {s}.jobs SET lease_until = NULL WHERE id = ANY(%(ids)s::bigint[])"
+                ),
+                {"ids": kept},
+            )
+        # ... and the rows of workers that stopped beating: deleted, and the jobs
+        # handed over to them lost (a job a concurrent expire is handing over is
+        # locked: waited for, then seen handed over)
+        gone = yield (
+            self.sql.text(
+                "WITH old AS MATERIALIZED (SELECT worker FROM {s}.leases"
+                " WHERE until <= %(now)s::float8 ORDER BY until LIMIT %(workers)s"
+                " FOR UPDATE SKIP LOCKED)"
+                " DELETE FROM {s}.leases l USING old WHERE l.worker = old.worker"
+                " RETURNING l.worker, l.until"
+            ),
+            {"now": now, "workers": LEASE_ROWS},
+        )
+        if gone:
+            until = {w: u for w, u in gone}
+            held = yield (
+                self.sql.text(
+                    "SELECT id, queue, type, priority, has_waiters, lost, cancel_requested,"
+                    " lease_until, worker FROM {s}.jobs WHERE worker = ANY(%(ws)s::text[])"
+                    " AND state = 3 ORDER BY id FOR UPDATE"
+                ),
+                {"ws": list(until)},
+            )
+            seen = {r[1][0] for r in due}
+            for r in held:
+                if r[7] is None:
+                    due.append((until[r[8]], r))
+                elif r[7] <= now and r[0] not in seen:
+                    due.append((r[7], r))  # (skipped above: it was locked then)
+        due.sort(key=lambda d: (d[0], d[1][0]))
         deltas = Deltas()
-        lost = [(_Row(r[0], r[1], r[2], r[3], RUNNING, r[4]), r[5], r[6]) for r in rows]
+        lost = [(_Row(r[0], r[1], r[2], r[3], RUNNING, r[4]), r[5], r[6]) for _, r in due]
         yield from self._lose(lost, now, deltas)
         yield from deltas.flush(self.sql)
-        return [r[0] for r in rows]
+        return [r[0] for _, r in due], len(rows) == batch or len(gone) == LEASE_ROWS
 
     async def release(
         self,
@@ -1649,6 +1720,9 @@ class PostgresStore:
                 ),
                 {"w": worker, "only": only},
             )
+            if only is None:  # all it holds: its lease row goes with them
+                yield (self.sql.text("DELETE FROM {s}.leases WHERE worker = %(w)s"),
+                       {"w": worker})  # fmt: skip
             deltas = Deltas()
             taken = [(_Row(r[0], r[1], r[2], r[3], RUNNING, r[4]), r[5], r[6]) for r in rows]
             if vanished:
@@ -1709,6 +1783,7 @@ class PostgresStore:
                 self.sql.text(
                     "SELECT least((SELECT min(run_at) FROM {s}.jobs WHERE state IN (1, 4)),"
                     " (SELECT min(lease_until) FROM {s}.jobs WHERE state = 3),"
+                    " (SELECT min(until) FROM {s}.leases),"
                     " (SELECT min(next_at) FROM {s}.periodics)),"
                     " EXISTS (SELECT 1 FROM {s}.cascade)"
                 ),
@@ -1830,17 +1905,17 @@ class PostgresStore:
         where = []
         if name is not None:
             code = CODE[JobState(name)]
-            where.append(f"state = {code}")  # a constant: the planner can use jobs_listing
+            where.append(f"j.state = {code}")  # a constant: the planner can use jobs_listing
         if queue is not None:
-            where.append("queue = %(queue)s")
+            where.append("j.queue = %(queue)s")
         if type is not None:
-            where.append("type = %(type)s")
+            where.append("j.type = %(type)s")
         if before is not None:
-            where.append("id < %(before)s")
-        sql = f"SELECT {SUMMARY} FROM {{s}}.jobs"
+            where.append("j.id < %(before)s")
+        sql = f"SELECT {SUMMARY} FROM {{s}}.jobs j"
         if where:
             sql += " WHERE " + " AND ".join(where)
-        sql += " ORDER BY id DESC LIMIT %(limit)s"
+        sql += " ORDER BY j.id DESC LIMIT %(limit)s"
         rows = await self._read(
             self.sql.text(sql), {"queue": queue, "type": type, "before": before, "limit": limit}
         )

@@ -34,6 +34,8 @@ def steps(backend: Backend, store: Store, op: str) -> Iterator[list[int]]:
     sizes: list[int] = []
 
     def size(answer: Any) -> int:
+        if isinstance(answer, tuple):  # (ids, more): the postgres expire's step
+            answer = answer[0]
         return len(answer) if isinstance(answer, list) else int(answer)
 
     if backend.name == "sqlite":

@@ -270,6 +270,33 @@ class TestLeases:
         job = await store.get(a)
         assert job is not None and job.lost == 1
 
+    async def test_beats_keep_a_long_job_and_their_end_takes_it_back(self, store: Store) -> None:
+        a, b = await ids_of(store, spec(), spec())
+        [ja] = await store.claim("w", 1, T0, lease=10)
+        # beats every 8 s keep a job that outlives its own lease four times over
+        for t in (8.0, 16.0, 24.0, 32.0):
+            beat = await store.heartbeat("w", T0 + t, lease=10)
+            assert beat.held == {a: ja.token}
+            assert await store.expire(T0 + t + 1.5) == []
+            job = await store.get(a)
+            assert job is not None and job.lease_until == T0 + t + 10
+        # a job claimed after the last beat has its own lease, not the beat's
+        [jb] = await store.claim("w", 1, T0 + 33, lease=10)
+        assert jb.id == b
+        job = await store.get(b)
+        assert job is not None and job.lease_until == T0 + 43
+        # the beats stop: each job is taken back when its lease ends, not before
+        assert await store.expire(T0 + 41.9) == []
+        assert await store.expire(T0 + 42) == [a]
+        assert await store.expire(T0 + 42.9) == []
+        assert await store.expire(T0 + 43) == [b]
+        assert await state(store, a) is S.QUEUED and await state(store, b) is S.QUEUED
+        assert (await store.heartbeat("w", T0 + 44)).held == {}
+        # and a job claimed again by the same worker starts from a lease of its own
+        [again] = await store.claim("w", 1, T0 + 50, lease=10)
+        assert again.id == a and await store.expire(T0 + 59.9) == []
+        assert await store.expire(T0 + 60) == [a]
+
     async def test_next_wakeup(self, store: Store) -> None:
         assert await store.next_wakeup() is None
         await ids_of(store, spec(run_at=T0 + 50), spec())

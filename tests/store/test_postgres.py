@@ -209,6 +209,75 @@ async def test_stores_sharing_a_schema_never_share_a_job(pg: PostgresStore, sche
             await store.close()
 
 
+async def test_beats_and_expires_racing_across_stores_lose_nothing_early_or_twice(
+    pg: PostgresStore, schema: str
+) -> None:
+    """A heartbeat writes one lease row per worker; expires on other stores hand the
+    jobs that outlive their own lease over to that row and take them back when it ends.
+    Run both at once, from several stores, and check the lease holds exactly."""
+    others = [await PostgresStore.open(postgres_url(), schema=schema) for _ in range(2)]
+    try:
+        n = 300
+        await pg.enqueue([JobSpec(type="t", args=[i]) for i in range(n)], T0)
+        workers = [f"w{i}" for i in range(6)]
+        held: dict[str, dict[int, int]] = {}
+        for k, w in enumerate(workers):  # claimed at T0 .. T0+5, leases of 10 s
+            jobs = await pg.claim(w, n // len(workers), T0 + k, lease=10)
+            held[w] = {j.id: j.token for j in jobs}
+        assert sum(len(h) for h in held.values()) == n
+        # When every worker beats every 4 s for a minute, while two other stores expire
+        # at the same moments: no lease ever ends, so nothing may be taken back
+        t = T0 + 6
+        while t < T0 + 66:
+            answers = await asyncio.gather(
+                *(pg.heartbeat(w, t, lease=10) for w in workers),
+                *(other.expire(t) for other in others),
+            )
+            for w, beat in zip(workers, answers, strict=False):
+                assert beat.held == held[w]
+            assert answers[len(workers) :] == [[], []]
+            t += 4
+        # half the workers stop beating (their last beat at t - 4); the rest go on
+        alive, gone = workers[:3], workers[3:]
+        await asyncio.gather(*(pg.heartbeat(w, t, lease=10) for w in alive))
+        # Then their jobs come back when their last lease ends — all, once — not before
+        early = await asyncio.gather(*(other.expire(t + 5.9) for other in others))
+        assert early == [[], []]
+        taken = await asyncio.gather(*(other.expire(t + 6) for other in others))
+        back = sorted(taken[0] + taken[1])
+        assert back == sorted(i for w in gone for i in held[w])
+        for w in alive:
+            assert (await others[0].heartbeat(w, t + 6, lease=10)).held == held[w]
+        for w in gone:
+            assert (await others[1].heartbeat(w, t + 6, lease=10)).held == {}
+        stats = await pg.stats()
+        assert stats.by_state["running"] == n // 2 and stats.by_state["queued"] == n // 2
+        assert stats.totals["lost"] == n // 2
+    finally:
+        for store in others:
+            await store.close()
+
+
+async def test_a_heartbeat_writes_one_row_not_every_job(pg: PostgresStore, schema: str) -> None:
+    await pg.enqueue([JobSpec(type="t") for _ in range(200)], T0)
+    await pg.claim("w", 200, T0, lease=10)
+
+    def versions() -> list[tuple[str, str]]:
+        """Each job row's version (xmin: the transaction that wrote it, ctid: where)."""
+        with app_conn() as conn:
+            rows = conn.execute(f"SELECT xmin::text, ctid::text FROM {schema}.jobs ORDER BY id")
+            return [(r[0], r[1]) for r in rows]
+
+    before = versions()
+    for k in range(1, 6):
+        assert len((await pg.heartbeat("w", T0 + k, lease=10)).held) == 200
+    # the jobs' rows are not rewritten by the beats (the lease row is), and the
+    # lease they hold moved with the beats
+    assert versions() == before
+    job = await pg.get((await pg.list(limit=1))[0].id)
+    assert job is not None and job.lease_until == T0 + 15
+
+
 async def test_a_concurrency_limit_holds_across_stores(pg: PostgresStore, schema: str) -> None:
     others = [await PostgresStore.open(postgres_url(), schema=schema) for _ in range(2)]
     try:
