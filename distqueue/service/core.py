@@ -460,6 +460,8 @@ class Service:
         inner = getattr(self.store, "inner", self.store)
         if type(inner).__name__ == "SQLiteStore":
             return str(getattr(inner, "_synchronous", self.config.durability)).lower()
+        if type(inner).__name__ == "PostgresStore":
+            return str(getattr(inner, "durability", "full"))  # read from the database
         return "redis"
 
     # -- workers ----------------------------------------------------------------------

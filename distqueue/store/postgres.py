@@ -413,7 +413,9 @@ _SQL_TEMPLATES: dict[str, str] = {
         "UPDATE {s}.jobs SET has_waiters = true WHERE id = ANY(%(ids)s::bigint[])"
         " AND NOT has_waiters"
     ),
-    "notify": "SELECT pg_notify(%(channel)s, %(payload)s)",
+    # (best effort, its own transaction: not worth an fsync of the commit)
+    "notify": "SELECT set_config('synchronous_commit', 'off', true),"
+    " pg_notify(%(channel)s, %(payload)s)",
 }
 
 
@@ -815,8 +817,14 @@ class PostgresStore:
             migrate = ours.get("migrate", "on").lower() not in ("off", "0", "false", "no")
         self.migrate = migrate
         options = SESSION_OPTIONS
-        if synchronous is not None and synchronous.upper() == "OFF":
+        if synchronous is not None and synchronous.upper() in ("OFF", "NORMAL"):
+            # (the server's --durability normal: as the embedded store's, an answered
+            # change may be lost to a crash of the machine, never half-applied)
             options += " -c synchronous_commit=off"
+        #: what an answered change survives, read from the database at open: "full"
+        #: (commits flushed: synchronous_commit on, fsync on), "normal"
+        #: (synchronous_commit off) or "off" (the server runs with fsync off)
+        self.durability = "full"
         size = pool_size or int(ours.get("pool", POOL_MAX))
         self._pool = AsyncConnectionPool(
             url, min_size=min(POOL_MIN, size), max_size=size, open=False, timeout=POOL_TIMEOUT,
@@ -838,6 +846,13 @@ class PostgresStore:
         try:
             await store._pool.open(wait=True, timeout=POOL_TIMEOUT)
             async with store._pool.connection() as conn:
+                cur = await conn.execute(
+                    "SELECT current_setting('synchronous_commit'), current_setting('fsync')"
+                )
+                commit, fsync = (await cur.fetchone()) or ("on", "on")
+                store.durability = (
+                    "off" if fsync != "on" else "normal" if commit == "off" else "full"
+                )
                 current = await applied_version(conn, store.schema)
                 latest = migrations()[-1].version
                 if current != latest:  # (no DDL at all when it is up to date)

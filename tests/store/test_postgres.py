@@ -310,6 +310,17 @@ async def test_unserved_jobs_ahead_hold_up_nothing(pg: PostgresStore) -> None:
 # -- URLs, options and errors ---------------------------------------------------------------------
 
 
+async def test_durability_is_read_from_the_database(schema: str) -> None:
+    # the session's server flushes commits (fsync on): full, unless told normal
+    full = await PostgresStore.open(postgres_url(), schema=schema)
+    normal = await PostgresStore.open(postgres_url(), schema=schema, synchronous="NORMAL")
+    try:
+        assert (full.durability, normal.durability) == ("full", "normal")
+    finally:
+        await full.close()
+        await normal.close()
+
+
 async def test_open_store_dispatches_postgres_urls(schema: str) -> None:
     url = postgres_url().replace("postgresql://", "postgres://", 1)
     store = await open_store(f"{url}?schema={schema}", synchronous="FULL")
