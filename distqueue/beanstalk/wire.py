@@ -183,12 +183,12 @@ class Parser:
                 return exc
             if command.name != "put":
                 return command
-            size = command.args[3]
-            assert isinstance(size, int)
-            if size > self.max_job_size:
-                self._drop = size + 2
+            announced = command.args[3]
+            assert isinstance(announced, int)
+            if announced > self.max_job_size:
+                self._drop = announced + 2
                 continue
-            self._put = (command, size)
+            self._put = (command, announced)
 
 
 # -- replies ---------------------------------------------------------------------------------
