@@ -24,7 +24,7 @@ CONFIG_FILE = "distqueue.toml"
 # -- a job ---------------------------------------------------------------------------------
 
 QUEUE = "default"
-#: 0..10, 0 most urgent
+#: 0 most urgent; distqueue's own scale is 0..10 (the range goes on to 2**32-1)
 PRIORITY = 5
 #: retryable failures allowed before a job is dead
 MAX_RETRIES = 3

@@ -53,11 +53,13 @@ class JobState(enum.StrEnum):
 #: states a job never leaves except by an explicit RETRY (dead, cancelled) or a purge
 TERMINAL_STATES = frozenset({JobState.SUCCEEDED, JobState.DEAD, JobState.CANCELLED})
 
-#: priority names and their numbers; 0 is the most urgent, 10 the least
+#: priority names and their numbers; 0 is the most urgent, 10 the least of the names
 PRIORITY_NAMES = {"high": 0, "normal": 5, "low": 10}
 DEFAULT_PRIORITY = defaults.PRIORITY
 DEFAULT_QUEUE = defaults.QUEUE
-MIN_PRIORITY, MAX_PRIORITY = 0, 10
+#: the range: 0..10 is distqueue's own scale; up to 2**32-1 (beanstalkd's range),
+#: less urgent than ``low``
+MIN_PRIORITY, MAX_PRIORITY = 0, 2**32 - 1
 #: the most jobs one job may wait for (JobSpec.after)
 MAX_AFTER = 100
 #: the most jobs that may wait for one job: the ACK that finishes it releases them
@@ -73,7 +75,8 @@ _NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.:/-]{0,199}\Z")
 
 
 def parse_priority(value: int | str) -> int:
-    """Turn ``high``/``normal``/``low`` or ``0``..``10`` into the number; raise InvalidJob."""
+    """Turn ``high``/``normal``/``low`` or ``0``..``2**32-1`` into the number; raise
+    InvalidJob."""
     if isinstance(value, str):
         named = PRIORITY_NAMES.get(value.strip().lower())
         if named is not None:
@@ -81,11 +84,13 @@ def parse_priority(value: int | str) -> int:
         try:
             value = int(value)
         except ValueError:
-            raise InvalidJob(f"priority must be high, normal, low or 0-10, not {value!r}") from None
+            raise InvalidJob(
+                f"priority must be high, normal, low or 0-{MAX_PRIORITY}, not {value!r}"
+            ) from None
     if isinstance(value, bool) or not isinstance(value, int):
-        raise InvalidJob(f"priority must be an integer 0-10, not {value!r}")
+        raise InvalidJob(f"priority must be an integer 0-{MAX_PRIORITY}, not {value!r}")
     if not MIN_PRIORITY <= value <= MAX_PRIORITY:
-        raise InvalidJob(f"priority must be 0-10 (0 most urgent), not {value}")
+        raise InvalidJob(f"priority must be 0-{MAX_PRIORITY} (0 most urgent), not {value}")
     return value
 
 
@@ -159,7 +164,7 @@ class JobSpec:
             or not isinstance(self.priority, int)
             or not MIN_PRIORITY <= self.priority <= MAX_PRIORITY
         ):
-            raise InvalidJob(f"priority must be an integer 0-10, not {self.priority!r}")
+            raise InvalidJob(f"priority must be an integer 0-{MAX_PRIORITY}, not {self.priority!r}")
         if (
             isinstance(self.max_retries, bool)
             or not isinstance(self.max_retries, int)
@@ -232,7 +237,7 @@ class Job:
     payload_size: int
     #: the queue
     queue: str
-    #: 0..10, 0 most urgent
+    #: 0..2**32-1, 0 most urgent (distqueue's own scale: 0..10)
     priority: int
     #: retryable failures allowed before the job is dead
     max_retries: int

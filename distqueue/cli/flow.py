@@ -50,7 +50,9 @@ def schedule() -> None:
     help="A tick missed while nothing ran: submit it once on recovery, or skip it.",
 )
 @click.option("-q", "--queue", default=None, help="The job's queue.")
-@click.option("-p", "--priority", default=None, help="high, normal, low or 0-10.")
+@click.option(
+    "-p", "--priority", default=None, help="high, normal, low or 0-10 (up to 4294967295)."
+)
 @click.option("-r", "--retries", type=int, default=None, help="The job's retries.")
 @click.option("-t", "--timeout", type=float, default=None, help="Seconds one attempt may run.")
 @client_options

@@ -43,7 +43,7 @@ def _deadline(value: str) -> dict[str, float]:
     "-p",
     "--priority",
     default=None,
-    help=f"high, normal, low or 0-10, 0 most urgent ({defaults.PRIORITY}).",
+    help=f"high, normal, low or 0-10 (up to 4294967295), 0 most urgent ({defaults.PRIORITY}).",
 )
 @click.option(
     "-r",

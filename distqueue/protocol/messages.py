@@ -6,7 +6,7 @@ from typing import Any
 
 from distqueue import codec, defaults
 from distqueue.errors import InvalidJob
-from distqueue.jobs import Job, JobError, JobSpec, JobState, parse_priority
+from distqueue.jobs import MAX_PRIORITY, Job, JobError, JobSpec, JobState, parse_priority
 
 __all__ = ["SPEC_FIELDS", "job_from_wire", "job_to_wire", "spec_from_wire"]
 
@@ -63,9 +63,11 @@ def spec_from_wire(obj: Any, now: float, payload: bytes | None = None) -> tuple[
         timeout = _number(obj, "timeout")
     retries = get("retries", 3)
     priority = get("priority", 5)
-    if priority.__class__ is not int or not 0 <= priority <= 10:  # names, checks
+    if priority.__class__ is not int or not 0 <= priority <= MAX_PRIORITY:  # names, checks
         if isinstance(priority, bool) or not isinstance(priority, int | str):
-            raise InvalidJob(f"priority must be high, normal, low or 0-10, not {priority!r}")
+            raise InvalidJob(
+                f"priority must be high, normal, low or 0-{MAX_PRIORITY}, not {priority!r}"
+            )
         priority = parse_priority(priority)
     check_type = get("check_type", True)
     if not isinstance(check_type, bool):

@@ -3,9 +3,9 @@ updated on the hot path for the cost of an index and an add, read at scrape time
 
 No Prometheus import here (the core stays light): distqueue.web turns a snapshot of
 these into the exposition format, and STATS / METRICS_GET return the same numbers.
-Labels are bounded by construction — a priority (0-10, or "unknown" for a job this
-server did not hand out), a store operation, a protocol verb; never a worker, host,
-queue or job id.
+Labels are bounded by construction — a priority (0-10, ">10" for every priority
+beyond distqueue's own scale, or "unknown" for a job this server did not hand out), a
+store operation, a protocol verb; never a worker, host, queue or job id.
 """
 
 from __future__ import annotations
@@ -15,7 +15,16 @@ from bisect import bisect_left
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar, cast
 
-__all__ = ["DURATION_BUCKETS", "STORE_BUCKETS", "Histogram", "Metrics", "TimedStore"]
+__all__ = [
+    "BEYOND",
+    "DURATION_BUCKETS",
+    "PRIORITY_LABELS",
+    "STORE_BUCKETS",
+    "Histogram",
+    "Metrics",
+    "TimedStore",
+    "priority_label",
+]
 
 #: seconds: a task's run time, and a job's wait from submit to its first start
 DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
@@ -25,6 +34,19 @@ STORE_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5
 #: the label of a job whose priority this server does not know (another server, or
 #: this one before a restart, handed it out)
 UNKNOWN = "unknown"
+#: the label of every priority above 10 (up to 2**32-1: beanstalkd's clients use the
+#: whole range, and a label per value would be unbounded)
+BEYOND = ">10"
+#: the labels a priority may have, in order (UNKNOWN aside)
+PRIORITY_LABELS = (*(str(p) for p in range(11)), BEYOND)
+
+
+def priority_label(priority: int | None) -> str:
+    """A priority's metric label: 0..10 as themselves, the rest BEYOND."""
+    if priority is None:
+        return UNKNOWN
+    return str(priority) if priority <= 10 else BEYOND
+
 
 T = TypeVar("T")
 
@@ -68,7 +90,7 @@ class ByPriority:
         self.values: dict[str, int] = {}
 
     def inc(self, priority: int | None, n: int = 1) -> None:
-        key = UNKNOWN if priority is None else str(priority)
+        key = priority_label(priority)
         self.values[key] = self.values.get(key, 0) + n
 
     def total(self) -> int:
@@ -118,11 +140,11 @@ class Metrics:
         return h
 
     def observe_duration(self, priority: int | None, seconds: float) -> None:
-        key = UNKNOWN if priority is None else str(priority)
-        self._hist(self.duration, key, DURATION_BUCKETS).observe(seconds)
+        self._hist(self.duration, priority_label(priority), DURATION_BUCKETS).observe(seconds)
 
     def observe_wait(self, priority: int, seconds: float) -> None:
-        self._hist(self.wait, str(priority), DURATION_BUCKETS).observe(max(0.0, seconds))
+        hist = self._hist(self.wait, priority_label(priority), DURATION_BUCKETS)
+        hist.observe(max(0.0, seconds))
 
     def command(self, verb: str) -> None:
         self.commands[verb] = self.commands.get(verb, 0) + 1

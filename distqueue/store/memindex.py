@@ -11,9 +11,8 @@ import heapq
 from collections import deque
 from collections.abc import Callable, Hashable, Iterator
 
-__all__ = ["N_PRIORITIES", "SMALL_JOB", "ReadyQueues", "Schedule"]
+__all__ = ["SMALL_JOB", "ReadyQueues", "Schedule"]
 
-N_PRIORITIES = 11
 #: a ready entry packs (seq, id) into one int: ids below 2**44 (17 trillion)
 ID_BITS = 44
 ID_MASK = (1 << ID_BITS) - 1
@@ -23,16 +22,35 @@ ID_MASK = (1 << ID_BITS) - 1
 SMALL_JOB = 4096
 
 
+class Fifos:
+    """One (queue, type) pair's ready jobs: a FIFO deque per priority it has jobs of
+    (``by_prio``), and those priorities in a heap (``prios``, the most urgent at
+    ``prios[0]``), so a claim finds the pair's most urgent job without looking at
+    the others, whatever the priorities (0..2**32-1) and however many.
+
+    ``prios`` holds exactly the keys of ``by_prio``; a priority leaves both only at
+    the top of the heap (``take``), when its deque has nothing live left, or in a
+    ``heads`` walk. A deque may hold stale entries (cancelled jobs) or be empty
+    until then."""
+
+    __slots__ = ("by_prio", "prios")
+
+    def __init__(self) -> None:
+        self.by_prio: dict[int, deque[int]] = {}
+        self.prios: list[int] = []
+
+
 class ReadyQueues:
     """Queued jobs by (queue, type) and priority, FIFO by a sequence number.
 
-    Each (queue, type) has one deque per priority of entries ``seq << ID_BITS | id``:
-    one int, shared with the id map (no tuple, no second copy of the seq; 133 bytes
-    a queued job in all). An entry is live iff the id map holds it; entries of jobs
-    that left the queue otherwise (cancelled) are skipped when they reach the front.
-    Only jobs larger than SMALL_JOB bytes have their size kept (``sizes``). When a
-    job became queued is not kept here either: the store reads it from the file for
-    the ``heads`` alone.
+    Each (queue, type) has one deque per priority it has jobs of (``Fifos``: the
+    priorities in a heap, so any of 0..2**32-1 costs the same) of entries
+    ``seq << ID_BITS | id``: one int, shared with the id map (no tuple, no second
+    copy of the seq; 133 bytes a queued job in all). An entry is live iff the id map
+    holds it; entries of jobs that left the queue otherwise (cancelled) are skipped
+    when they reach the front. Only jobs larger than SMALL_JOB bytes have their size
+    kept (``sizes``). When a job became queued is not kept here either: the store
+    reads it from the file for the ``heads`` alone.
 
     Flow control: a claim's ``gate`` says which pairs cannot give a job now (their
     queue is paused, or their queue or type is at a limit) and why; such a pair is
@@ -43,10 +61,10 @@ class ReadyQueues:
     """
 
     def __init__(self) -> None:
-        self._queues: dict[tuple[str, str], list[deque[int]]] = {}
+        self._queues: dict[tuple[str, str], Fifos] = {}
         #: pairs a claim found blocked (a paused queue, a limit reached): kept aside
         #: from ``take``'s walk until their reason clears (``unpark``)
-        self._parked: dict[tuple[str, str], list[deque[int]]] = {}
+        self._parked: dict[tuple[str, str], Fifos] = {}
         #: reason -> the pairs parked for it
         self._reasons: dict[Hashable, set[tuple[str, str]]] = {}
         #: id -> its live entry
@@ -56,8 +74,8 @@ class ReadyQueues:
         #: id -> size in bytes (stored args plus payload) of queued jobs larger than
         #: SMALL_JOB; a queued job not here is at most SMALL_JOB bytes
         self.sizes: dict[int, int] = {}
-        #: queued jobs by priority
-        self.by_priority = [0] * N_PRIORITIES
+        #: priority -> queued jobs of it (only priorities with queued jobs)
+        self.by_priority: dict[int, int] = {}
 
     def push(
         self, jid: int, queue: str, type_: str, prio: int, seq: int, deadline: float | None,
@@ -65,15 +83,20 @@ class ReadyQueues:
     ) -> None:  # fmt: skip
         """Queue a job behind every job of its priority with a lower ``seq``;
         ``size``: its stored args plus payload, in bytes."""
-        dqs = self._queues.get((queue, type_))
-        if dqs is None:
-            dqs = self._parked.get((queue, type_)) if self._parked else None
-            if dqs is None:
-                dqs = self._queues[(queue, type_)] = [deque() for _ in range(N_PRIORITIES)]
+        fifos = self._queues.get((queue, type_))
+        if fifos is None:
+            fifos = self._parked.get((queue, type_)) if self._parked else None
+            if fifos is None:
+                fifos = self._queues[(queue, type_)] = Fifos()
+        dq = fifos.by_prio.get(prio)
+        if dq is None:
+            dq = fifos.by_prio[prio] = deque()
+            heapq.heappush(fifos.prios, prio)
         entry = seq << ID_BITS | jid
-        dqs[prio].append(entry)
+        dq.append(entry)
         self._entry[jid] = entry
-        self.by_priority[prio] += 1
+        counts = self.by_priority
+        counts[prio] = counts.get(prio, 0) + 1
         if deadline is not None:
             self.deadlines[jid] = deadline
         if size > SMALL_JOB:
@@ -82,7 +105,12 @@ class ReadyQueues:
     def drop(self, jid: int, prio: int) -> None:
         """Take a job out (its deque entry goes stale)."""
         del self._entry[jid]
-        self.by_priority[prio] -= 1
+        counts = self.by_priority
+        left = counts[prio] - 1
+        if left:
+            counts[prio] = left
+        else:
+            del counts[prio]
         self.deadlines.pop(jid, None)
         if self.sizes:
             self.sizes.pop(jid, None)
@@ -93,21 +121,27 @@ class ReadyQueues:
     def heads(self) -> list[int]:
         """The id of the first live job of each (queue, type, priority) that has one:
         the job of that priority queued earliest (lowest seq). Stale entries at the
-        fronts are dropped, and pairs with nothing ready forgotten, as ``take`` does:
-        work bounded by the pairs, plus stale entries each dropped once."""
+        fronts are dropped, and priorities and pairs with nothing ready forgotten, as
+        ``take`` does: work bounded by the FIFOs, plus stale entries each dropped
+        once."""
         live = self._entry
         out: list[int] = []
         for pairs in (self._queues, self._parked):
             empty = []
-            for key, dqs in pairs.items():
-                found = False
-                for dq in dqs:
+            for key, fifos in pairs.items():
+                gone = False
+                for dq in fifos.by_prio.values():
                     while dq and live.get(dq[0] & ID_MASK) != dq[0]:
                         dq.popleft()  # stale: the job left the queue since
                     if dq:
                         out.append(dq[0] & ID_MASK)
-                        found = True
-                if not found:
+                    else:
+                        gone = True
+                if gone:  # forget the emptied priorities (one pass over the pair's)
+                    by_prio = fifos.by_prio = {p: dq for p, dq in fifos.by_prio.items() if dq}
+                    fifos.prios = list(by_prio)
+                    heapq.heapify(fifos.prios)
+                if not fifos.by_prio:
                     empty.append(key)
             for key in empty:
                 del pairs[key]  # (a parked one's reason may still name it: harmless)
@@ -117,9 +151,9 @@ class ReadyQueues:
 
     def park(self, key: tuple[str, str], reason: Hashable) -> None:
         """Keep the pair ``key`` out of the walk until ``reason`` is unparked."""
-        dqs = self._queues.pop(key, None)
-        if dqs is not None:
-            self._parked[key] = dqs
+        fifos = self._queues.pop(key, None)
+        if fifos is not None:
+            self._parked[key] = fifos
             self._reasons.setdefault(reason, set()).add(key)
 
     def unpark(self, reason: Hashable) -> None:
@@ -128,9 +162,9 @@ class ReadyQueues:
         keys = self._reasons.pop(reason, None)
         if keys:
             for key in keys:
-                dqs = self._parked.pop(key, None)
-                if dqs is not None:
-                    self._queues[key] = dqs
+                fifos = self._parked.pop(key, None)
+                if fifos is not None:
+                    self._queues[key] = fifos
 
     def unpark_all(self) -> None:
         """Put every parked pair back (no limit or pause holds anything back any more)."""
@@ -150,6 +184,10 @@ class ReadyQueues:
         """Yield (id, priority, deadline, (queue, type)) of the most urgent, oldest
         ready jobs of these queues and types (None = any), removing each as it is
         yielded.
+
+        Each job yielded costs a look at the front of each pair's most urgent FIFO
+        (the top of its heap of priorities), never a walk over the priorities; a
+        priority whose FIFO has nothing live left is popped from the heap, once.
 
         ``admit(id, deadline)``, when given, is asked about each job before it is
         removed: False ends the walk and leaves that job where it is, at the front of
@@ -176,25 +214,31 @@ class ReadyQueues:
         if gate is not None:
             pairs = self._gated(pairs, gate)
         live = self._entry
+        heappop = heapq.heappop
         while True:
             best: tuple[int, int, int, deque[int], tuple[str, str]] | None = None
             empty = []
-            for key, dqs in pairs:
-                for prio in range(N_PRIORITIES):
-                    dq = dqs[prio]
+            for key, fifos in pairs:
+                prios = fifos.prios
+                while prios:
+                    prio = prios[0]
+                    dq = fifos.by_prio[prio]
                     while dq and live.get(dq[0] & ID_MASK) != dq[0]:
                         dq.popleft()  # stale: the job left the queue since
                     if dq:
-                        seq, jid = dq[0] >> ID_BITS, dq[0] & ID_MASK
-                        if best is None or (prio, seq) < (best[0], best[1]):
-                            best = (prio, seq, jid, dq, key)
+                        seq = dq[0] >> ID_BITS
+                        if best is None or prio < best[0] or (prio == best[0] and seq < best[1]):
+                            best = (prio, seq, dq[0] & ID_MASK, dq, key)
                         break
+                    # nothing live of this priority: forget it until a job comes
+                    heappop(prios)
+                    del fifos.by_prio[prio]
                 else:  # nothing ready in this pair: forget it until a job comes
                     empty.append(key)
             if empty:
                 for key in empty:
                     del self._queues[key]
-                pairs = [(key, dqs) for key, dqs in pairs if key in self._queues]
+                pairs = [(key, fifos) for key, fifos in pairs if key in self._queues]
             if best is None:
                 return
             prio, _, jid, dq, key = best
@@ -208,17 +252,17 @@ class ReadyQueues:
                 pairs = self._gated(pairs, gate)
 
     def _gated(
-        self, pairs: list[tuple[tuple[str, str], list[deque[int]]]],
+        self, pairs: list[tuple[tuple[str, str], Fifos]],
         gate: Callable[[tuple[str, str]], Hashable | None],
-    ) -> list[tuple[tuple[str, str], list[deque[int]]]]:  # fmt: skip
+    ) -> list[tuple[tuple[str, str], Fifos]]:  # fmt: skip
         """The pairs the gate lets through; the others parked."""
         out = []
-        for key, dqs in pairs:
+        for key, fifos in pairs:
             if key not in self._queues:
                 continue  # forgotten (empty) or parked since
             reason = gate(key)
             if reason is None:
-                out.append((key, dqs))
+                out.append((key, fifos))
             else:
                 self.park(key, reason)
         return out

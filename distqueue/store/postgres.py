@@ -8,9 +8,10 @@ postgres_sql/ (``distqueue migrate``; ``open`` applies pending ones unless
 ``?migrate=off`` or ``migrate=False``). Several servers and direct-mode workers may
 share one database.
 
-Shape. One ``jobs`` table, one row per job, its state a smallint; partial indexes
-for each hot path (ready jobs by (type, queue, priority, seq), due jobs, leases,
-finished jobs), so a job's index entries follow its state. Every operation is one
+Shape. One ``jobs`` table, one row per job, its state a smallint, its priority a
+bigint (0..2**32-1, postgres_sql/0003_wide_priorities.sql); partial indexes for each
+hot path (ready jobs by (type, queue, priority, seq), due jobs, leases, finished
+jobs), so a job's index entries follow its state. Every operation is one
 transaction; the hot ones are one statement each plus the counters:
 
 - claim: per (type, queue) pair the worker serves that holds queued jobs (found by
@@ -28,7 +29,9 @@ transaction; the hot ones are one statement each plus the counters:
 - promote, expire, sweep: a batch of at most BATCH jobs per transaction
   (``SKIP LOCKED``), the method looping: bounded work per step.
 - stats: counters kept by every transaction that changes jobs (the ``counts``
-  table, sharded), never ``count(*)`` over jobs.
+  table, sharded), never ``count(*)`` over jobs; the oldest queued job from the
+  first job of each (type, queue, priority) FIFO, found by a skip scan of the ready
+  index (one descent per FIFO, whatever the priorities and the jobs).
 
 Dependencies: a waiting job has one ``waits`` row per job it still waits for and a
 ``deps`` count; the transaction that ends a job with ``has_waiters`` locks its
@@ -156,6 +159,12 @@ LEASE_ROWS = 100
 #: the pool: connections a store keeps open at least and at most; seconds a call
 #: waits for one before StoreError
 POOL_MIN, POOL_MAX, POOL_TIMEOUT = 1, 10, 10.0
+#: the counters of priorities no job is queued at any more ('p:<priority>' rows whose
+#: shards sum to 0: with 2**32 priorities they would pile up) are deleted by promote,
+#: a bounded step at a time: at most COMPACT_ROWS counts rows looked at per step,
+#: COMPACT_STEPS steps per promote, and, once a pass over them all ended, the next
+#: pass COMPACT_EVERY seconds later
+COMPACT_ROWS, COMPACT_STEPS, COMPACT_EVERY = 2048, 8, 5.0
 
 _COLS = (
     "id", "type", "queue", "priority", "args", "payload", "octet_length(payload)", "state",
@@ -274,6 +283,21 @@ _PAIRS_ALL = (
 )
 _QFILTER = "AND queue = ANY(%(queues)s::text[])"
 
+#: the first job of each (type, queue, priority) FIFO (stats: oldest_queued_at): a
+#: skip scan of jobs_ready, one index descent per FIFO holding queued jobs (the row
+#: comparison starts past every entry of the FIFO just read), whatever the number of
+#: jobs in each; priorities may be any of 0..2**32-1, so they are walked, not listed
+_HEADS = (
+    "heads(type, queue, priority, at) AS ("
+    " (SELECT j.type, j.queue, j.priority, coalesce(j.queued_at, j.created_at) FROM {s}.jobs j"
+    "  WHERE j.state = 2 ORDER BY j.type, j.queue, j.priority, j.seq LIMIT 1)"
+    " UNION ALL"
+    " SELECT n.* FROM heads h CROSS JOIN LATERAL (SELECT j.type, j.queue, j.priority,"
+    "  coalesce(j.queued_at, j.created_at) FROM {s}.jobs j WHERE j.state = 2"
+    "  AND (j.type, j.queue, j.priority) > (h.type, h.queue, h.priority)"
+    "  ORDER BY j.type, j.queue, j.priority, j.seq LIMIT 1) n)"
+)
+
 # what a claim does to each job chosen (c: id, expired): leased, or dead past its deadline
 _CLAIM_SET = (
     "UPDATE {s}.jobs j SET"
@@ -381,13 +405,13 @@ _SQL_TEMPLATES: dict[str, str] = {
         " 'q2:' || k.queue, 'q3:' || k.queue, 'q4:' || k.queue) GROUP BY k.queue"
     ),
     "held_all": (
-        "SELECT coalesce(sum(n), 0)::bigint FROM {s}.counts"
-        " WHERE left(key, 3) IN ('q0:', 'q1:', 'q2:', 'q3:', 'q4:')"
+        # (a range of the key: the q0: .. q4: rows alone, however many others there are)
+        "SELECT coalesce(sum(n), 0)::bigint FROM {s}.counts WHERE key >= 'q0:' AND key < 'q4;'"
     ),
     "insert": (
         "WITH s AS MATERIALIZED (SELECT u.*, nextval('{s}.jobs_id') AS id,"
         "  CASE WHEN u.state = 2 THEN nextval('{s}.seq') END AS seq FROM unnest("
-        "  %(ord)s::int[], %(type)s::text[], %(queue)s::text[], %(priority)s::int2[],"
+        "  %(ord)s::int[], %(type)s::text[], %(queue)s::text[], %(priority)s::int8[],"
         "  %(args)s::bytea[], %(payload)s::bytea[], %(state)s::int2[], %(max_retries)s::int[],"
         "  %(timeout)s::float8[], %(deadline)s::float8[], %(run_at)s::float8[],"
         "  %(unique_key)s::text[], %(after)s::text[], %(on_failure)s::text[],"
@@ -777,6 +801,8 @@ def _store_error(exc: BaseException) -> StoreError:
 
 
 _RETRYABLE = (pg_errors.DeadlockDetected, pg_errors.SerializationFailure)
+#: what PostgreSQL answers a prepared statement whose result's types a migration changed
+_STALE_PLAN = "cached plan must not change result type"
 
 
 @dataclasses.dataclass(slots=True)
@@ -837,6 +863,8 @@ class PostgresStore:
         self._publisher: asyncio.Task[None] | None = None
         self._last_publish = 0.0
         self._closed = False
+        self._compact_after = "p:"  # where the next step of the counters' compaction starts
+        self._compact_due = 0.0  # (time.monotonic()) when the next pass may start
 
     @classmethod
     async def open(cls, url: str, **options: Any) -> PostgresStore:
@@ -888,17 +916,27 @@ class PostgresStore:
     async def _tx(self, make: Callable[[], Step[T]], *, tx: bool = True) -> T:
         """Run the steps ``make()`` gives in one transaction (``tx=False``: a single
         statement, autocommit); a deadlock or serialization failure (PostgreSQL rolled
-        the transaction back) runs them again. Connection errors are StoreError."""
+        the transaction back) runs them again, and so does a prepared statement made
+        stale by a migration. Connection errors are StoreError."""
         if self._closed:
             raise StoreError("the store is closed")
         for attempt in range(TX_TRIES):
             try:
                 async with self._pool.connection() as conn:
                     cur = conn.cursor(row_factory=tuple_row)
-                    if tx:
-                        async with conn.transaction():
-                            return await _drive(cur, make())
-                    return await _drive(cur, make())
+                    try:
+                        if tx:
+                            async with conn.transaction():
+                                return await _drive(cur, make())
+                        return await _drive(cur, make())
+                    except pg_errors.FeatureNotSupported as exc:
+                        if _STALE_PLAN not in str(exc) or attempt == TX_TRIES - 1:
+                            raise
+                        # a migration changed a column's type (0003: priority) under
+                        # this connection's prepared statements, which PostgreSQL
+                        # refuses from then on (the statement did nothing): forget
+                        # them (psycopg too, seeing DEALLOCATE ALL) and run it again
+                        await conn.execute("DEALLOCATE ALL")
             except _RETRYABLE as exc:
                 if attempt == TX_TRIES - 1:
                     raise _store_error(exc) from None
@@ -916,6 +954,8 @@ class PostgresStore:
             return await self._tx(lambda: self._expire_step(*args))
         if name == "purge":
             return await self._tx(lambda: self._purge_step(*args))
+        if name == "compact":
+            return await self._tx(lambda: self._compact_step(*args))
         raise ValueError(name)
 
     # -- events: NOTIFY after commits, debounced; watch() LISTENs ---------------------------
@@ -1763,7 +1803,67 @@ class PostgresStore:
             self._announce(ready=bool(ids))
             out += ids
             if len(ids) < BATCH:
-                return out
+                break
+        await self._compact()
+        return out
+
+    async def _compact(self) -> None:
+        """Delete the counters of priorities with no queued job left (housekeeping,
+        with promote): at most COMPACT_STEPS bounded steps."""
+        if time.monotonic() < self._compact_due:
+            return
+        try:
+            for _ in range(COMPACT_STEPS):
+                after = self._compact_after
+                self._compact_after = await self._run("compact", after, COMPACT_ROWS)
+                if self._compact_after == "p:":  # a pass over them all ended
+                    self._compact_due = time.monotonic() + COMPACT_EVERY
+                    return
+        except StoreError as exc:  # (the next promote goes on with it)
+            log.warning("compacting the store's counters failed: %s", exc)
+
+    def _compact_step(self, after: str, limit: int) -> Step[str]:
+        """The 'p:<priority>' counters after ``after`` (in key order, at most ``limit``
+        rows): those whose shards sum to 0 are deleted. Returns where the next step
+        starts ("p:": from the first again, this pass is over)."""
+        found = yield (
+            self.sql.text(
+                "SELECT key, sum(n), count(*) FROM (SELECT key, n FROM {s}.counts"
+                " WHERE key > %(after)s AND key < 'p;' ORDER BY key LIMIT %(limit)s) r"
+                " GROUP BY key ORDER BY key"
+            ),
+            {"after": after, "limit": limit},
+        )
+        if sum(rows for _, _, rows in found) < limit:
+            nxt = "p:"
+        else:  # its last key's shards may go on past the window: seen again next time
+            found = found[:-1]
+            nxt = found[-1][0] if found else after
+        zero = [key for key, total, _ in found if total == 0]
+        if not zero:
+            return nxt
+        # their rows locked, as they are now (a row another transaction is changing is
+        # left out); rows of one key that sum to 0 go, the key's sum stays as it is
+        held = yield (
+            self.sql.text(
+                "SELECT key, shard, n FROM {s}.counts WHERE key = ANY(%(keys)s::text[])"
+                " ORDER BY key, shard FOR UPDATE SKIP LOCKED"
+            ),
+            {"keys": zero},
+        )
+        totals: dict[str, int] = {}
+        for key, _, n in held:
+            totals[key] = totals.get(key, 0) + n
+        gone = [(key, shard) for key, shard, _ in held if totals[key] == 0]
+        if gone:
+            yield (
+                self.sql.text(
+                    "DELETE FROM {s}.counts c USING unnest(%(keys)s::text[], %(shards)s::int2[])"
+                    " AS g(key, shard) WHERE c.key = g.key AND c.shard = g.shard"
+                ),
+                {"keys": [k for k, _ in gone], "shards": [sh for _, sh in gone]},
+            )
+        return nxt
 
     def _promote_step(self, now: float, batch: int) -> Step[list[int]]:
         out: list[int] = []
@@ -1939,12 +2039,9 @@ class PostgresStore:
     async def stats(self) -> Stats:
         rows = await self._read(
             self.sql.text(
-                "WITH RECURSIVE " + _PAIRS_ALL.replace("{qfilter}", "") + ","
-                " heads AS (SELECT h.at FROM pairs p CROSS JOIN generate_series(0, 10) AS g(prio)"
-                "  CROSS JOIN LATERAL (SELECT coalesce(j.queued_at, j.created_at) AS at"
-                "  FROM {s}.jobs j WHERE j.state = 2 AND j.type = p.type AND j.queue = p.queue"
-                "  AND j.priority = g.prio ORDER BY j.seq LIMIT 1) h)"
-                " SELECT key, sum(n)::bigint, NULL::float8 FROM {s}.counts GROUP BY key"
+                "WITH RECURSIVE "
+                + _HEADS
+                + " SELECT key, sum(n)::bigint, NULL::float8 FROM {s}.counts GROUP BY key"
                 " HAVING sum(n) <> 0"
                 " UNION ALL SELECT NULL, NULL, (SELECT min(at) FROM heads)"
                 " UNION ALL SELECT '', NULL, (" + _OLDEST_XACT + ")"

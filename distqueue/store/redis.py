@@ -130,10 +130,13 @@ GROUP_JOBS = 1000
 CLAIM_GROUPS = 64
 #: the most ids one filtered list script call looks at
 LIST_SCAN = 1000
-#: the most members one migrate call pads (see _migrate)
+#: the most members one migrate call pads or moves (see _migrate)
 MIGRATE_SCAN = 500
-#: the key format this code writes (P:format in _lib.lua)
-FORMAT = b"2"
+#: the key format this code writes (P:format in _lib.lua); the earlier ones _migrate
+#: brings to it: b"" (bare ids in P:scheduled and P:leases) and b"2" (ready jobs in
+#: P:ready:<pair> zsets scored priority * 2^48 + seq, inexact past priority 31)
+FORMAT = b"3"
+EARLIER_FORMATS = (b"", b"2")
 #: connections one store opens to a (plain) Redis at most; more calls at once wait
 #: for one, up to POOL_WAIT seconds
 MAX_CONNECTIONS, POOL_WAIT = 100, 30.0
@@ -576,18 +579,27 @@ class RedisStore:
             log.warning("store %s: data without an epoch key (an earlier version's): it "
                         "is this store's now, epoch %s", self.prefix, self._epoch)  # fmt: skip
         if key_format != FORMAT:
-            await self._migrate()
+            if key_format not in EARLIER_FORMATS:
+                raise StoreError(
+                    f"the store {self.prefix} has key format {key_format.decode()!r}, "
+                    f"newer than this distqueue's {FORMAT.decode()}: upgrade distqueue"
+                )
+            await self._migrate(key_format)
 
-    async def _migrate(self) -> None:
-        """Pad the ids in P:scheduled and P:leases of an earlier version's store (see
-        zid in _lib.lua), in bounded steps. Idempotent: any process opening the
-        store before P:format is set does it (again)."""
-        for key in ("scheduled", "leases"):
-            cursor = b"0"
-            while True:
-                cursor = await self._run("migrate", key, cursor, MIGRATE_SCAN)
-                if cursor in (b"0", 0):
-                    break
+    async def _migrate(self, key_format: bytes) -> None:
+        """Bring an earlier version's store to FORMAT (migrate.lua), in bounded steps:
+        pad the ids in P:scheduled and P:leases (before format 2, see zid in _lib.lua),
+        move the ready jobs into the lines (before format 3). Idempotent: any process
+        opening the store before P:format is set does it (again)."""
+        if key_format == b"":
+            for key in ("scheduled", "leases"):
+                cursor = b"0"
+                while True:
+                    cursor = await self._run("migrate", key, cursor, MIGRATE_SCAN)
+                    if cursor in (b"0", 0):
+                        break
+        while int(await self._run("migrate", "ready", MIGRATE_SCAN)):
+            pass
         try:
             await self._redis.set(self._key("format"), FORMAT)
         except REDIS_ERRORS as exc:

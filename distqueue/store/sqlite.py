@@ -1216,7 +1216,7 @@ class SQLiteStore:
             if count:
                 by_state[state] += count
                 by_queue.setdefault(queue, {})[state] = count
-        queued = {p: c for p, c in enumerate(self._ready.by_priority) if c}
+        queued = dict(sorted(self._ready.by_priority.items()))  # (only those with jobs)
         return Stats(
             by_state=by_state, by_queue=by_queue, queued_by_priority=queued,
             totals=dict(self._totals), oldest_queued_at=self._oldest_queued_at(),

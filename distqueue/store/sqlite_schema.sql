@@ -7,7 +7,7 @@ CREATE TABLE IF NOT EXISTS jobs (
     id               INTEGER PRIMARY KEY,      -- assigned by the store, never reused
     type             TEXT    NOT NULL,
     queue            TEXT    NOT NULL,
-    priority         INTEGER NOT NULL,         -- 0 most urgent .. 10
+    priority         INTEGER NOT NULL,         -- 0 most urgent .. 2**32-1 (distqueue's own scale 0..10)
     args             BLOB,                     -- JSON
     payload          BLOB,                     -- raw bytes or NULL
     state            TEXT    NOT NULL,         -- JobState value

@@ -25,7 +25,7 @@ from prometheus_client.registry import Collector
 
 from distqueue._version import __version__
 from distqueue.jobs import JobState
-from distqueue.service.metrics import Histogram
+from distqueue.service.metrics import BEYOND, PRIORITY_LABELS, Histogram, priority_label
 
 if TYPE_CHECKING:
     from distqueue.server.server import Server
@@ -33,12 +33,14 @@ if TYPE_CHECKING:
 
 __all__ = ["exposition"]
 
-PRIORITIES = [str(p) for p in range(11)]
+PRIORITIES = list(PRIORITY_LABELS)
 
 
 def _order(key: str) -> tuple[int, str]:
-    """Priorities in numeric order, other labels by name after them."""
-    return (int(key), "") if key.isdigit() else (1 << 30, key)
+    """Priorities in numeric order (">10" after 10), other labels by name after them."""
+    if key.isdigit():
+        return (int(key), "")
+    return (11, key) if key == BEYOND else (1 << 30, key)
 
 
 def _counter(name: str, doc: str, values: dict[str, int], label: str) -> CounterMetricFamily:
@@ -157,9 +159,12 @@ class ServerCollector(Collector):
                      time.monotonic() - self.snapshot.taken_at)  # fmt: skip
         depth = GaugeMetricFamily("distqueue_queue_depth", "Queued jobs, by priority (store-wide).",
                                   labels=["priority"])  # fmt: skip
-        queued = stats["queued_by_priority"]
+        queued: dict[str, int] = dict.fromkeys(PRIORITIES, 0)
+        for p, n in stats["queued_by_priority"].items():  # (every priority above 10: ">10")
+            label = priority_label(int(p))
+            queued[label] += n
         for p in PRIORITIES:
-            depth.add_metric([p], queued.get(p, 0))
+            depth.add_metric([p], queued[p])
         yield depth
         jobs = GaugeMetricFamily("distqueue_jobs", "Jobs in the store, by state (store-wide).",
                                  labels=["state"])  # fmt: skip

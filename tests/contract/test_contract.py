@@ -62,7 +62,7 @@ class TestEnqueue:
 
     @pytest.mark.parametrize(
         "bad",
-        [{"type": "has space"}, {"priority": 11}, {"priority": "high"}, {"max_retries": -1},
+        [{"type": "has space"}, {"priority": 2**32}, {"priority": "high"}, {"max_retries": -1},
          {"args": {1, 2}}, {"timeout": 0}, {"queue": ""}, {"unique_key": ""}],
     )  # fmt: skip
     async def test_invalid_spec_stores_nothing_of_the_batch(

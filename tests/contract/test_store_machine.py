@@ -60,16 +60,21 @@ LIMITED = "ta"
 TIED = -1
 FINISHED = (JobState.SUCCEEDED, JobState.DEAD, JobState.CANCELLED)
 
+#: priorities: mostly distqueue's own 0..10, sometimes far beyond (up to 2**32-1, the
+#: range beanstalkd's clients use), ties with each other included
+PRIORITY = st.one_of(st.integers(0, 10), st.integers(0, 10), st.integers(0, 10),
+                     st.sampled_from([1024, 65536, 2**31, 2**32 - 2, 2**32 - 1]))  # fmt: skip
+
 #: specs of enqueue: (queue, type, priority, max_retries, key, delay, payload size)
 PLAIN = st.lists(
-    st.tuples(st.sampled_from(QUEUES), st.sampled_from(TYPES), st.integers(0, 10),
+    st.tuples(st.sampled_from(QUEUES), st.sampled_from(TYPES), PRIORITY,
               st.integers(0, 2), st.sampled_from([None, None, "k1", "k2", "k3"]),
               st.sampled_from([0.0, 0.0, 0.0, 5.0]), st.sampled_from(SIZES)),
     min_size=1, max_size=4,
 )  # fmt: skip
 #: specs of enqueue_after: (queue, type, priority, max_retries, key, delay, on_failure)
 AFTER = st.lists(
-    st.tuples(st.sampled_from(QUEUES), st.sampled_from(TYPES), st.integers(0, 10),
+    st.tuples(st.sampled_from(QUEUES), st.sampled_from(TYPES), PRIORITY,
               st.integers(0, 2), st.sampled_from([None, None, None, "k1", "w1"]),
               st.sampled_from([0.0, 0.0, 0.0, 5.0]),
               st.sampled_from(["cancel", "cancel", "run"])),

@@ -129,7 +129,7 @@ WORDS = [
     b"null", b"{}", b"[]", b'{"type": "echo", "args": "x"}',
     b'[{"type": "echo"}, {"type": "noop", "payload": true}]',
     b'{"type": "echo", "payload": true}', b'{"type": "echo", "delay": 1e308}',
-    b'{"type": "echo", "priority": 11}', b'{"type": "echo", "unique_key": "k"}',
+    b'{"type": "echo", "priority": 4294967296}', b'{"type": "echo", "unique_key": "k"}',
     b'{"type": "sleep", "run_at": -1}', b'{"kind": "E", "retryable": false}',
     b'{"kind": 1}', b'"str"', b"\xff\xfe\x00", b"NaN", b"inf", b"1e309",
 ]  # fmt: skip

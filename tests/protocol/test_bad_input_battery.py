@@ -105,7 +105,7 @@ def test_unknown_ids(peer: Peer) -> None:
 @pytest.mark.parametrize(
     "spec",
     [b"{not json", b'{"type": "echo", "priorty": 1}', b'{"args": 1}',
-     b'{"type": "echo", "priority": 11}',
+     b'{"type": "echo", "priority": 4294967296}', b'{"type": "echo", "priority": -1}',
      b'{"type": "echo", "priority": "urgent"}', b'{"type": "echo", "priority": true}',
      b'{"type": "echo", "retries": -1}', b'{"type": "has space"}', b"[]", b"[1, 2]",
      b'{"type": "echo", "delay": -1}', b'{"type": "echo", "timeout": "soon"}'],

@@ -167,6 +167,84 @@ async def test_migrations_go_down_and_up_again(schema: str) -> None:
     await store.close()
 
 
+async def test_wide_priorities_go_down_only_once_finished(pg: PostgresStore, schema: str) -> None:
+    """Version 3 (priorities up to 2**32-1) goes down to 2 (smallint) only when no job
+    still to run holds a priority above 32767; finished ones are clamped. A store open
+    meanwhile goes on (its prepared statements, made stale, are made again)."""
+    top = 2**32 - 1
+    queued, done, small = [
+        e.id for e in await pg.enqueue([JobSpec(type="t", priority=p) for p in (top, 40000, 7)], T0)
+    ]  # fmt: skip
+    assert await pg.cancel(done, T0) is S.CANCELLED
+
+    async def read_small() -> None:  # (often enough for psycopg to prepare the statement)
+        for _ in range(8):
+            job = await pg.get(small)
+            assert job is not None and job.priority == 7 and job.state is S.QUEUED
+
+    async def version() -> Any:
+        cur = await conn.execute(f"SELECT max(version) FROM {schema}.migrations")
+        return await cur.fetchone()
+
+    await read_small()
+    latest = migrations()[-1].version
+    async with await psycopg.AsyncConnection.connect(postgres_url(), autocommit=True) as conn:
+        with pytest.raises(psycopg.Error, match=r"above 32767.*\(1 queued\)"):
+            await migrate(conn, schema, to=2)
+        assert await version() == (latest,)  # nothing changed
+        assert (await pg.stats()).queued_by_priority == {top: 1, 7: 1}
+        assert await pg.cancel(queued, T0) is S.CANCELLED
+        assert (await migrate(conn, schema, to=2))[-1] == "reverted 0003_wide_priorities"
+        assert await version() == (2,)
+        cur = await conn.execute(
+            f"SELECT id, priority, pg_typeof(priority)::text FROM {schema}.jobs ORDER BY id"
+        )
+        assert await cur.fetchall() == [
+            (queued, 32767, "smallint"), (done, 32767, "smallint"), (small, 7, "smallint"),
+        ]  # fmt: skip
+        await read_small()
+        assert (await migrate(conn, schema))[0] == "applied 0003_wide_priorities"
+        assert await version() == (latest,)
+    await read_small()
+    assert (await pg.stats()).queued_by_priority == {7: 1}
+
+
+async def test_counters_of_emptied_priorities_go(
+    pg: PostgresStore, schema: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A priority's counter ('p:<priority>' rows) goes once no job is queued at it
+    (promote deletes it, a bounded step at a time): of 2**32 priorities, the rows of
+    every one ever used would pile up, and stats reads them all."""
+    import distqueue.store.postgres as pg_module
+
+    monkeypatch.setattr(pg_module, "COMPACT_ROWS", 40)  # (many steps, over several promotes)
+    top = 2**32 - 1
+    gone = [1000 + i * 7919 for i in range(300)]
+    await pg.enqueue([JobSpec(type="t", priority=p) for p in gone], T0)
+    await pg.enqueue([JobSpec(type="t", priority=p) for p in (top, top - 1)], T0)
+    assert len(await pg.claim("w", 300, T0)) == 300
+
+    async def priority_keys() -> set[str]:
+        async with await psycopg.AsyncConnection.connect(postgres_url()) as conn:
+            cur = await conn.execute(
+                f"SELECT DISTINCT key FROM {schema}.counts WHERE key LIKE 'p:%'"
+            )
+            return {key for (key,) in await cur.fetchall()}
+
+    assert len(await priority_keys()) == 302
+    for _ in range(20):
+        assert await pg.promote(T0) == []
+        if len(await priority_keys()) == 2:
+            break
+    assert await priority_keys() == {f"p:{top}", f"p:{top - 1}"}
+    assert (await pg.stats()).queued_by_priority == {top: 1, top - 1: 1}
+    # a priority used again counts from 0 again
+    await pg.enqueue([JobSpec(type="t", priority=gone[7])], T0)
+    assert (await pg.stats()).queued_by_priority == {top: 1, top - 1: 1, gone[7]: 1}
+    assert [j.priority for j in await pg.claim("w", 3, T0)] == [gone[7], top - 1, top]
+    assert (await pg.stats()).queued_by_priority == {}
+
+
 async def test_servers_starting_together_migrate_once(schema: str) -> None:
     stores = await asyncio.gather(
         *(PostgresStore.open(postgres_url(), schema=schema) for _ in range(4))

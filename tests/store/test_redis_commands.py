@@ -10,7 +10,7 @@ expire, next_wakeup every POLL / 4) and another process watches the store's even
 divided by the jobs, is at most MAX_PER_JOB — the issue's budget (#13); it was 38
 before the scripts were rewritten to touch a job's hash once or twice and to batch
 every index and counter change per call. The same with jobs due later, so that the
-promote is part of each job's path.
+promote is part of each job's path, and with every job of a priority of its own.
 
 And the group commit: claims, acknowledgements and enqueues made while one of their
 kind is on its way to Redis go together in one script call, each still answered on
@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import random
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -83,8 +84,11 @@ async def ticks(store: RedisStore, ready: asyncio.Event) -> None:
         await asyncio.sleep(nap)
 
 
-@pytest.mark.parametrize("due", ["now", "later"])
-async def test_redis_commands_per_job(own_redis: str, raw: aioredis.Redis, due: str) -> None:
+@pytest.mark.parametrize(("due", "priorities"), [("now", 1), ("later", 1), ("later", N)])
+async def test_redis_commands_per_job(
+    own_redis: str, raw: aioredis.Redis, due: str, priorities: int
+) -> None:
+    """(priorities N: every job of its own, far apart: their counts cost per call too)"""
     store = await opened(own_redis)
     other = await opened(own_redis)  # another server on the same Redis, watching
     heard: list[int] = []
@@ -98,7 +102,10 @@ async def test_redis_commands_per_job(own_redis: str, raw: aioredis.Redis, due: 
         background = asyncio.create_task(ticks(store, ready))
         now = time.time()
         run_at = now + 0.3 if due == "later" else None
-        specs = [JobSpec(type="t", args={"i": i}, run_at=run_at) for i in range(N)]
+        rng = random.Random(13)
+        prios = [5] if priorities == 1 else rng.sample(range(2**32), priorities)
+        specs = [JobSpec(type="t", args={"i": i}, run_at=run_at, priority=prios[i % len(prios)])
+                 for i in range(N)]  # fmt: skip
         created = await store.enqueue(specs, now)
         assert all(e.created for e in created)
         done = 0
@@ -122,10 +129,12 @@ async def test_redis_commands_per_job(own_redis: str, raw: aioredis.Redis, due: 
         assert stats.by_state["succeeded"] == N and stats.totals["succeeded"] == N
         total = sum(calls.values())
         table = breakdown(calls, N)
-        print(f"\n{total} Redis commands for {N} jobs (due {due}): {total / N:.2f} a job\n{table}")
+        print(f"\n{total} Redis commands for {N} jobs (due {due}, {priorities} priorities): "
+              f"{total / N:.2f} a job\n{table}")  # fmt: skip
         assert total / N <= MAX_PER_JOB, (
             f"{total / N:.2f} Redis commands a job, more than {MAX_PER_JOB}:\n{table}"
         )
+        assert not await raw.hlen(store._key("prio"))  # no priority left behind at 0
         assert calls.get("publish", 0) >= 1  # the events went out...
         deadline = time.monotonic() + 5
         while len(set(heard)) < N and time.monotonic() < deadline:

@@ -13,7 +13,8 @@
   is refused with a clear StoreError and nothing changes, so no job id is handed
   out twice; a new process (a new store object) starts a new, empty store, which
   the running ones then adopt. Data an earlier version wrote (no epoch, bare ids
-  in the lease and schedule sets) is adopted and migrated.
+  in the lease and schedule sets, ready jobs in zsets scored priority * 2^48 + seq)
+  is adopted and migrated, a bounded step at a time.
 """
 
 from __future__ import annotations
@@ -33,9 +34,11 @@ from distqueue.errors import StoreError
 from distqueue.jobs import JobError, JobSpec, JobState
 from distqueue.policy import Retention
 from distqueue.store import open_store
+from distqueue.store import redis as redis_store
 from distqueue.store.redis import (
     BATCH,
     CLAIM_BATCH,
+    FORMAT,
     LIST_SCAN,
     SCRIPTS,
     VANISHED,
@@ -444,7 +447,7 @@ async def test_an_earlier_versions_data_is_adopted_and_migrated() -> None:
     b = await open_store(redis_url(), prefix=prefix)
     assert isinstance(b, RedisStore)
     try:
-        assert await b._redis.get(b._key("format")) == b"2"
+        assert await b._redis.get(b._key("format")) == FORMAT
         assert await b._redis.get(b._key("epoch")) == b._epoch.encode()
         members = await b._redis.zrange(b._key("leases"), 0, -1)
         assert members == [b"%020d" % i for i in running]
@@ -455,3 +458,82 @@ async def test_an_earlier_versions_data_is_adopted_and_migrated() -> None:
         assert await b._redis.scard(b._key("pairs")) == 0
     finally:
         await b.close()
+
+
+async def format_2(store: RedisStore) -> list[tuple[int, int, int]]:
+    """Rewrite the store's ready jobs as a version before key format 3 kept them: a
+    zset P:ready:<pair> of ids scored priority * 2^48 + seq, no P:line, P:queued_at or
+    line fields, P:format '2'. Returns the (priority, seq, id) of every ready job."""
+    raw = store._redis
+    parked = [k for k in await raw.hkeys(store._key("parked")) if not k.startswith(b"#")]
+    ready = []
+    for pair in {*await raw.smembers(store._key("pairs")), *parked}:
+        line = store._key("line").encode() + b":" + pair
+        old = store._key("ready").encode() + b":" + pair
+        for member in await raw.zrange(line, 0, -1):
+            prio, seq, job_id = int(member[:8], 16), int(member[8:22], 16), int(member[22:])
+            assert prio <= 10  # what such a version could hold
+            await raw.zadd(old, {str(job_id): prio * 2**48 + seq})
+            await raw.hdel(store._key("job", str(job_id)), "line")
+            ready.append((prio, seq, job_id))
+        await raw.delete(line)
+    await raw.delete(store._key("queued_at"))
+    await raw.set(store._key("format"), b"2")
+    return sorted(ready)
+
+
+async def test_a_format_2_store_is_migrated(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The ready zsets of format 2 become lines, a bounded step at a time (here 3 jobs
+    a call, across pairs): same order, counts and oldest; a parked pair too."""
+    a = await shared_store()
+    prefix = a.prefix[1:-1]
+    try:
+        [first] = await a.enqueue([JobSpec(type="t", priority=7)], T0 - 100)
+        ids = [e.id for e in await a.enqueue(
+            [JobSpec(type=t, queue=q, priority=p)
+             for t, q, p in [("t", "default", 5), ("t", "default", 0), ("u", "default", 10),
+                             ("t", "default", 5), ("u", "default", 0), ("t", "q2", 3),
+                             ("t", "q2", 5), ("t", "default", 0), ("u", "default", 5)]],
+            T0)]  # fmt: skip
+        [job] = await a.claim("w", 1, T0 + 10, types=["t"], queues=["default"])
+        assert job.id == ids[1]
+        assert await a.release("w", T0 + 50) == [job.id]  # queued again behind ids[7]
+        await a.pause("q2", True)
+        assert [j.id for j in await a.claim("w", 1, T0 + 60, types=["u"])] == [ids[4]]
+        await a.claim("w", 1, T0 + 60, queues=["q2"])  # parks q2's pair
+        assert await a._redis.hexists(a._key("parked"), "q2\tt")
+        before = await a.stats()
+        ready = await format_2(a)
+        assert len(ready) == 9
+    finally:
+        await a.close()
+    monkeypatch.setattr(redis_store, "MIGRATE_SCAN", 3)
+    b = await open_store(redis_url(), prefix=prefix)
+    assert isinstance(b, RedisStore)
+    try:
+        raw = b._redis
+        assert await raw.get(b._key("format")) == FORMAT
+        for pair in (b"default\tt", b"default\tu", b"q2\tt"):
+            assert not await raw.exists(b._key("ready").encode() + b":" + pair)
+        after = await b.stats()
+        assert after.queued_by_priority == before.queued_by_priority
+        assert after.oldest_queued_at == before.oldest_queued_at == T0 - 100
+        # a job queued now goes behind the migrated ones of its priority
+        [late] = await b.enqueue([JobSpec(type="t", priority=5)], T0 + 70)
+        assert await b.cancel(ids[3], T0 + 80) is S.CANCELLED  # a migrated job
+        await b.pause("q2", False)
+        order = [ids[7], ids[1], ids[5], ids[0], ids[6], ids[8], late.id, first.id, ids[2]]
+        assert [i for _, _, i in ready if i != ids[3]] == [i for i in order if i != late.id]
+        assert [j.id for j in await b.claim("w", 20, T0 + 90)] == order
+        assert (await b.stats()).oldest_queued_at is None
+    finally:
+        await b.close()
+
+
+async def test_a_newer_format_is_refused() -> None:
+    a = await shared_store()
+    prefix = a.prefix[1:-1]
+    await a._redis.set(a._key("format"), b"9")
+    await a.close()
+    with pytest.raises(StoreError, match="newer than this distqueue"):
+        await open_store(redis_url(), prefix=prefix)

@@ -13,13 +13,13 @@ from distqueue.jobs import JobSpec, parse_priority
 @pytest.mark.parametrize(
     ("given", "expected"),
     [("high", 0), ("normal", 5), ("low", 10), ("HIGH", 0), (" low ", 10), ("0", 0), ("7", 7),
-     (0, 0), (10, 10)],
+     (0, 0), (10, 10), ("4294967295", 2**32 - 1), (1024, 1024)],
 )  # fmt: skip
 def test_parse_priority(given: int | str, expected: int) -> None:
     assert parse_priority(given) == expected
 
 
-@pytest.mark.parametrize("bad", ["urgent", "11", "-1", 11, -1, True, 2.5, ""])
+@pytest.mark.parametrize("bad", ["urgent", "4294967296", "-1", 2**32, -1, True, 2.5, "", "1e3"])
 def test_parse_priority_refuses(bad: object) -> None:
     with pytest.raises(InvalidJob):
         parse_priority(bad)  # type: ignore[arg-type]
@@ -33,7 +33,8 @@ def test_parse_priority_refuses(bad: object) -> None:
         JobSpec(type="x" * 201),
         JobSpec(type="ok", queue=""),
         JobSpec(type="ok", queue="a\nb"),
-        JobSpec(type="ok", priority=11),
+        JobSpec(type="ok", priority=2**32),
+        JobSpec(type="ok", priority=-1),
         JobSpec(type="ok", priority=True),
         JobSpec(type="ok", max_retries=-1),
         JobSpec(type="ok", max_retries=1001),

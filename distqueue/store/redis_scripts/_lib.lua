@@ -4,18 +4,27 @@
 -- of one store shares that tag, so each script's keys live in one Cluster slot.
 --   P:epoch                  random value made when the store was created (init.lua);
 --                            its absence means Redis lost the store's data
---   P:format                 '2': the members of P:scheduled and P:leases are padded
+--   P:format                 '3': the members of P:scheduled and P:leases are padded
+--                            ('2' on), the ready jobs are in P:line ('3' on; before,
+--                            P:ready:<pair> scored priority * 2^48 + seq: migrate.lua)
 --   P:next_id                counter of job ids (never reused)
---   P:seq                    counter giving ready jobs their FIFO order
+--   P:seq                    counter giving ready jobs their FIFO order (the last taken)
 --   P:job:<id>               hash: every field of a job (strings; floats as %.17g),
 --                            and queued_at: when a job queued again (promote, release,
 --                            expire, retry) became queued (none: at its created_at).
 --                            lease_until counts only while the job is running, run_at
 --                            only while it is scheduled or retrying: they stay behind
 --                            afterwards (read as none), so that ending or queueing a
---                            job costs no HDEL
---   P:ready:<queue>\t<type>  zset of queued ids, score priority * 2^48 + seq
---   P:pairs                  set of "<queue>\t<type>" whose ready zset is not empty
+--                            job costs no HDEL; so does line, its member of its pair's
+--                            P:line while it is queued
+--   P:line:<queue>\t<type>   zset of the queued jobs of that pair, in hand-out order:
+--                            every score 0, each member line_member(priority, seq, id),
+--                            which sorts bytewise as (priority, seq) - exact for any
+--                            priority 0..2^32-1 and any seq (a double score is not:
+--                            priority * 2^48 + seq loses the seq past priority 31)
+--   P:queued_at              zset of the queued ids by when they became queued (their
+--                            queued_at, else created_at): the oldest for stats
+--   P:pairs                  set of "<queue>\t<type>" whose line is not empty
 --   P:scheduled              zset of scheduled and retrying ids by run_at  (members
 --   P:leases                 zset of running ids by lease_until             are zids)
 --   P:worker:<w>             set of the ids worker w holds
@@ -24,7 +33,7 @@
 --   P:all                    zset of every id (score = id), for LIST
 --   P:done:ok, P:done:failed zset of finished ids by finished_at, for PURGE
 --   P:counts                 hash "<queue>\t<state>" -> jobs
---   P:prio                   hash priority -> queued jobs
+--   P:prio                   hash priority -> queued jobs (only those with some: see flush)
 --   P:totals                 hash of running totals (submitted, succeeded, ...)
 --   P:types                  hash job type -> last time a worker declared it
 --   P:workers                hash worker -> its info (JSON), the worker registry
@@ -81,7 +90,8 @@
 -- removals of a key before its additions).
 local P = KEYS[1]
 local EPOCH = table.remove(ARGV, 1)
-local PRIO_SHIFT = 281474976710656 -- 2^48: priority outranks any seq
+-- the score of a ready job before P:format 3 was priority * PRIO_SHIFT + seq (migrate.lua)
+local PRIO_SHIFT = 281474976710656 -- 2^48
 do
   local current = redis.call('GET', P .. ':epoch')
   if current ~= EPOCH then return redis.error_reply('DQEPOCH ' .. (current or '')) end
@@ -94,6 +104,16 @@ local function zid(id) return string.format('%020d', tonumber(id)) end
 -- the id of such a member (also takes an id that is not padded)
 local function unzid(member) return string.match(member, '^0*(%d+)$') end
 local function jobkey(id) return P .. ':job:' .. id end
+-- A queued job's member of P:line:<pair>: its priority (8 hex digits) and seq (14: any
+-- seq a Lua number holds exactly), fixed width and big-endian, so members sort bytewise
+-- (as Redis sorts equal scores) by (priority, seq); then its id. line_key gives back
+-- the (priority, seq) numbers to compare (Lua's string < follows the locale), line_id
+-- the id.
+local function line_member(prio, seq, id) return string.format('%08x%014x', prio, seq) .. id end
+local function line_key(member)
+  return tonumber(string.sub(member, 1, 8), 16), tonumber(string.sub(member, 9, 22), 16)
+end
+local function line_id(member) return string.sub(member, 23) end
 local function hget(id, f) return redis.call('HGET', jobkey(id), f) end
 -- a job's fields as a table (HGETALL's answer, or HMGET's with its field names)
 local function fields(flat)
@@ -114,7 +134,8 @@ local CHUNK = 1000 -- members per command at most (unpack has a limit)
 local queued = {}  -- {command, key} -> args; in the order first queued
 local order = {}
 local counters, counter_order = {}, {}
-local readied = {} -- {pair, priority, id} of jobs made ready, in FIFO order
+local readied = {} -- {pair, priority, member, id, queued at} of the jobs made ready
+local last_seq = nil -- the seq the last job made ready took (P:seq read at the first)
 local function args_of(cmd, key)
   local slot = cmd .. ' ' .. key
   local t = queued[slot]
@@ -162,9 +183,15 @@ local function move(id, queue, old, new)
   zadd(P .. ':state:' .. new, id, id)
   count(queue, old, new)
 end
--- into its ready zset at the back of its priority (its seq is given by flush)
-local function push_ready(id, queue, type, prio)
-  readied[#readied + 1] = {queue .. '\t' .. type, tostring(prio), id}
+-- into its pair's P:line at the back of its priority, queued at `now`: returns its
+-- member, for the caller to write into its hash (field line) with its other fields.
+-- The first job a call makes ready reads P:seq (one GET); flush adds what it took.
+local function push_ready(id, queue, type, prio, now)
+  if last_seq == nil then last_seq = tonumber(redis.call('GET', P .. ':seq') or '0') end
+  last_seq = last_seq + 1
+  local member = line_member(tonumber(prio), last_seq, id)
+  readied[#readied + 1] = {queue .. '\t' .. type, tostring(prio), member, id, now}
+  return member
 end
 
 local function send(cmd, key, args, step)
@@ -217,10 +244,12 @@ end
 
 local function flush()
   if #readied > 0 then
-    local seq = redis.call('INCRBY', P .. ':seq', #readied) - #readied
+    redis.call('INCRBY', P .. ':seq', #readied)
+    last_seq = nil
     local made, seen = {}, {}
-    for i, r in ipairs(readied) do
-      zadd(P .. ':ready:' .. r[1], tonumber(r[2]) * PRIO_SHIFT + seq + i, r[3])
+    for _, r in ipairs(readied) do
+      zadd(P .. ':line:' .. r[1], 0, r[3])
+      zadd(P .. ':queued_at', r[5], r[4])
       incr(P .. ':prio', r[2], 1)
       if not seen[r[1]] then
         seen[r[1]] = true
@@ -241,10 +270,49 @@ local function flush()
     end
   end
   queued, order = {}, {}
+  -- the counters, per key: one HINCRBY per field, or for many fields (P:prio, when
+  -- the jobs of a call have many priorities) one HMGET and one HSET for all of them;
+  -- a priority whose count falls to 0 leaves P:prio (one HDEL), which so holds only
+  -- the priorities with queued jobs, never every priority once used
+  local by_key, key_order = {}, {}
   for _, c in ipairs(counter_order) do
-    if c[3] ~= 0 then redis.call('HINCRBY', c[1], c[2], c[3]) end
+    if c[3] ~= 0 then
+      local list = by_key[c[1]]
+      if not list then
+        list = {}
+        by_key[c[1]] = list
+        key_order[#key_order + 1] = c[1]
+      end
+      list[#list + 1] = c
+    end
   end
   counters, counter_order = {}, {}
+  local prio_key = P .. ':prio'
+  for _, key in ipairs(key_order) do
+    local list, gone = by_key[key], {}
+    local prune = key == prio_key
+    if #list <= 2 then
+      for _, c in ipairs(list) do
+        local v = redis.call('HINCRBY', key, c[2], c[3])
+        if prune and v == 0 then gone[#gone + 1] = c[2] end
+      end
+    else
+      local names, set = {}, {}
+      for i, c in ipairs(list) do names[i] = c[2] end
+      local values = hmget_all(key, names)
+      for i, c in ipairs(list) do
+        local v = tonumber(values[i] or '0') + c[3]
+        if prune and v == 0 then
+          gone[#gone + 1] = c[2]
+        else
+          set[#set + 1] = c[2]
+          set[#set + 1] = v
+        end
+      end
+      if #set > 0 then send('HSET', key, set, 2) end
+    end
+    if #gone > 0 then send('HDEL', key, gone, 1) end
+  end
   -- running jobs stopped: the pairs their queue's or type's concurrency parked may go
   -- (one HMGET for all)
   local whys = {}
@@ -265,15 +333,15 @@ end
 
 -- queue job id again (at the back of its priority) at time now; old is its current
 -- state, j its fields (queue, type, priority at least), set more fields to write with
--- it (state, cancel_requested and queued_at are added)
+-- it (state, cancel_requested, queued_at and line are added)
 local function requeue(id, j, old, now, set)
   set = set or {}
   set[#set + 1] = 'state'; set[#set + 1] = 'queued'
   set[#set + 1] = 'cancel_requested'; set[#set + 1] = '0'
   set[#set + 1] = 'queued_at'; set[#set + 1] = num(now)
+  set[#set + 1] = 'line'; set[#set + 1] = push_ready(id, j.queue, j.type, j.priority, now)
   redis.call('HSET', jobkey(id), unpack(set))
   move(id, j.queue, old, 'queued')
-  push_ready(id, j.queue, j.type, j.priority)
 end
 
 -- a waiting job (or one cancelled while waiting) out of the waiter sets of the jobs it
@@ -325,9 +393,9 @@ local function release_waiters(id, ended, now)
             move(w, j.queue, 'waiting', 'scheduled')
             zadd(P .. ':scheduled', j.run_at, zid(w))
           else
-            redis.call('HSET', jobkey(w), 'deps', '0', 'state', 'queued', 'queued_at', num(now))
+            redis.call('HSET', jobkey(w), 'deps', '0', 'state', 'queued', 'queued_at', num(now),
+              'line', push_ready(w, j.queue, j.type, j.priority, now))
             move(w, j.queue, 'waiting', 'queued')
-            push_ready(w, j.queue, j.type, j.priority)
           end
         end
       end

@@ -2,7 +2,7 @@
 -- 'illegal:<state>' for a finished job. The jobs waiting for a job it cancels move on
 -- (finish in _lib.lua).
 local id, now = ARGV[1], tonumber(ARGV[2])
-local j = hmget(id, 'state', 'queue', 'type', 'priority', 'waiters', 'after')
+local j = hmget(id, 'state', 'queue', 'type', 'priority', 'waiters', 'after', 'line')
 if not j.state then return 'notfound' end
 local state = j.state
 if state == 'running' then
@@ -10,12 +10,18 @@ if state == 'running' then
   return 'running'
 end
 if state == 'queued' then
-  -- out of its ready zset, and its pair out of P:pairs with its last ready job
+  -- out of its line (its member: in its hash), and its pair out of P:pairs with its
+  -- last ready job
   local pair = j.queue .. '\t' .. j.type
-  local key = P .. ':ready:' .. pair
-  redis.call('ZREM', key, id)
+  local key = P .. ':line:' .. pair
+  if j.line then
+    redis.call('ZREM', key, j.line)
+  else -- queued by a version before P:format 3 after the store's migration
+    redis.call('ZREM', P .. ':ready:' .. pair, id)
+  end
   if redis.call('ZCARD', key) == 0 then srem(P .. ':pairs', pair) end
   incr(P .. ':prio', j.priority, -1)
+  zrem(P .. ':queued_at', id)
 elseif state == 'scheduled' or state == 'retrying' then
   zrem(P .. ':scheduled', zid(id))
 elseif state == 'waiting' then

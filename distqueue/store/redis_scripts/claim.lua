@@ -6,13 +6,15 @@
 -- job whole (as HGETALL gives it, as it is after the claim), and the number of the
 -- claim (1, 2, ...) it went to. The claims are served one after the other, in order,
 -- as separate calls would be. Jobs past their deadline become dead.
+-- The most urgent job of the pairs it serves first: their lines' heads compared by
+-- (priority, seq), exactly, whatever the priorities (0..2^32-1).
 -- Walks only live (queue, type) pairs: P:pairs holds those with ready jobs, and a
 -- worker naming both its queues and its types looks at just those combinations
 -- (whichever of the two is smaller). At most EXPIRED_MAX jobs past their deadline
--- are ended by one call (a claim may then hand out fewer than n: the next one goes on).
+-- (and stale members of a line) are ended by one call (a claim may then hand out fewer than n: the next one goes on).
 -- A job's size is its args + payload; with max_bytes, a claim stops before the
 -- job that would take its total past it (unless it would be the claim's first job),
--- leaving that job untouched at the head of its ready zset.
+-- leaving that job untouched at the head of its line.
 -- Flow control (P:flow, see _lib.lua): no job of a pair whose queue is paused, or
 -- whose queue or type is at its concurrency or out of rate tokens, is handed out; the
 -- pairs taken from P:pairs that are blocked are parked (out of P:pairs, so later claims
@@ -22,7 +24,8 @@
 -- buckets written back in one HSET.
 -- Commands: per job one HGETALL and one HSET (and an HDEL of a progress report);
 -- per pair it looks at, one ZRANGE per CHUNK_MIN..n jobs read from its head and one
--- ZREMRANGEBYRANK of those taken; the indexes and counts once per call.
+-- ZREMRANGEBYRANK of those taken; the indexes (P:queued_at too) and counts once per
+-- call.
 local EXPIRED_MAX = 1000
 local CHUNK_MIN = 16
 -- a bucket holding 1 - EPSILON tokens has one (time in floating point)
@@ -153,27 +156,26 @@ local function blocked(pair, now)
   return nil
 end
 
--- each candidate's ready zset, read from its head a chunk at a time: h.ids and
--- h.scores hold ranks h.first .. h.read - 1; h.pos is the rank of its head now
+-- each candidate's line (P:line), read from its head a chunk at a time: h.members
+-- holds ranks h.first .. h.read - 1, h.prios and h.seqs their (priority, seq); h.pos
+-- is the rank of its head now
 local function fill(h, size)
-  -- one more than asked: when it is not there, the zset ends with these
-  local got = redis.call('ZRANGE', h.key, h.read, h.read + size, 'WITHSCORES')
-  h.ids, h.scores, h.first = {}, {}, h.read
-  for i = 1, #got, 2 do
-    h.ids[#h.ids + 1] = got[i]
-    h.scores[#h.scores + 1] = tonumber(got[i + 1])
-  end
-  h.read = h.read + #h.ids
-  h.last = #h.ids <= size
+  -- one more than asked: when it is not there, the line ends with these
+  local got = redis.call('ZRANGE', h.key, h.read, h.read + size)
+  h.members, h.prios, h.seqs, h.first = got, {}, {}, h.read
+  for i, member in ipairs(got) do h.prios[i], h.seqs[i] = line_key(member) end
+  h.read = h.read + #got
+  h.last = #got <= size
 end
 local claimed = 0
-local function head(h) -- its head's id and score, reading on when its chunk is used up
+-- its head's member, priority and seq, reading on when its chunk is used up
+local function head(h)
   local i = h.pos - h.first + 1
-  if h.ids[i] == nil and not h.last then
+  if h.members[i] == nil and not h.last then
     fill(h, math.max(CHUNK_MIN, n - claimed))
     i = 1
   end
-  return h.ids[i], h.scores[i]
+  return h.members[i], h.prios[i], h.seqs[i]
 end
 local heads, seen = {}, {}
 local first = #candidates == 1 and n or math.min(n, CHUNK_MIN)
@@ -187,9 +189,9 @@ for _, pair in ipairs(candidates) do
       -- parked already, or empty)
       if from_pairs then park(pair, why, at) end
     else
-      local h = {pair = pair, key = P .. ':ready:' .. pair, read = 0, pos = 0}
+      local h = {pair = pair, key = P .. ':line:' .. pair, read = 0, pos = 0}
       fill(h, first)
-      if h.ids[1] then
+      if h.members[1] then
         heads[#heads + 1] = h
       elseif from_pairs then
         srem(P .. ':pairs', pair) -- a dead pair left by an earlier version
@@ -205,26 +207,34 @@ for number, r in ipairs(requests) do
   local mine, room = 0, r.room
   now = tonumber(r.now)
   while mine < r.n and expired < EXPIRED_MAX do
-    local best, best_id, best_score = nil, nil, nil
+    -- the most urgent head of all: the lowest (priority, seq), compared exactly
+    local best, best_member, best_prio, best_seq = nil, nil, nil, nil
     for _, h in ipairs(heads) do
-      local id, score = head(h)
-      if id and (best == nil or score < best_score) and not blocked(h.pair, now) then
-        best, best_id, best_score = h, id, score
+      local member, prio, seq = head(h)
+      if member and (best == nil or prio < best_prio or (prio == best_prio and seq < best_seq))
+        and not blocked(h.pair, now) then
+        best, best_member, best_prio, best_seq = h, member, prio, seq
       end
     end
     if best == nil then break end
-    local id = best_id
+    local id = line_id(best_member)
     local j = fields(redis.call('HGETALL', jobkey(id)))
-    local expires = j.deadline and tonumber(j.deadline) < now
+    -- a member that is not the job's own (no such job, or one not queued there: data
+    -- of a crashed earlier version?) is dropped from the line, nothing else
+    local live = j.state == 'queued' and j.line == best_member
+    local expires = live and j.deadline and tonumber(j.deadline) < now
     local size = 0
-    if j.state and not expires then
+    if live and not expires then
       size = #(j.args or '') + #(j.payload or '')
       if room and (r.taken or mine > 0) and size > room then break end -- it stays at the head
     end
-    best.pos = best.pos + 1 -- taken off its ready zset (below, with the rest)
-    if j.state then incr(P .. ':prio', j.priority, -1) end
-    if not j.state then
-      -- no such job (data of a crashed earlier version?): dropped from the ready set
+    best.pos = best.pos + 1 -- taken off its line (below, with the rest)
+    if live then
+      incr(P .. ':prio', j.priority, -1)
+      zrem(P .. ':queued_at', id)
+    end
+    if not live then
+      expired = expired + 1 -- (dropped: counts as an expired job does, bounding the call)
     elseif expires then
       local msg = 'deadline ' .. j.deadline .. ' passed before it started'
       finish(id, j, 'queued', 'dead', now, {'error',
@@ -254,6 +264,7 @@ for number, r in ipairs(requests) do
       j.state, j.attempts, j.worker = 'running', tostring(attempts), r.worker
       j.lease_until, j.started_at, j.cancel_requested, j.progress = r.lease_until, r.now, '0', nil
       j.tc = '1'
+      j.line = nil -- (stays in the hash, meaning nothing now: not worth sending)
       local flat = {}
       for k, v in pairs(j) do
         flat[#flat + 1] = k

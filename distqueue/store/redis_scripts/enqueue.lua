@@ -12,7 +12,7 @@
 -- stored.
 -- One HSET per new job (every field at once); the unique keys looked up in one HMGET
 -- and the max_depth limits in another; ids taken with one INCRBY per enqueue, FIFO
--- places with one; the indexes and counts flushed once. A spec with `after` costs an
+-- places with a GET and an INCRBY; the indexes and counts flushed once. A spec with `after` costs an
 -- HMGET per job it waits for (and an SCARD and an HSET for one not yet waited for);
 -- a max_depth, the counts of its queue (one HMGET; all queues: one HGETALL).
 local calls = {}
@@ -221,7 +221,7 @@ local function enqueue(c)
       if state == 'scheduled' then
         zadd(P .. ':scheduled', s.run_at, zid(id))
       elseif state == 'queued' then
-        push_ready(sid, s.queue, s.type, s.priority)
+        f[#f + 1] = 'line'; f[#f + 1] = push_ready(sid, s.queue, s.type, s.priority, now)
       elseif state == 'waiting' then
         f[#f + 1] = 'deps'; f[#f + 1] = #p.pending
         for _, dep_id in ipairs(p.pending) do

@@ -1,8 +1,10 @@
 -- init (run alone, without _lib.lua): KEYS[1] the prefix, ARGV a new epoch
 -- -> {epoch, how, format}: how is 'existing' (the store's own epoch), 'new' (nothing
 -- under the prefix: a new store, its epoch the one given) or 'upgraded' (data of a
--- version before epochs, which gets the epoch given); format is P:format, '' when
--- the members of P:scheduled and P:leases still need padding (migrate.lua)
+-- version before epochs, which gets the epoch given); format is P:format ('' when
+-- there is none): data of a format before '3' needs bringing to it (migrate.lua):
+-- '' (the members of P:scheduled and P:leases need padding, and the ready zsets
+-- moving into the lines) or '2' (the ready zsets)
 local P = KEYS[1]
 local epoch = redis.call('GET', P .. ':epoch')
 if epoch then return {epoch, 'existing', redis.call('GET', P .. ':format') or ''} end
@@ -10,7 +12,7 @@ redis.call('SET', P .. ':epoch', ARGV[1])
 local old = redis.call('EXISTS', P .. ':next_id', P .. ':seq', P .. ':all', P .. ':totals',
   P .. ':types', P .. ':scheduled', P .. ':leases')
 if old == 0 then
-  redis.call('SET', P .. ':format', '2')
-  return {ARGV[1], 'new', '2'}
+  redis.call('SET', P .. ':format', '3')
+  return {ARGV[1], 'new', '3'}
 end
 return {ARGV[1], 'upgraded', redis.call('GET', P .. ':format') or ''}
