@@ -90,6 +90,8 @@ class ServerConfig:
     #: ``http`` was asked for: an admin port that cannot be had stops the server
     #: (False: the default address, skipped with a warning when another process has it)
     http_given: bool = True
+    #: a beanstalkd-protocol listener (distqueue.beanstalk) as HOST:PORT, or None
+    beanstalk: str | None = None
     #: /health reports the queue stuck when jobs are ready, workers idle and nothing
     #: was handed out or finished for this many seconds
     stuck_after: float = defaults.STUCK_AFTER
@@ -165,6 +167,15 @@ def check_exposure(config: ServerConfig) -> None:
         raise ValueError("the token is empty: give a real one, or none")
     # a client certificate the server requires (tls_ca) authenticates too
     authenticated = config.token is not None or config.tls_ca is not None
+    if config.beanstalk is not None and not config.insecure:
+        host = config.beanstalk.rpartition(":")[0].strip("[]")
+        if exposed(host):
+            raise ValueError(
+                f"refusing the beanstalk listener on {host or 'every address'}: the"
+                " beanstalkd protocol has no authentication, so anyone who reaches the"
+                " port could submit and run jobs. Listen on a loopback address, or pass"
+                " --insecure if the network is yours alone"
+            )
     if not authenticated and not config.insecure and exposed(config.host):
         raise ValueError(
             f"refusing to listen on {config.host or 'every address'} without a token:"

@@ -215,6 +215,14 @@ def _limits(texts: tuple[str, ...], max_depth: int | None) -> tuple[Limit, ...]:
     f" [default: {DEFAULT_HTTP}, skipped with a warning when taken]; off for none.",
 )
 @click.option(
+    "--beanstalk",
+    envvar="DISTQUEUE_BEANSTALK",
+    default=None,
+    metavar="HOST:PORT",
+    help="Also speak beanstalkd's protocol on this address (e.g. 127.0.0.1:11300):"
+    " tubes are queues, jobs of type beanstalk (docs/beanstalk.md). Off by default.",
+)
+@click.option(
     "--stuck-after",
     type=Duration(min=1.0),
     default=defaults.STUCK_AFTER,
@@ -270,6 +278,7 @@ def server(
     tls_key: str | None,
     tls_ca: str | None,
     http: str | None,
+    beanstalk: str | None,
     stuck_after: float,
     long_transaction: float,
     limits: tuple[str, ...],
@@ -285,6 +294,8 @@ def server(
     """
     if http is not None and http.strip().lower() not in ("off", "none", ""):
         _check_http(http)
+    if beanstalk is not None:
+        _check_http(beanstalk, "--beanstalk")
     store = store_url or data
     if no_migrate and store.partition("://")[0] in ("postgresql", "postgres"):
         store += ("&" if "?" in store else "?") + "migrate=off"  # (the store reads it)
@@ -306,6 +317,7 @@ def server(
         tls_ca=tls_ca,
         http=_http_address(http),
         http_given=http is not None,
+        beanstalk=None if beanstalk is None else beanstalk.strip(),
         stuck_after=stuck_after,
         long_transaction=long_transaction,
         retry=RetryPolicy(base=policy["retry_base"], factor=policy["retry_factor"],
@@ -336,12 +348,11 @@ def _http_address(http: str | None) -> str | None:
     return None if http.strip().lower() in ("off", "none", "") else http.strip()
 
 
-def _check_http(http: str) -> None:
+def _check_http(http: str, option: str = "--http") -> None:
     _, sep, port = http.strip().rpartition(":")
     if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise click.BadParameter(
-            f"{http!r}: expected HOST:PORT (e.g. 127.0.0.1:7701) or off", param_hint="--http"
-        )
+        example = "127.0.0.1:7701) or off" if option == "--http" else "127.0.0.1:11300)"
+        raise click.BadParameter(f"{http!r}: expected HOST:PORT (e.g. {example}", param_hint=option)
 
 
 def worker_options(fn: Any) -> Any:

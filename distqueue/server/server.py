@@ -34,6 +34,7 @@ from distqueue.service.core import (
 from distqueue.store import Store, open_store
 
 if TYPE_CHECKING:
+    from distqueue.beanstalk.listener import BeanstalkListener
     from distqueue.web.app import AdminSite
 
 __all__ = ["Server", "format_stats"]
@@ -70,6 +71,8 @@ class Server:
         self.draining = False
         #: the admin port (metrics, health, dashboard), when it runs
         self.admin: AdminSite | None = None
+        #: the beanstalkd-protocol listener, when asked for (--beanstalk)
+        self.beanstalk: BeanstalkListener | None = None
 
     def command_done(self) -> None:
         """A command finished: below INFLIGHT_LOW, the connections it held back go on."""
@@ -119,6 +122,20 @@ class Server:
         for task in self._side_tasks:
             task.add_done_callback(self._side_task_ended)
         await self._start_admin()
+        if self.config.beanstalk is not None:
+            from distqueue.beanstalk.listener import BeanstalkListener
+
+            host, _, port = self.config.beanstalk.rpartition(":")
+            listener = BeanstalkListener(self._service, host.strip("[]") or "127.0.0.1",
+                                         int(port), draining=lambda: self.draining)  # fmt: skip
+            try:
+                await listener.start()
+            except OSError as exc:
+                why = os.strerror(exc.errno) if exc.errno else str(exc)
+                raise OSError(
+                    f"cannot listen for beanstalk clients on {self.config.beanstalk}: {why}"
+                ) from None
+            self.beanstalk = listener
 
     async def _start_admin(self) -> None:
         """Listen on the admin port, if one is asked for and distqueue[web] is here."""
@@ -186,6 +203,8 @@ class Server:
         one that never comes back loses them when their leases run out.
         """
         self.draining = True
+        if self.beanstalk is not None:
+            await self.beanstalk.close()
         if self.admin is not None:
             await self.admin.close()
         if self._server is not None:
@@ -219,6 +238,10 @@ class Server:
                 f" (store: {redact_url(self.config.data)})",
                 file=out, flush=True,
             )  # fmt: skip
+            if self.beanstalk is not None:
+                host = self.beanstalk.host
+                print(f"distqueue beanstalk listener on {host}:{self.beanstalk.port}",
+                      file=out, flush=True)  # fmt: skip
             if self.admin is not None:
                 host = self.config.http.rpartition(":")[0] if self.config.http else ""
                 print(f"distqueue admin on http://{host}:{self.admin.port}/"

@@ -1,0 +1,544 @@
+"""A beanstalkd-protocol listener on distqueue's own model (#16, first step).
+
+``distqueue server --beanstalk 127.0.0.1:11300`` runs it beside the server's own
+port, on the same Service and store: a tube is a queue, a beanstalk job is a
+distqueue job of type ``beanstalk`` (its body the payload, its id the job's id,
+visible in ``distqueue status``, the dashboard and the metrics), ``put`` a SUBMIT
+(durable when answered), ``reserve`` a FETCH by the connection (each connection
+that reserves is a worker of the server, ``beanstalk-…``), ``delete`` of a job the
+connection holds its ACK, ``bury`` a failure that makes it dead (buried = the
+dead-letter list), ``release`` hands it back, a closed connection gives back what
+it held (nothing counted against the jobs). docs/beanstalk.md says what is
+supported and how it differs from beanstalkd.
+
+Not yet (the store contract's extensions of #16's next step): ``release`` and
+``bury`` keep the job's priority and ``release`` ignores its delay, ``touch`` and the
+TTR extend all of the connection's leases (a heartbeat), ``peek-ready``,
+``peek-delayed``, ``peek-buried``, ``kick``, ``kick-job`` and ``reserve-job`` answer
+UNKNOWN_COMMAND, ``pause-tube``'s end is a timer of this server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import math
+import os
+import socket
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from distqueue import __version__
+from distqueue.beanstalk.wire import (
+    MAX_JOB_SIZE,
+    Command,
+    Parser,
+    WireError,
+    job_reply,
+    yaml_list,
+    yaml_map,
+)
+from distqueue.errors import DistQueueError, IllegalTransition, JobNotFound, LeaseLost
+from distqueue.jobs import TERMINAL_STATES, Job, JobError, JobSpec, JobState
+
+if TYPE_CHECKING:
+    from distqueue.service.core import Service, WorkerInfo
+
+__all__ = ["BEANSTALK_TYPE", "BeanstalkListener"]
+
+log = logging.getLogger("distqueue.beanstalk")
+
+#: the job type of every job a beanstalk client puts (a distqueue worker may serve it:
+#: its task gets the body as the payload)
+BEANSTALK_TYPE = "beanstalk"
+#: beanstalkd's version as this listener reports it (fivebeans runs its kick-job test
+#: only against >= 1.8)
+VERSION = "1.12"
+#: seconds one blocked reserve waits on the service before looking again
+RESERVE_SLICE = 5.0
+
+_STATE = {
+    JobState.QUEUED: "ready", JobState.RUNNING: "reserved", JobState.SCHEDULED: "delayed",
+    JobState.RETRYING: "delayed", JobState.WAITING: "delayed", JobState.DEAD: "buried",
+}  # fmt: skip
+_NOT_YET = frozenset({"peek-ready", "peek-delayed", "peek-buried", "kick", "kick-job",
+                      "reserve-job"})  # fmt: skip
+
+
+class Closed(Exception):
+    """The client left (or said quit)."""
+
+
+class Session:
+    """One client connection: its tubes, what it holds, its worker (from its first
+    reserve on)."""
+
+    def __init__(self, listener: BeanstalkListener, peer: str) -> None:
+        self.listener = listener
+        self.peer = peer
+        self.used = "default"
+        #: watched tubes (as beanstalkd keeps them: an ignore moves the last into the hole)
+        self.watched = ["default"]
+        #: id -> (fencing token, tube) of the jobs this connection reserved
+        self.reserved: dict[int, tuple[int, str]] = {}
+        self.worker: WorkerInfo | None = None
+        self.waiting = False
+        #: it put a job (a producer, in stats)
+        self.producer = False
+
+    @property
+    def service(self) -> Service:
+        return self.listener.service
+
+    def _worker(self) -> WorkerInfo:
+        from distqueue.service.core import WorkerInfo
+
+        if self.worker is None:
+            self.worker = WorkerInfo(
+                id=f"beanstalk-{self.listener.node}-{next(self.listener.ids)}",
+                name=f"beanstalk client {self.peer}", types=frozenset({BEANSTALK_TYPE}),
+                queues=frozenset(self.watched), concurrency=1, since=time.time(),
+            )  # fmt: skip
+            self.service.connect_worker(self.worker)
+            self.worker.connections += 1
+        return self.worker
+
+    async def close(self) -> None:
+        """The connection ended: what it reserved goes back at once (as beanstalkd:
+        nothing counted against the jobs)."""
+        if self.worker is not None:
+            with contextlib.suppress(DistQueueError):
+                await self.service.bye(self.worker)
+            self.worker.connections -= 1
+            workers = self.service.workers
+            if workers.get(self.worker.id) is self.worker:
+                del workers[self.worker.id]
+            self.worker = None
+        self.reserved.clear()
+
+    # -- commands --------------------------------------------------------------------------
+
+    async def run(self, command: Command, closed: asyncio.Event) -> bytes:
+        name = command.name
+        self.listener.counts[name] = self.listener.counts.get(name, 0) + 1
+        if name in _NOT_YET:
+            return b"UNKNOWN_COMMAND\r\n"
+        handler: Callable[..., Any] = getattr(self, "cmd_" + name.replace("-", "_"))
+        if name in ("reserve", "reserve-with-timeout"):
+            result: bytes = await handler(*command.args, closed=closed)
+        elif name == "put":
+            result = await handler(*command.args, body=command.body)
+        else:
+            result = await handler(*command.args)
+        return result
+
+    async def cmd_quit(self) -> bytes:
+        raise Closed
+
+    async def cmd_use(self, tube: str) -> bytes:
+        self.used = tube
+        self.listener.tubes.add(tube)
+        return b"USING %s\r\n" % tube.encode()
+
+    async def cmd_list_tube_used(self) -> bytes:
+        return b"USING %s\r\n" % self.used.encode()
+
+    async def cmd_watch(self, tube: str) -> bytes:
+        if tube not in self.watched:
+            self.watched.append(tube)
+            self.listener.tubes.add(tube)
+            self._watch_changed()
+        return b"WATCHING %d\r\n" % len(self.watched)
+
+    async def cmd_ignore(self, tube: str) -> bytes:
+        if tube in self.watched:
+            if len(self.watched) == 1:
+                return b"NOT_IGNORED\r\n"
+            i = self.watched.index(tube)
+            last = self.watched.pop()
+            if i < len(self.watched):
+                self.watched[i] = last
+            self._watch_changed()
+        return b"WATCHING %d\r\n" % len(self.watched)
+
+    def _watch_changed(self) -> None:
+        if self.worker is not None:
+            self.worker.queues = frozenset(self.watched)
+
+    async def cmd_list_tubes_watched(self) -> bytes:
+        return yaml_list(self.watched)
+
+    async def cmd_list_tubes(self) -> bytes:
+        stats = await self.service.stats()
+        return yaml_list(sorted(self.listener.tubes | set(stats["queues"])))
+
+    async def cmd_put(self, pri: int, delay: int, ttr: int, _size: int, body: bytes) -> bytes:
+        if self.listener.draining():
+            return b"DRAINING\r\n"
+        now = self.service.clock()
+        spec = JobSpec(
+            type=BEANSTALK_TYPE, queue=self.used, priority=pri, payload=body,
+            timeout=float(max(1, ttr)), run_at=now + delay if delay else None,
+        )  # fmt: skip
+        [job_id] = await self.service.submit([(spec, False)])
+        self.listener.tubes.add(self.used)
+        self.producer = True
+        return b"INSERTED %d\r\n" % job_id
+
+    async def cmd_reserve(self, closed: asyncio.Event) -> bytes:
+        return await self._reserve(None, closed)
+
+    async def cmd_reserve_with_timeout(self, seconds: int, closed: asyncio.Event) -> bytes:
+        return await self._reserve(float(seconds), closed)
+
+    async def _reserve(self, timeout: float | None, closed: asyncio.Event) -> bytes:
+        worker = self._worker()
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        self.waiting = True
+        try:
+            while True:
+                left = RESERVE_SLICE if deadline is None else max(0.0, deadline - loop.time())
+                wait = min(left, RESERVE_SLICE)
+                fetch = asyncio.ensure_future(self.service.fetch(worker, 1, wait))
+                gone = asyncio.ensure_future(closed.wait())
+                try:
+                    await asyncio.wait({fetch, gone}, return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    gone.cancel()
+                if not fetch.done():
+                    # the client left while it waited: a job claimed meanwhile goes back
+                    # with the rest of what it held (close())
+                    fetch.cancel()
+                    with contextlib.suppress(BaseException):
+                        await fetch
+                    raise Closed
+                jobs = fetch.result()
+                if jobs:
+                    job = jobs[0]
+                    self.reserved[job.id] = (job.token, job.queue)
+                    await self._lease(job)
+                    return job_reply("RESERVED", job.id, job.payload or b"")
+                if deadline is not None and loop.time() >= deadline:
+                    return b"TIMED_OUT\r\n"
+        finally:
+            self.waiting = False
+
+    async def _lease(self, job: Job) -> None:
+        """The job's TTR as its lease (for now: every lease of this connection)."""
+        ttr = job.timeout or self.service.config.lease
+        if self.worker is not None and ttr != self.service.config.lease:
+            await self.service.store.heartbeat(self.worker.id, self.service.clock(), ttr)
+
+    async def cmd_delete(self, job_id: int) -> bytes:
+        held = self.reserved.pop(job_id, None)
+        if held is not None and self.worker is not None:
+            try:
+                await self.service.ack(self.worker, job_id, held[0], None)
+            except LeaseLost:
+                return b"NOT_FOUND\r\n"
+            self.listener.deleted(held[1])
+            return b"DELETED\r\n"
+        job = await self._beanstalk_job(job_id)
+        if job is None or job.state is JobState.RUNNING:  # another connection's
+            return b"NOT_FOUND\r\n"
+        try:
+            if job.state is JobState.DEAD:
+                await self.service.purge(job_id)
+            else:
+                await self.service.cancel(job_id)
+        except (JobNotFound, IllegalTransition):
+            return b"NOT_FOUND\r\n"
+        self.listener.deleted(job.queue)
+        return b"DELETED\r\n"
+
+    async def cmd_release(self, job_id: int, _pri: int, _delay: int) -> bytes:
+        if job_id not in self.reserved or self.worker is None:
+            return b"NOT_FOUND\r\n"
+        del self.reserved[job_id]
+        released = await self.service.store.release(
+            self.worker.id, self.service.clock(), ids=[job_id]
+        )
+        self.worker.held.pop(job_id, None)
+        if not released:
+            return b"NOT_FOUND\r\n"
+        self.service.ready.notify_all()
+        return b"RELEASED\r\n"
+
+    async def cmd_bury(self, job_id: int, _pri: int) -> bytes:
+        held = self.reserved.pop(job_id, None)
+        if held is None or self.worker is None:
+            return b"NOT_FOUND\r\n"
+        error = JobError(kind="buried", message="buried by its beanstalk client")
+        try:
+            await self.service.fail(self.worker, job_id, held[0], error, retryable=False)
+        except LeaseLost:
+            return b"NOT_FOUND\r\n"
+        return b"BURIED\r\n"
+
+    async def cmd_touch(self, job_id: int) -> bytes:
+        if job_id not in self.reserved or self.worker is None:
+            return b"NOT_FOUND\r\n"
+        job = await self.service.store.get(job_id)
+        token = self.reserved[job_id][0]
+        if job is None or job.state is not JobState.RUNNING or job.token != token:
+            self.reserved.pop(job_id, None)
+            return b"NOT_FOUND\r\n"
+        ttr = job.timeout or self.service.config.lease
+        await self.service.store.heartbeat(self.worker.id, self.service.clock(), ttr)
+        return b"TOUCHED\r\n"
+
+    async def _beanstalk_job(self, job_id: int) -> Job | None:
+        """The job as a beanstalk client may see it: one of its type, not ended
+        (a dead one is buried)."""
+        job = await self.service.store.get(job_id)
+        if job is None or job.type != BEANSTALK_TYPE:
+            return None
+        if job.state in TERMINAL_STATES and job.state is not JobState.DEAD:
+            return None
+        return job
+
+    async def cmd_peek(self, job_id: int) -> bytes:
+        job = await self._beanstalk_job(job_id)
+        if job is None:
+            return b"NOT_FOUND\r\n"
+        return job_reply("FOUND", job.id, job.payload or b"")
+
+    async def cmd_stats_job(self, job_id: int) -> bytes:
+        job = await self._beanstalk_job(job_id)
+        if job is None:
+            return b"NOT_FOUND\r\n"
+        now = self.service.clock()
+        state = _STATE[job.state]
+        if job.state is JobState.RUNNING and job.lease_until is not None:
+            left = job.lease_until - now
+        elif state == "delayed" and job.run_at is not None:
+            left = job.run_at - now
+        else:
+            left = 0.0
+        delay = 0
+        if job.run_at is not None and state == "delayed":
+            delay = max(0, round(job.run_at - job.created_at))
+        return yaml_map([
+            ("id", job.id), ("tube", job.queue), ("state", state), ("pri", job.priority),
+            ("age", max(0, math.floor(now - job.created_at))), ("delay", delay),
+            ("ttr", int(job.timeout or self.service.config.lease)),
+            ("time-left", max(0, math.floor(left))), ("file", 0),
+            ("reserves", job.attempts), ("timeouts", job.lost), ("releases", 0),
+            ("buries", 1 if job.state is JobState.DEAD else 0), ("kicks", 0),
+        ])  # fmt: skip
+
+    async def cmd_stats_tube(self, tube: str) -> bytes:
+        stats = await self.service.stats()
+        counts = stats["queues"].get(tube)
+        if counts is None and tube not in self.listener.tubes:
+            return b"NOT_FOUND\r\n"
+        counts = counts or {}
+        using = sum(1 for s in self.listener.sessions if s.used == tube)
+        watching = [s for s in self.listener.sessions if tube in s.watched]
+        paused_for = self.listener.paused.get(tube)
+        now = time.monotonic()
+        return yaml_map([
+            ("name", tube), ("current-jobs-urgent", 0),
+            ("current-jobs-ready", counts.get("queued", 0)),
+            ("current-jobs-reserved", counts.get("running", 0)),
+            ("current-jobs-delayed", counts.get("scheduled", 0) + counts.get("retrying", 0)
+             + counts.get("waiting", 0)),
+            ("current-jobs-buried", counts.get("dead", 0)),
+            ("total-jobs", sum(counts.values())), ("current-using", using),
+            ("current-watching", len(watching)),
+            ("current-waiting", sum(1 for s in watching if s.waiting)),
+            ("cmd-delete", self.listener.deletes.get(tube, 0)),
+            ("cmd-pause-tube", self.listener.pauses.get(tube, 0)),
+            ("pause", 0 if paused_for is None else paused_for[0]),
+            ("pause-time-left", 0 if paused_for is None
+             else max(0, math.floor(paused_for[1] - now))),
+        ])  # fmt: skip
+
+    async def cmd_stats(self) -> bytes:
+        stats = await self.service.stats()
+        jobs = stats["jobs"]
+        counts = self.listener.counts
+        rusage = os.times()
+        sessions = self.listener.sessions
+        return yaml_map([
+            ("current-jobs-urgent", 0), ("current-jobs-ready", jobs.get("queued", 0)),
+            ("current-jobs-reserved", jobs.get("running", 0)),
+            ("current-jobs-delayed", jobs.get("scheduled", 0) + jobs.get("retrying", 0)
+             + jobs.get("waiting", 0)),
+            ("current-jobs-buried", jobs.get("dead", 0)),
+            *((f"cmd-{c}", counts.get(c, 0)) for c in (
+                "put", "peek", "peek-ready", "peek-delayed", "peek-buried", "reserve",
+                "reserve-with-timeout", "delete", "release", "use", "watch", "ignore", "bury",
+                "kick", "touch", "stats", "stats-job", "stats-tube", "list-tubes",
+                "list-tube-used", "list-tubes-watched", "pause-tube")),
+            ("job-timeouts", stats["totals"].get("lost", 0)),
+            ("total-jobs", stats["totals"].get("submitted", 0)),
+            ("max-job-size", self.listener.max_job_size),
+            ("current-tubes", len(self.listener.tubes | set(stats["queues"]))),
+            ("current-connections", len(sessions)),
+            ("current-producers", sum(1 for s in sessions if s.producer)),
+            ("current-workers", sum(1 for s in sessions if s.worker is not None)),
+            ("current-waiting", sum(1 for s in sessions if s.waiting)),
+            ("total-connections", self.listener.total_connections), ("pid", os.getpid()),
+            ("version", VERSION), ("rusage-utime", rusage.user), ("rusage-stime", rusage.system),
+            ("uptime", math.floor(time.monotonic() - self.listener.started)),
+            ("binlog-oldest-index", 0), ("binlog-current-index", 0),
+            ("binlog-records-migrated", 0), ("binlog-records-written", 0),
+            ("binlog-max-size", 0), ("draining", self.listener.draining()),
+            ("id", self.listener.node), ("hostname", socket.gethostname()),
+            ("os", os.uname().release), ("platform", os.uname().machine),
+            ("distqueue-version", __version__),
+        ])  # fmt: skip
+
+    async def cmd_pause_tube(self, tube: str, seconds: int) -> bytes:
+        stats = await self.service.stats()
+        if tube not in self.listener.tubes and tube not in stats["queues"]:
+            return b"NOT_FOUND\r\n"
+        await self.listener.pause(tube, seconds)
+        return b"PAUSED\r\n"
+
+
+class BeanstalkListener:
+    """The listener: its sessions, the tubes they named, its counters."""
+
+    def __init__(
+        self,
+        service: Service,
+        host: str,
+        port: int,
+        *,
+        draining: Callable[[], bool] = lambda: False,
+        max_job_size: int = MAX_JOB_SIZE,
+    ) -> None:
+        self.service = service
+        self.host = host
+        self.port = port
+        self.draining = draining
+        self.max_job_size = max_job_size
+        self.node = os.urandom(4).hex()
+        self.ids = itertools.count(1)
+        self.sessions: set[Session] = set()
+        #: tubes named by a use or watch (a tube exists in the store once it holds jobs)
+        self.tubes: set[str] = {"default"}
+        self.counts: dict[str, int] = {}
+        self.deletes: dict[str, int] = {}
+        self.pauses: dict[str, int] = {}
+        #: tube -> (seconds asked, monotonic end) of a pause-tube in force
+        self.paused: dict[str, tuple[int, float]] = {}
+        self._resumes: dict[str, asyncio.TimerHandle] = {}
+        self.total_connections = 0
+        self.started = time.monotonic()
+        self._server: asyncio.Server | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._serve, self.host, self.port,
+                                                  reuse_address=True)  # fmt: skip
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        for handle in self._resumes.values():
+            handle.cancel()
+        if self._server is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._server.wait_closed(), 2.0)
+
+    def deleted(self, tube: str) -> None:
+        self.deletes[tube] = self.deletes.get(tube, 0) + 1
+
+    async def pause(self, tube: str, seconds: int) -> None:
+        self.pauses[tube] = self.pauses.get(tube, 0) + 1
+        old = self._resumes.pop(tube, None)
+        if old is not None:
+            old.cancel()
+        if seconds == 0:
+            self.paused.pop(tube, None)
+            await self.service.pause(tube, False)
+            return
+        await self.service.pause(tube, True)
+        self.paused[tube] = (seconds, time.monotonic() + seconds)
+        loop = asyncio.get_running_loop()
+        self._resumes[tube] = loop.call_later(seconds, self._resume, tube)
+
+    def _resume(self, tube: str) -> None:
+        self._resumes.pop(tube, None)
+        self.paused.pop(tube, None)
+
+        async def go() -> None:
+            try:
+                await self.service.pause(tube, False)
+            except DistQueueError as exc:
+                log.warning("beanstalk: resuming tube %s failed: %s", tube, exc)
+
+        task = asyncio.create_task(go())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        if task is not None:
+            self._tasks.add(task)
+        peer = writer.get_extra_info("peername")
+        session = Session(self, f"{peer[0]}:{peer[1]}" if peer else "?")
+        self.sessions.add(session)
+        self.total_connections += 1
+        parser = Parser(self.max_job_size)
+        closed = asyncio.Event()
+        queue: asyncio.Queue[Command | WireError | None] = asyncio.Queue()
+
+        async def read() -> None:
+            try:
+                while True:
+                    data = await reader.read(65536)
+                    if not data:
+                        break
+                    parser.feed(data)
+                    while (item := parser.next()) is not None:
+                        queue.put_nowait(item)
+            except (ConnectionError, OSError):
+                pass
+            finally:
+                closed.set()
+                queue.put_nowait(None)
+
+        reading = asyncio.create_task(read())
+        try:
+            while True:
+                item = await queue.get()
+                if item is None:
+                    break
+                if isinstance(item, WireError):
+                    writer.write(item.word.encode("ascii") + b"\r\n")
+                else:
+                    try:
+                        reply = await session.run(item, closed)
+                    except Closed:
+                        break
+                    except DistQueueError as exc:
+                        log.warning("beanstalk %s: %s failed: %s", session.peer, item.name, exc)
+                        reply = b"INTERNAL_ERROR\r\n"
+                    writer.write(reply)
+                if queue.empty():
+                    await writer.drain()
+        except (ConnectionError, OSError):
+            pass
+        finally:
+            reading.cancel()
+            with contextlib.suppress(BaseException):
+                await reading
+            self.sessions.discard(session)
+            await session.close()
+            writer.close()
+            with contextlib.suppress(Exception):
+                await writer.wait_closed()
+            if task is not None:
+                self._tasks.discard(task)

@@ -1,0 +1,152 @@
+"""A beanstalkd client from PyPI (greenstalk) drives `distqueue server --beanstalk`:
+its jobs are distqueue's jobs, in its store, by the same ids (#16, first step)."""
+
+from __future__ import annotations
+
+import socket
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from distqueue.client import Client
+from distqueue.jobs import JobState
+from tests.procs import ServerProc
+
+greenstalk = pytest.importorskip("greenstalk")
+
+
+@pytest.fixture
+def server(server_proc: Any) -> Iterator[tuple[ServerProc, tuple[str, int]]]:
+    proc = server_proc("--beanstalk", "127.0.0.1:0")
+    m = proc.wait_for(r"beanstalk listener on (\S+):(\d+)")
+    yield proc, (m.group(1), int(m.group(2)))
+
+
+def test_put_reserve_delete_as_distqueue_jobs(server: Any) -> None:
+    proc, addr = server
+    with greenstalk.Client(addr, use="emails", watch="emails", encoding=None) as bs:
+        ids = [bs.put(b"hello %d" % i, priority=p) for i, p in enumerate([1024, 0, 2**32 - 1])]
+        with Client(proc.address) as client:
+            for job_id, p in zip(ids, [1024, 0, 2**32 - 1], strict=True):
+                job = client.status(job_id)
+                assert (job.type, job.queue, job.priority, job.state) == (
+                    "beanstalk", "emails", p, JobState.QUEUED)  # fmt: skip
+            # most urgent first, whatever the order of the puts
+            got = [bs.reserve(timeout=5) for _ in ids]
+            assert [(j.id, j.body) for j in got] == [
+                (ids[1], b"hello 1"), (ids[0], b"hello 0"), (ids[2], b"hello 2")]  # fmt: skip
+            stats = bs.stats_job(got[0])
+            assert (stats["id"], stats["tube"], stats["state"], stats["pri"]) == (
+                ids[1], "emails", "reserved", 0)  # fmt: skip
+            assert client.status(ids[1]).state is JobState.RUNNING
+            for job in got:
+                bs.delete(job)
+            assert [client.status(i).state for i in ids] == [JobState.SUCCEEDED] * 3
+            with pytest.raises(greenstalk.NotFoundError):
+                bs.stats_job(ids[0])  # deleted: gone, for a beanstalk client
+            with pytest.raises(greenstalk.TimedOutError):
+                bs.reserve(timeout=0)
+
+
+def test_tubes_watch_ignore_and_stats(server: Any) -> None:
+    _, addr = server
+    with greenstalk.Client(addr) as bs:
+        assert bs.using() == "default" and bs.watching() == ["default"]
+        assert bs.watch("a") == 2 and bs.watch("a") == 2 and bs.watch("b") == 3
+        assert bs.ignore("default") == 2
+        assert sorted(bs.watching()) == ["a", "b"]
+        bs.ignore("a")
+        with pytest.raises(greenstalk.NotIgnoredError):
+            bs.ignore("b")
+        bs.use("a")
+        bs.put("x")
+        assert {"default", "a", "b"} <= set(bs.tubes())
+        tube = bs.stats_tube("a")
+        assert (tube["name"], tube["current-jobs-ready"], tube["current-using"]) == ("a", 1, 1)
+        with pytest.raises(greenstalk.NotFoundError):
+            bs.stats_tube("never-named")
+        stats = bs.stats()
+        assert stats["version"] == "1.12" and stats["current-jobs-ready"] == 1
+        assert stats["cmd-put"] == 1 and stats["current-connections"] == 1
+
+
+def test_release_bury_touch(server: Any) -> None:
+    proc, addr = server
+    with greenstalk.Client(addr) as bs, Client(proc.address) as client:
+        job_id = bs.put("work", ttr=30)
+        job = bs.reserve(timeout=5)
+        assert job.id == job_id
+        bs.release(job)
+        assert bs.stats_job(job_id)["state"] == "ready"
+        job = bs.reserve(timeout=5)
+        assert (job.id, bs.stats_job(job_id)["reserves"]) == (job_id, 2)
+        time.sleep(1.1)
+        before = bs.stats_job(job_id)["time-left"]
+        assert before <= 28
+        bs.touch(job)
+        assert bs.stats_job(job_id)["time-left"] > before
+        bs.bury(job)
+        assert bs.stats_job(job_id)["state"] == "buried"
+        dead = client.status(job_id)
+        assert dead.state is JobState.DEAD and dead.error is not None
+        assert dead.error.kind == "buried"
+        bs.delete(job_id)  # a buried job, by any connection
+        with pytest.raises(greenstalk.NotFoundError):
+            bs.peek(job_id)
+
+
+def test_another_connections_job_is_not_found(server: Any) -> None:
+    _, addr = server
+    with greenstalk.Client(addr) as a, greenstalk.Client(addr) as b:
+        job_id = a.put("mine")
+        job = a.reserve(timeout=5)
+        for action in (b.delete, b.release, b.bury, b.touch):
+            with pytest.raises(greenstalk.NotFoundError):
+                action(greenstalk.Job(job_id, "mine"))
+        a.delete(job)
+
+
+def test_a_killed_connections_job_comes_back(server: Any) -> None:
+    proc, addr = server
+    with greenstalk.Client(addr) as producer:
+        job_id = producer.put("survives its consumer", ttr=600)
+    # a consumer reserves it and dies without a word (its socket reset)
+    raw = socket.create_connection(addr)
+    raw.sendall(b"reserve-with-timeout 5\r\n")
+    reply = b""
+    while not reply.endswith(b"survives its consumer\r\n"):
+        reply += raw.recv(4096)
+    assert reply.startswith(b"RESERVED %d " % job_id)
+    raw.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+    raw.close()
+    # then another consumer gets it at once, not after its 600 s TTR
+    with greenstalk.Client(addr) as consumer, Client(proc.address) as client:
+        job = consumer.reserve(timeout=10)
+        assert (job.id, job.body) == (job_id, "survives its consumer")
+        assert client.status(job_id).lost == 0  # given back, not lost
+        consumer.delete(job)
+
+
+def test_bad_requests_get_beanstalkd_error_words(server: Any) -> None:
+    _, addr = server
+    with socket.create_connection(addr) as s:
+        s.sendall(b"stats \r\nput 1 0 1\r\nfrobnicate\r\nput 0 0 1 70000\r\n" + b"x" * 70000
+                  + b"\r\nput 0 0 1 2\r\nabXYuse -x\r\nlist-tube-used\r\n")  # fmt: skip
+        want = (b"BAD_FORMAT\r\nBAD_FORMAT\r\nUNKNOWN_COMMAND\r\nJOB_TOO_BIG\r\n"
+                b"EXPECTED_CRLF\r\nBAD_FORMAT\r\nUSING default\r\n")  # fmt: skip
+        got = b""
+        s.settimeout(10)
+        while len(got) < len(want):
+            got += s.recv(4096)
+        assert got == want
+
+
+def test_refuses_an_exposed_address_without_insecure(tmp_path: Any) -> None:
+    from tests.procs import cli
+
+    out = cli("server", "--data", str(tmp_path / "d"), "--port", "0", "--http", "off",
+              "--token", "t", "--beanstalk", "0.0.0.0:0", timeout=30)  # fmt: skip
+    assert out.returncode != 0
+    assert "beanstalkd protocol has no authentication" in out.stderr
