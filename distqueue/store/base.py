@@ -44,6 +44,8 @@ MAX_WORKER_ID = 200
 MAX_WORKER_INFO = 64 * 1024
 #: the most job ids a WorkerRecord lists
 WORKER_JOBS = 100
+#: the most jobs one ``kick`` queues again
+MAX_KICK = 1000
 #: the most records the registry keeps: noting one more worker forgets the one
 #: seen longest ago (a safeguard: real queues have hundreds)
 MAX_WORKERS = 10_000
@@ -308,6 +310,7 @@ class Store(Protocol):
         *,
         retryable: bool = True,
         worker: str | None = None,
+        priority: int | None = None,
     ) -> FailOutcome:
         """Record a failed attempt and decide what follows.
 
@@ -317,7 +320,43 @@ class Store(Protocol):
         - ``retryable=False`` (unknown type, invalid arguments, ...) makes it dead at once.
         - Otherwise, while its failures do not exceed ``max_retries``, it is retrying
           until ``now + backoff`` (RetryPolicy); after that it is dead.
-        Raises JobNotFound or LeaseLost as ``complete`` does.
+        ``priority``, when given, becomes the job's priority whatever follows
+        (beanstalk's ``bury <id> <pri>`` is a non-retryable fail with one).
+        Raises JobNotFound or LeaseLost as ``complete`` does, InvalidJob for a bad
+        priority (and changes nothing).
+        """
+        ...
+
+    async def requeue(
+        self,
+        job_id: int,
+        token: int,
+        now: float,
+        *,
+        priority: int | None = None,
+        run_at: float | None = None,
+        worker: str | None = None,
+    ) -> JobState:
+        """The holder gives one running job back (beanstalk's ``release``): queued
+        again at the back of its priority (``priority`` when given), or scheduled
+        until ``run_at`` when that is after ``now``. Nothing is counted against it:
+        failures and lost stay as they were (attempts too: the next claim adds one).
+        A job whose cancel was asked for becomes cancelled instead (the jobs waiting
+        for it move on, as for any cancel). Returns the job's state afterwards.
+        Raises JobNotFound or LeaseLost as ``complete`` does, InvalidJob for a bad
+        priority or run_at (and changes nothing).
+        """
+        ...
+
+    async def touch(
+        self, job_id: int, token: int, now: float, lease: float, *, worker: str | None = None
+    ) -> float:
+        """The holder sets one running job's lease to end at ``now + lease``
+        (beanstalk's ``touch``, and its per-job TTR); its other jobs are untouched.
+        Returns when the job's lease ends now, as ``get`` reports it (a store that
+        keeps a lease per worker may report a later end while the worker's
+        heartbeats cover the job). Raises JobNotFound or LeaseLost as ``complete``
+        does, InvalidJob for a lease that is not a positive finite number.
         """
         ...
 
@@ -388,6 +427,39 @@ class Store(Protocol):
     async def retry(self, job_id: int, now: float) -> None:
         """Queue a dead or cancelled job again, its failures and lost counts reset.
         Raises JobNotFound, or IllegalTransition for a job in any other state.
+        """
+        ...
+
+    async def kick(
+        self, queue: str, n: int, now: float, *, type: str | None = None
+    ) -> builtins.list[int]:
+        """beanstalk's ``kick``: up to ``n`` (1..MAX_KICK) of the queue's dead jobs
+        (of ``type`` only, when given) queued again as ``retry`` queues them, those
+        dead longest first (finished_at, then id); when the queue has no dead job (of
+        that type), up to ``n`` of its scheduled and retrying jobs queued now, the
+        soonest due first (run_at, then id). Returns their ids in that order. The
+        work is bounded by ``n``, never by the jobs stored. InvalidJob for a bad
+        queue or type name or ``n``.
+        """
+        ...
+
+    async def kick_job(self, job_id: int, now: float) -> JobState:
+        """beanstalk's ``kick-job``: a dead job queued again (as ``retry``), a
+        scheduled or retrying job queued now. Returns the state it was in. Raises
+        JobNotFound, or IllegalTransition for a job in any other state.
+        """
+        ...
+
+    async def peek(self, queue: str, state: JobState, *, type: str | None = None) -> Job | None:
+        """The job beanstalk's ``peek-ready`` / ``peek-delayed`` / ``peek-buried``
+        shows, whole, or None; of ``type`` only when given; bounded work:
+
+        - QUEUED: the job a claim of that queue (and type) would take next, pauses
+          and limits aside: the most urgent, the first queued among those;
+        - SCHEDULED: the scheduled or retrying job due soonest (run_at, then id);
+        - DEAD: the job dead longest (finished_at, then id).
+
+        InvalidJob for a bad queue or type name, ValueError for another state.
         """
         ...
 

@@ -76,6 +76,9 @@ class ReadyQueues:
         self.sizes: dict[int, int] = {}
         #: priority -> queued jobs of it (only priorities with queued jobs)
         self.by_priority: dict[int, int] = {}
+        #: queue -> the types it has a pair of (in ``_queues`` or ``_parked``): what
+        #: ``first`` looks at for one queue, never every pair
+        self._types: dict[str, set[str]] = {}
 
     def push(
         self, jid: int, queue: str, type_: str, prio: int, seq: int, deadline: float | None,
@@ -88,6 +91,7 @@ class ReadyQueues:
             fifos = self._parked.get((queue, type_)) if self._parked else None
             if fifos is None:
                 fifos = self._queues[(queue, type_)] = Fifos()
+                self._types.setdefault(queue, set()).add(type_)
         dq = fifos.by_prio.get(prio)
         if dq is None:
             dq = fifos.by_prio[prio] = deque()
@@ -145,7 +149,47 @@ class ReadyQueues:
                     empty.append(key)
             for key in empty:
                 del pairs[key]  # (a parked one's reason may still name it: harmless)
+                self._forget(key)
         return out
+
+    def _forget(self, key: tuple[str, str]) -> None:
+        """The pair ``key`` left ``_queues``/``_parked`` (nothing ready in it)."""
+        types = self._types.get(key[0])
+        if types is not None:
+            types.discard(key[1])
+            if not types:
+                del self._types[key[0]]
+
+    def first(self, queue: str, type_: str | None = None) -> int | None:
+        """The id of the job a claim of ``queue`` (and ``type_``; None: any) would
+        take next, pauses and limits aside (parked pairs too), or None; nothing is
+        taken. Looks at the front of the most urgent FIFO of each of the queue's
+        pairs (one with ``type_``), dropping stale entries and emptied priorities
+        there as ``take`` does: work bounded by the queue's types, plus stale
+        entries each dropped once."""
+        types = self._types.get(queue, ()) if type_ is None else (type_,)
+        live = self._entry
+        best: tuple[int, int, int] | None = None  # (priority, seq, id)
+        for t in types:
+            key = (queue, t)
+            fifos = self._queues.get(key) or self._parked.get(key)
+            if fifos is None:
+                continue
+            prios = fifos.prios
+            while prios:
+                prio = prios[0]
+                dq = fifos.by_prio[prio]
+                while dq and live.get(dq[0] & ID_MASK) != dq[0]:
+                    dq.popleft()  # stale: the job left the queue since
+                if dq:
+                    seq = dq[0] >> ID_BITS
+                    if best is None or (prio, seq) < best[:2]:
+                        best = (prio, seq, dq[0] & ID_MASK)
+                    break
+                # nothing live of this priority: forget it until a job comes
+                heapq.heappop(prios)
+                del fifos.by_prio[prio]
+        return None if best is None else best[2]
 
     # -- parking (flow control) ---------------------------------------------------------
 
@@ -238,6 +282,7 @@ class ReadyQueues:
             if empty:
                 for key in empty:
                     del self._queues[key]
+                    self._forget(key)
                 pairs = [(key, fifos) for key, fifos in pairs if key in self._queues]
             if best is None:
                 return

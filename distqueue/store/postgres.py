@@ -28,6 +28,10 @@ transaction; the hot ones are one statement each plus the counters:
 - enqueue: one ``INSERT ... SELECT FROM unnest(...)``, JSON passed as bytes.
 - promote, expire, sweep: a batch of at most BATCH jobs per transaction
   (``SKIP LOCKED``), the method looping: bounded work per step.
+- kick, peek (beanstalk's, #16): a queue's dead jobs by (finished_at, id), its
+  scheduled and retrying ones by (run_at, id), of any type or of one: the first
+  entries of four partial indexes (postgres_sql/0004_beanstalk.sql), at most n;
+  the next queued job of a queue by a skip scan of the ready index's types.
 - stats: counters kept by every transaction that changes jobs (the ``counts``
   table, sharded), never ``count(*)`` over jobs; the oldest queued job from the
   first job of each (type, queue, priority) FIFO, found by a skip scan of the ready
@@ -53,6 +57,7 @@ import builtins
 import contextlib
 import dataclasses
 import logging
+import math
 import os
 import random
 import re
@@ -77,11 +82,20 @@ from distqueue.errors import (
     QueueFull,
     StoreError,
 )
-from distqueue.jobs import MAX_WAITERS, Job, JobError, JobSpec, JobState, check_name
+from distqueue.jobs import (
+    MAX_PRIORITY,
+    MAX_WAITERS,
+    Job,
+    JobError,
+    JobSpec,
+    JobState,
+    check_name,
+)
 from distqueue.lifecycle import check_transition
 from distqueue.policy import DEFAULT_LEASE, DEFAULT_POISON_LIMIT, Retention, RetryPolicy
 from distqueue.store.base import (
     ALL_QUEUES,
+    MAX_KICK,
     MAX_LIMITS,
     MAX_PERIODICS,
     MAX_WORKERS,
@@ -175,13 +189,19 @@ _COLS = (
 )  # fmt: skip
 
 
+#: a running job covered by its worker's lease row: the row's last heartbeat came at
+#: or after its claim (started_at) or, once touched, its last touch (``touch`` sets
+#: the job's own lease, which a heartbeat before it does not overrule). A running job
+#: has no run-at: its run_at column keeps the time of its last touch (NULL: none since
+#: its claim, which sets it NULL; not shown: Job.run_at is None while it runs)
+_COVERED = "l.worker = j.worker AND l.beat_at >= coalesce(j.run_at, j.started_at)"
 #: a running job's lease as read (see postgres_sql/0002_worker_leases.sql): its own,
-#: or, when its worker's last heartbeat came at or after its claim, the later of its own
-#: and the worker's row (the row's alone once the job was handed over to it)
+#: or, when its worker's row covers it (_COVERED), the later of its own and the
+#: worker's row (the row's alone once the job was handed over to it)
 _LEASE = (
     "coalesce((SELECT CASE WHEN j.lease_until IS NULL THEN l.until"
     " ELSE greatest(j.lease_until, l.until) END FROM {s}.leases l"
-    " WHERE l.worker = j.worker AND l.beat_at >= j.started_at), j.lease_until)"
+    " WHERE " + _COVERED + "), j.lease_until)"
 )
 
 
@@ -379,6 +399,40 @@ _WAKE = (  # jobs queued again, in the order given (a seq each, in that order)
     " FROM o WHERE j.id = o.id"
 )
 
+#: peek of queued jobs (beanstalk's peek-ready): the job a claim of the queue (and type)
+#: would take next, pauses and limits aside. Of one type: the head of its (type, queue)
+#: FIFOs in jobs_ready. Of every type: the types holding queued jobs walked by a skip
+#: scan of jobs_ready (one descent each, whatever the jobs), the head of each type's
+#: FIFOs of the queue (one descent each), the most urgent of those: bounded by the
+#: types, not the jobs.
+_PEEK_READY_TYPE = (
+    f"SELECT {FULL} FROM {{s}}.jobs j WHERE j.state = 2 AND j.type = %(type)s"
+    " AND j.queue = %(queue)s ORDER BY j.priority, j.seq LIMIT 1"
+)
+_PEEK_READY = (
+    "WITH RECURSIVE ts(type) AS ("
+    " (SELECT j.type FROM {s}.jobs j WHERE j.state = 2 ORDER BY j.type LIMIT 1)"
+    " UNION ALL"
+    " SELECT (SELECT j.type FROM {s}.jobs j WHERE j.state = 2 AND j.type > ts.type"
+    "  ORDER BY j.type LIMIT 1) FROM ts WHERE ts.type IS NOT NULL),"
+    " head AS (SELECT h.id FROM ts CROSS JOIN LATERAL (SELECT j.id, j.priority, j.seq"
+    "  FROM {s}.jobs j WHERE j.state = 2 AND j.type = ts.type AND j.queue = %(queue)s"
+    "  ORDER BY j.priority, j.seq LIMIT 1) h ORDER BY h.priority, h.seq LIMIT 1)"
+    f" SELECT {FULL} FROM head c JOIN {{s}}.jobs j ON j.id = c.id"
+)
+
+
+#: peek of scheduled and retrying jobs (peek-delayed) by (run_at, id), of dead ones
+#: (peek-buried) by (finished_at, id): the first entry of jobs_due_queue or
+#: jobs_dead_queue, or of jobs_due_type or jobs_dead_type (0004_beanstalk.sql)
+def _peek_sql(states: str, order: str, typed: bool) -> str:
+    return (
+        f"SELECT {FULL} FROM {{s}}.jobs j WHERE j.state {states} AND j.queue = %(queue)s"
+        + (" AND j.type = %(type)s" if typed else "")
+        + f" ORDER BY j.{order}, j.id LIMIT 1"
+    )
+
+
 _SQL_TEMPLATES: dict[str, str] = {
     "counts": _COUNTS,
     "claim_lock": _CLAIM_LOCK,
@@ -386,6 +440,7 @@ _SQL_TEMPLATES: dict[str, str] = {
     "wake": _WAKE.replace("{more}", ""),
     "wake_lost": _WAKE.replace("{more}", ", lost = j.lost + 1"),
     "wake_retry": _WAKE.replace("{more}", ", failures = 0, lost = 0, finished_at = NULL"),
+    "wake_priority": _WAKE.replace("{more}", ", priority = %(priority)s::int8"),
     "get": f"SELECT {FULL} FROM {{s}}.jobs j WHERE j.id = %(id)s",
     "keys": "SELECT unique_key, id, state FROM {s}.jobs WHERE unique_key = ANY(%(keys)s::text[])",
     "lock_deps": (
@@ -1058,15 +1113,34 @@ class PostgresStore:
         return [(r.id, False) for r in rows if r.has_waiters]
 
     def _wake_rows(
-        self, rows: list[_Row], now: float, deltas: Deltas, how: str = "wake"
-    ) -> Step[None]:
-        """Queue these jobs again, in this order (at the back of their priorities)."""
+        self, rows: list[_Row], now: float, deltas: Deltas, how: str = "wake",
+        params: Mapping[str, Any] | None = None,
+    ) -> Step[None]:  # fmt: skip
+        """Queue these jobs again, in this order (at the back of their priorities);
+        ``params``: those of the ``how`` statement beyond ids and now."""
         if not rows:
             return
         for r in rows:
             check_transition(r.id, STATES[r.state], S.QUEUED)
             deltas.move(r.queue, r.type, r.priority, r.state, QUEUED)
-        yield self.sql[how], {"ids": [r.id for r in rows], "now": now}
+        yield self.sql[how], {**(params or {}), "ids": [r.id for r in rows], "now": now}
+
+    def _revive(self, rows: list[_Row], now: float, deltas: Deltas) -> Step[None]:
+        """Queue these dead or cancelled jobs again, in this order, their failures and
+        lost reset (retry, kick), counted as retried."""
+        if not rows:
+            return
+        # one that ended in a cascade not yet done: its waiters move on as it ended, first
+        left = yield (
+            self.sql.text(
+                "DELETE FROM {s}.cascade WHERE dep = ANY(%(ids)s::bigint[]) RETURNING dep"
+            ),
+            {"ids": [r.id for r in rows]},
+        )
+        if left:
+            yield from self._ended([(dep, False) for (dep,) in left], now, deltas)
+        yield from self._wake_rows(rows, now, deltas, "wake_retry")
+        deltas.total("retried", len(rows))
 
     def _ended(self, ended: list[tuple[int, bool]], now: float, deltas: Deltas) -> Step[list[int]]:
         """Jobs that ended (id, ok: succeeded): their waiters move on in this
@@ -1570,13 +1644,16 @@ class PostgresStore:
         *,
         retryable: bool = True,
         worker: str | None = None,
+        priority: int | None = None,
     ) -> FailOutcome:
         check_id("job id", job_id), check_id("token", token)
         if not isinstance(error, JobError):
             raise InvalidJob("error must be a JobError")
+        if priority is not None:
+            _check_priority(priority)
         data = _error_bytes(error)
         outcome, woken = await self._tx(
-            lambda: self._fail_steps(job_id, token, data, now, bool(retryable), worker)
+            lambda: self._fail_steps(job_id, token, data, now, bool(retryable), worker, priority)
         )
         if outcome.state is not S.RETRYING:
             self._announce(ready=bool(woken), done=[job_id])
@@ -1584,12 +1661,14 @@ class PostgresStore:
 
     def _fail_steps(
         self, job_id: int, token: int, error: bytes, now: float, retryable: bool,
-        worker: str | None,
+        worker: str | None, priority: int | None = None,
     ) -> Step[tuple[FailOutcome, list[int]]]:  # fmt: skip
         queue, type_, prio, failures, max_retries, cancel, has_waiters = yield from self._holder(
             job_id, token, worker,
             "queue, type, priority, failures, max_retries, cancel_requested, has_waiters",
         )  # fmt: skip
+        if priority is not None:  # (running: no counter is by priority; what follows is)
+            prio = priority
         failures += 1
         run_at: float | None = None
         if cancel:
@@ -1602,8 +1681,11 @@ class PostgresStore:
         deltas = Deltas()
         deltas.total("failed")
         yield (
-            self.sql.text("UPDATE {s}.jobs SET failures = %(f)s, error = %(e)s WHERE id = %(id)s"),
-            {"f": failures, "e": error, "id": job_id},
+            self.sql.text(
+                "UPDATE {s}.jobs SET failures = %(f)s, error = %(e)s, priority = %(p)s::int8"
+                " WHERE id = %(id)s"
+            ),
+            {"f": failures, "e": error, "p": prio, "id": job_id},
         )
         woken: list[int] = []
         row = _Row(job_id, queue, type_, prio, RUNNING, has_waiters)
@@ -1624,6 +1706,69 @@ class PostgresStore:
                 woken = yield from self._ended(ended, now, deltas)
         yield from deltas.flush(self.sql)
         return FailOutcome(state=STATES[new], run_at=run_at), woken
+
+    async def requeue(
+        self,
+        job_id: int,
+        token: int,
+        now: float,
+        *,
+        priority: int | None = None,
+        run_at: float | None = None,
+        worker: str | None = None,
+    ) -> JobState:
+        check_id("job id", job_id), check_id("token", token)
+        if priority is not None:
+            _check_priority(priority)
+        if run_at is not None:
+            _check_seconds("run_at", run_at)
+        state, woken = await self._tx(
+            lambda: self._requeue_steps(job_id, token, now, priority, run_at, worker)
+        )
+        if state is S.QUEUED:
+            self._announce(ready=True)
+        elif state is S.CANCELLED:
+            self._announce(ready=bool(woken), done=[job_id])
+        return state
+
+    def _requeue_steps(
+        self, job_id: int, token: int, now: float, priority: int | None, run_at: float | None,
+        worker: str | None,
+    ) -> Step[tuple[JobState, list[int]]]:  # fmt: skip
+        queue, type_, prio, cancel, has_waiters = yield from self._holder(
+            job_id, token, worker, "queue, type, priority, cancel_requested, has_waiters"
+        )
+        if priority is not None:  # (running: no counter is by priority; what follows is)
+            prio = priority
+        row = _Row(job_id, queue, type_, prio, RUNNING, has_waiters)
+        deltas = Deltas()
+        woken: list[int] = []
+        if cancel:  # a cancel sticks, as in release: cancelled, its waiters move on
+            if priority is not None:
+                yield (
+                    self.sql.text("UPDATE {s}.jobs SET priority = %(p)s::int8 WHERE id = %(id)s"),
+                    {"p": prio, "id": job_id},
+                )
+            new = CANCELLED
+            ended = yield from self._finish_rows([row], CANCELLED, now, deltas)
+            if ended:
+                woken = yield from self._ended(ended, now, deltas)
+        elif run_at is not None and run_at > now:
+            check_transition(job_id, S.RUNNING, S.SCHEDULED)  # (released with a delay)
+            new = SCHEDULED
+            yield (
+                self.sql.text(
+                    "UPDATE {s}.jobs SET state = 1, run_at = %(at)s::float8, lease_until = NULL,"
+                    " priority = %(p)s::int8 WHERE id = %(id)s"
+                ),
+                {"at": run_at, "p": prio, "id": job_id},
+            )
+            deltas.move(queue, type_, prio, RUNNING, SCHEDULED)
+        else:
+            new = QUEUED
+            yield from self._wake_rows([row], now, deltas, "wake_priority", {"priority": prio})
+        yield from deltas.flush(self.sql)
+        return STATES[new], woken
 
     async def progress(
         self,
@@ -1682,6 +1827,38 @@ class PostgresStore:
         return Heartbeat(held={r[0]: r[1] for r in rows},
                          cancel=sorted(r[0] for r in rows if r[2]))  # fmt: skip
 
+    async def touch(
+        self, job_id: int, token: int, now: float, lease: float, *, worker: str | None = None
+    ) -> float:
+        check_id("job id", job_id), check_id("token", token)
+        _check_seconds("lease", lease, positive=True)
+
+        # The job's own lease, and the time of the touch (run_at, _COVERED): its
+        # worker's row covers it again from the next heartbeat on, not by the beats
+        # before; handed over to the row (lease_until NULL), it is its own again (the
+        # lease scan of expire sees it). Read back as get reads it.
+        def steps() -> Step[float]:
+            rows = yield (
+                self.sql.text(
+                    "UPDATE {s}.jobs j SET lease_until = %(until)s::float8,"
+                    " run_at = %(now)s::float8 WHERE j.id = %(id)s AND j.state = 3"
+                    " AND j.attempts = %(token)s"
+                    " AND (%(worker)s::text IS NULL OR j.worker = %(worker)s)"
+                    " RETURNING " + _LEASE
+                ),
+                {"until": now + lease, "now": now, "id": job_id, "token": token,
+                 "worker": worker},
+            )  # fmt: skip
+            if not rows:
+                found = yield (
+                    self.sql.text("SELECT 1 FROM {s}.jobs WHERE id = %(id)s"),
+                    {"id": job_id},
+                )
+                raise LeaseLost(job_id, token) if found else JobNotFound(job_id)
+            return float(rows[0][0])
+
+        return await self._tx(steps, tx=False)
+
     async def expire(self, now: float) -> list[int]:
         out: list[int] = []
         while True:
@@ -1698,7 +1875,7 @@ class PostgresStore:
             self.sql.text(
                 "SELECT j.id, j.queue, j.type, j.priority, j.has_waiters, j.lost,"
                 " j.cancel_requested, j.lease_until, (SELECT l.until FROM {s}.leases l"
-                "  WHERE l.worker = j.worker AND l.beat_at >= j.started_at)"
+                "  WHERE " + _COVERED + ")"
                 " FROM {s}.jobs j WHERE j.state = 3 AND j.lease_until <= %(now)s::float8"
                 " ORDER BY j.lease_until, j.id LIMIT %(batch)s FOR UPDATE OF j SKIP LOCKED"
             ),
@@ -1974,21 +2151,93 @@ class PostgresStore:
                     " retried"
                 )
             deltas = Deltas()
-            # it ended in a cascade not yet done: its waiters move on as it ended, first
-            left = yield (
-                self.sql.text("DELETE FROM {s}.cascade WHERE dep = %(id)s RETURNING ok"),
-                {"id": job_id},
-            )
-            if left:
-                yield from self._ended([(job_id, False)], now, deltas)
-            yield from self._wake_rows(
-                [_Row(job_id, queue, type_, prio, state)], now, deltas, "wake_retry"
-            )
-            deltas.total("retried")
+            yield from self._revive([_Row(job_id, queue, type_, prio, state)], now, deltas)
             yield from deltas.flush(self.sql)
 
         await self._tx(steps)
         self._announce(ready=True)
+
+    # -- kick, kick_job (beanstalk) ------------------------------------------------------------
+
+    async def kick(
+        self, queue: str, n: int, now: float, *, type: str | None = None
+    ) -> builtins.list[int]:
+        check_name("queue", queue)
+        if type is not None:
+            check_name("job type", type)
+        if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= MAX_KICK:
+            raise InvalidJob(f"n must be an integer 1-{MAX_KICK}, not {n!r}")
+        ids = await self._tx(lambda: self._kick_steps(queue, n, now, type))
+        self._announce(ready=bool(ids))
+        return ids
+
+    def _kick_steps(self, queue: str, n: int, now: float, type_: str | None) -> Step[list[int]]:
+        # At most n jobs read: the queue's dead ones by (finished_at, id), else its
+        # scheduled and retrying ones by (run_at, id), of every type (jobs_dead_queue,
+        # jobs_due_queue) or of one (jobs_dead_type, jobs_due_type). Locked as they
+        # are read (waiting for a retry, delete or promote of one: a row it changed
+        # is read again, and left out when it is no longer dead, or due).
+        where = "queue = %(queue)s" + ("" if type_ is None else " AND type = %(type)s")
+        params = {"queue": queue, "type": type_, "n": n}
+        rows = yield (
+            self.sql.text(
+                "SELECT id, queue, type, priority, state, finished_at FROM {s}.jobs"
+                " WHERE state = 6 AND " + where + " ORDER BY finished_at, id LIMIT %(n)s"
+                " FOR UPDATE"
+            ),
+            params,
+        )
+        dead = bool(rows)
+        if not dead:
+            rows = yield (
+                self.sql.text(
+                    "SELECT id, queue, type, priority, state, run_at FROM {s}.jobs"
+                    " WHERE state IN (1, 4) AND " + where + " ORDER BY run_at, id LIMIT %(n)s"
+                    " FOR UPDATE"
+                ),
+                params,
+            )
+        # (in the order of the rows as locked: one changed meanwhile may sort elsewhere)
+        rows = sorted(rows, key=lambda r: (r[5] is None, r[5] or 0.0, r[0]))
+        jobs = [_Row(*r[:5]) for r in rows]
+        deltas = Deltas()
+        if dead:
+            yield from self._revive(jobs, now, deltas)
+        else:
+            yield from self._wake_rows(jobs, now, deltas)
+        yield from deltas.flush(self.sql)
+        return [r.id for r in jobs]
+
+    async def kick_job(self, job_id: int, now: float) -> JobState:
+        check_id("job id", job_id)
+
+        def steps() -> Step[JobState]:
+            rows = yield (
+                self.sql.text(
+                    "SELECT queue, type, priority, state FROM {s}.jobs WHERE id = %(id)s FOR UPDATE"
+                ),
+                {"id": job_id},
+            )
+            if not rows:
+                raise JobNotFound(job_id)
+            queue, type_, prio, state = rows[0]
+            row = _Row(job_id, queue, type_, prio, state)
+            deltas = Deltas()
+            if state == DEAD:
+                yield from self._revive([row], now, deltas)
+            elif state in (SCHEDULED, RETRYING):
+                yield from self._wake_rows([row], now, deltas)
+            else:
+                raise IllegalTransition(
+                    f"job {job_id} is {STATES[state].value}: only dead, scheduled or retrying"
+                    " jobs can be kicked"
+                )
+            yield from deltas.flush(self.sql)
+            return STATES[state]
+
+        state = await self._tx(steps)
+        self._announce(ready=True)
+        return state
 
     # -- reads ---------------------------------------------------------------------------------
 
@@ -2005,6 +2254,22 @@ class PostgresStore:
 
     async def get(self, job_id: int) -> Job | None:
         rows = await self._read(self.sql["get"], {"id": check_id("job id", job_id)})
+        return _job(rows[0]) if rows else None
+
+    async def peek(self, queue: str, state: JobState, *, type: str | None = None) -> Job | None:
+        check_name("queue", queue)
+        if type is not None:
+            check_name("job type", type)
+        state = JobState(state)
+        if state is S.QUEUED:
+            sql = _PEEK_READY if type is None else _PEEK_READY_TYPE
+        elif state is S.SCHEDULED:
+            sql = _peek_sql("IN (1, 4)", "run_at", type is not None)
+        elif state is S.DEAD:
+            sql = _peek_sql("= 6", "finished_at", type is not None)
+        else:
+            raise ValueError(f"peek shows queued, scheduled or dead jobs, not {state.value}")
+        rows = await self._read(self.sql.text(sql), {"queue": queue, "type": type})
         return _job(rows[0]) if rows else None
 
     async def list(
@@ -2451,6 +2716,24 @@ class PostgresStore:
 
 def _args_size(args: Any) -> int:
     return 0 if args is None else len(args)
+
+
+def _check_priority(priority: object) -> int:
+    if (
+        isinstance(priority, bool)
+        or not isinstance(priority, int)
+        or not (0 <= priority <= MAX_PRIORITY)
+    ):
+        raise InvalidJob(f"priority must be an integer 0-{MAX_PRIORITY}, not {priority!r}")
+    return priority
+
+
+def _check_seconds(what: str, value: object, *, positive: bool = False) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise InvalidJob(f"{what} must be a finite number of seconds, not {value!r}")
+    if positive and value <= 0:
+        raise InvalidJob(f"{what} must be greater than 0, not {value!r}")
+    return float(value)
 
 
 def _periodic(row: Sequence[Any]) -> Periodic:

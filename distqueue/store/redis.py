@@ -48,6 +48,7 @@ import contextlib
 import copy
 import dataclasses
 import logging
+import math
 import os
 import random
 import re
@@ -76,9 +77,19 @@ from distqueue.errors import (
     QueueFull,
     StoreError,
 )
-from distqueue.jobs import MAX_WAITERS, Job, JobError, JobSpec, JobState, check_name
+from distqueue.jobs import (
+    MAX_PRIORITY,
+    MAX_WAITERS,
+    MIN_PRIORITY,
+    Job,
+    JobError,
+    JobSpec,
+    JobState,
+    check_name,
+)
 from distqueue.policy import DEFAULT_LEASE, DEFAULT_POISON_LIMIT, Retention, RetryPolicy
 from distqueue.store.base import (
+    MAX_KICK,
     MAX_LIMITS,
     MAX_PERIODICS,
     MAX_WORKERS,
@@ -133,10 +144,14 @@ LIST_SCAN = 1000
 #: the most members one migrate call pads or moves (see _migrate)
 MIGRATE_SCAN = 500
 #: the key format this code writes (P:format in _lib.lua); the earlier ones _migrate
-#: brings to it: b"" (bare ids in P:scheduled and P:leases) and b"2" (ready jobs in
-#: P:ready:<pair> zsets scored priority * 2^48 + seq, inexact past priority 31)
-FORMAT = b"3"
-EARLIER_FORMATS = (b"", b"2")
+#: brings to it: b"" (bare ids in P:scheduled and P:leases), b"2" (ready jobs in
+#: P:ready:<pair> zsets scored priority * 2^48 + seq, inexact past priority 31) and
+#: b"3" (no per-queue indexes of the dead and the scheduled jobs: P:dead, P:delayed)
+FORMAT = b"4"
+EARLIER_FORMATS = (b"", b"2", b"3")
+#: the most members of a line or index one peek looks at, and one kick drops, whose
+#: job is not there any more (left by an earlier version's crash; see peek.lua, kick.lua)
+PEEK_SCAN = KICK_STALE = 1000
 #: connections one store opens to a (plain) Redis at most; more calls at once wait
 #: for one, up to POOL_WAIT seconds
 MAX_CONNECTIONS, POOL_WAIT = 100, 30.0
@@ -181,11 +196,12 @@ S = JobState
 SCRIPTS = (
     "enqueue", "claim", "complete", "fail", "progress", "heartbeat", "expire", "release",
     "promote", "cancel", "retry", "purge", "list", "types", "migrate", "worker_note",
-    "workers", "worker_forget", "stats", "flow", "periodic", "periodic_read",
+    "workers", "worker_forget", "stats", "flow", "periodic", "periodic_read", "requeue",
+    "touch", "kick", "kick_job", "peek",
 )  # fmt: skip
 #: the scripts that change nothing: no WAIT after them, and sent again once after a
 #: dropped connection (as _read does)
-READ_ONLY = frozenset({"list", "stats", "periodic_read"})
+READ_ONLY = frozenset({"list", "stats", "periodic_read", "peek"})
 TOTALS = ("submitted", "succeeded", "failed", "retried", "dead", "cancelled", "lost",
           "expired", "purged")  # fmt: skip
 SUMMARY_FIELDS = (
@@ -334,6 +350,30 @@ def _sentinel_url(url: str) -> tuple[list[tuple[str, int]], str, dict[str, Any]]
     if len(parts) == 2:
         options["db"] = int(parts[1])
     return hosts, parts[0], options
+
+
+def _check_priority(priority: object) -> int:
+    """A priority given to fail or requeue: an integer MIN_PRIORITY..MAX_PRIORITY."""
+    if (
+        isinstance(priority, bool)
+        or not isinstance(priority, int)
+        or not MIN_PRIORITY <= priority <= MAX_PRIORITY
+    ):
+        raise InvalidJob(f"priority must be an integer 0-{MAX_PRIORITY}, not {priority!r}")
+    return priority
+
+
+def _check_time(what: str, value: object, *, positive: bool = False) -> float:
+    """A time (run_at) or a duration (a lease, ``positive``): a finite number."""
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not math.isfinite(value)
+        or (positive and value <= 0)
+    ):
+        kind = "a positive finite number" if positive else "a finite number"
+        raise InvalidJob(f"{what} must be {kind} of seconds, not {value!r}")
+    return float(value)
 
 
 def _refusal(job_id: int, token: int, answer: bytes) -> DistQueueError | None:
@@ -589,8 +629,10 @@ class RedisStore:
     async def _migrate(self, key_format: bytes) -> None:
         """Bring an earlier version's store to FORMAT (migrate.lua), in bounded steps:
         pad the ids in P:scheduled and P:leases (before format 2, see zid in _lib.lua),
-        move the ready jobs into the lines (before format 3). Idempotent: any process
-        opening the store before P:format is set does it (again)."""
+        move the ready jobs into the lines (before format 3), build the per-queue
+        indexes of the dead and of the scheduled and retrying jobs (before format 4).
+        Idempotent: any process opening the store before P:format is set does it
+        (again)."""
         if key_format == b"":
             for key in ("scheduled", "leases"):
                 cursor = b"0"
@@ -598,8 +640,13 @@ class RedisStore:
                     cursor = await self._run("migrate", key, cursor, MIGRATE_SCAN)
                     if cursor in (b"0", 0):
                         break
-        while int(await self._run("migrate", "ready", MIGRATE_SCAN)):
-            pass
+        if key_format in (b"", b"2"):
+            while int(await self._run("migrate", "ready", MIGRATE_SCAN)):
+                pass
+        for state in (S.DEAD, S.SCHEDULED, S.RETRYING):
+            after: bytes = b"0"
+            while after:
+                after = await self._run("migrate", "index", state.value, after, MIGRATE_SCAN)
         try:
             await self._redis.set(self._key("format"), FORMAT)
         except REDIS_ERRORS as exc:
@@ -928,15 +975,17 @@ class RedisStore:
         *,
         retryable: bool = True,
         worker: str | None = None,
+        priority: int | None = None,
     ) -> FailOutcome:
         check_id("job id", job_id), check_id("token", token)
         if not isinstance(error, JobError):
             raise InvalidJob("error must be a JobError")
+        prio = "" if priority is None else _check_priority(priority)
         p = self.retry_policy
         answer = await self._run(
             "fail", job_id, token, codec.dumps(error.to_dict()), repr(now),
             1 if retryable else 0, repr(p.base), repr(p.factor), repr(p.cap), repr(p.jitter),
-            repr(self._rng.random()), worker or "",
+            repr(self._rng.random()), worker or "", prio,
         )  # fmt: skip
         refusal = _refusal(job_id, token, answer[0])
         if refusal is not None:
@@ -946,6 +995,41 @@ class RedisStore:
         if state in (S.DEAD, S.CANCELLED, S.SUCCEEDED):
             self._announce(done=[job_id])
         return FailOutcome(state=state, run_at=float(run_at) if run_at else None)
+
+    async def requeue(
+        self,
+        job_id: int,
+        token: int,
+        now: float,
+        *,
+        priority: int | None = None,
+        run_at: float | None = None,
+        worker: str | None = None,
+    ) -> JobState:
+        check_id("job id", job_id), check_id("token", token)
+        prio = "" if priority is None else _check_priority(priority)
+        at = "" if run_at is None else repr(_check_time("run_at", run_at))
+        answer = await self._run("requeue", job_id, token, repr(now), prio, at, worker or "")
+        refusal = _refusal(job_id, token, answer[0])
+        if refusal is not None:
+            raise refusal
+        state = JobState(answer[1].decode())
+        if state is S.QUEUED:
+            self._announce(ready=True)
+        elif state is S.CANCELLED:
+            self._announce(done=[job_id])
+        return state
+
+    async def touch(
+        self, job_id: int, token: int, now: float, lease: float, *, worker: str | None = None
+    ) -> float:
+        check_id("job id", job_id), check_id("token", token)
+        until = now + _check_time("lease", lease, positive=True)
+        answer = await self._run("touch", job_id, token, repr(until), worker or "")
+        refusal = _refusal(job_id, token, answer)
+        if refusal is not None:
+            raise refusal
+        return until
 
     async def progress(
         self,
@@ -1037,6 +1121,41 @@ class RedisStore:
                 f"job {job_id} is {answer[8:]}: only dead or cancelled jobs can be retried"
             )
         self._announce(ready=True)
+
+    async def kick(
+        self, queue: str, n: int, now: float, *, type: str | None = None
+    ) -> builtins.list[int]:
+        check_name("queue", queue)
+        if type is not None:
+            check_name("job type", type)
+        if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= MAX_KICK:
+            raise InvalidJob(f"n must be an integer 1-{MAX_KICK}, not {n!r}")
+        rows = await self._run("kick", queue, type or "", n, repr(now), KICK_STALE)
+        kicked = [int(i) for i in rows]
+        self._announce(ready=bool(kicked))
+        return kicked
+
+    async def kick_job(self, job_id: int, now: float) -> JobState:
+        answer = (await self._run("kick_job", check_id("job id", job_id), repr(now))).decode()
+        if answer == "notfound":
+            raise JobNotFound(job_id)
+        if answer.startswith("illegal:"):
+            raise IllegalTransition(
+                f"job {job_id} is {answer[8:]}: only dead, scheduled or retrying jobs can be kicked"
+            )
+        self._announce(ready=True)
+        return JobState(answer)
+
+    async def peek(self, queue: str, state: JobState, *, type: str | None = None) -> Job | None:
+        if state not in (S.QUEUED, S.SCHEDULED, S.DEAD):
+            raise ValueError(f"peek shows a queued, scheduled or dead job, not {state!r}")
+        check_name("queue", queue)
+        if type is not None:
+            check_name("job type", type)
+        answer = await self._run("peek", queue, JobState(state).value, type or "", PEEK_SCAN)
+        if not answer:
+            return None
+        return _job(int(answer[0]), _pairs(answer[1]))
 
     async def get(self, job_id: int) -> Job | None:
         key = self._key("job", str(check_id("job id", job_id)))

@@ -27,6 +27,7 @@ import builtins
 import dataclasses
 import fcntl
 import heapq
+import math
 import os
 import random
 import sqlite3
@@ -48,7 +49,9 @@ from distqueue.errors import (
     StoreError,
 )
 from distqueue.jobs import (
+    MAX_PRIORITY,
     MAX_WAITERS,
+    MIN_PRIORITY,
     TERMINAL_STATES,
     Job,
     JobError,
@@ -60,6 +63,7 @@ from distqueue.lifecycle import check_transition
 from distqueue.policy import DEFAULT_LEASE, DEFAULT_POISON_LIMIT, Retention, RetryPolicy
 from distqueue.store.base import (
     ALL_QUEUES,
+    MAX_KICK,
     MAX_LIMITS,
     MAX_PERIODICS,
     MAX_WORKERS,
@@ -125,6 +129,14 @@ TOTALS = (
 #: word for word (a query must say it so for the planner to use the index)
 INDEXED_STATES = frozenset({"waiting", "scheduled", "retrying", "dead", "cancelled"})
 INDEXED_WHERE = "state IN ('waiting', 'scheduled', 'retrying', 'dead', 'cancelled')"
+#: the partial indexes of beanstalk's kick and peek (sqlite_schema.sql): a queue's dead
+#: jobs by finished_at, its scheduled and retrying ones by run_at (each also by type);
+#: their WHERE word for word
+DEAD_WHERE = "state = 'dead'"
+DUE_WHERE = "state IN ('scheduled', 'retrying')"
+#: how many times a peek of the queued jobs reads the one it found on a reader
+#: thread (claimed in between: it looks again) before it reads it on the writer's
+PEEK_TRIES = 3
 #: the states that count against a queue's max_depth (Limit.max_depth)
 UNFINISHED = frozenset({"waiting", "scheduled", "queued", "running", "retrying"})
 #: columns added to the jobs table after version 2, nullable, in place (ALTER TABLE):
@@ -999,9 +1011,10 @@ class SQLiteStore:
 
     def _op_fail(
         self, jid: int, token: int, error: JobError, now: float, retryable: bool,
-        worker: str | None,
+        worker: str | None, priority: int | None = None,
     ) -> FailOutcome:  # fmt: skip
         r = self._holder(jid, token, worker)
+        prio = r.priority if priority is None else priority
         failures = r.failures + 1
         if r.cancel:  # the user asked to stop it: never run it again, whatever the error
             new, run_at = S.CANCELLED, None
@@ -1012,8 +1025,8 @@ class SQLiteStore:
         check_transition(jid, S.RUNNING, new)
         self._drop_running(jid, r)
         self._conn.execute(
-            "UPDATE jobs SET failures = ?, error = ? WHERE id = ?",
-            (failures, codec.dumps(error.to_dict()), jid),
+            "UPDATE jobs SET failures = ?, error = ?, priority = ? WHERE id = ?",
+            (failures, codec.dumps(error.to_dict()), prio, jid),
         )
         self._total("failed")
         if new is S.RETRYING:
@@ -1022,12 +1035,52 @@ class SQLiteStore:
                 "UPDATE jobs SET state = 'retrying', run_at = ?, lease_until = NULL WHERE id = ?",
                 (run_at, jid),
             )
-            self._schedule.push(jid, run_at, r.queue, r.type, r.priority)
+            self._schedule.push(jid, run_at, r.queue, r.type, prio)
             self._count(r.queue, S.RUNNING.value, new.value)
             self._total("retried")
         else:
             self._finish(jid, r.queue, S.RUNNING, new, now)
         return FailOutcome(state=new, run_at=run_at)
+
+    def _op_requeue(
+        self, jid: int, token: int, now: float, priority: int | None, run_at: float | None,
+        worker: str | None,
+    ) -> JobState:  # fmt: skip
+        r = self._holder(jid, token, worker)
+        prio = r.priority if priority is None else priority
+        if r.cancel:  # a cancel asked while it ran sticks (as in release)
+            new = S.CANCELLED
+        elif run_at is not None and run_at > now:
+            new = S.SCHEDULED
+        else:
+            new = S.QUEUED
+        check_transition(jid, S.RUNNING, new)
+        self._drop_running(jid, r)
+        if prio != r.priority:
+            self._conn.execute("UPDATE jobs SET priority = ? WHERE id = ?", (prio, jid))
+        if new is S.CANCELLED:
+            self._finish(jid, r.queue, S.RUNNING, S.CANCELLED, now)
+        elif new is S.SCHEDULED:
+            assert run_at is not None
+            self._conn.execute(
+                "UPDATE jobs SET state = 'scheduled', run_at = ?, lease_until = NULL WHERE id = ?",
+                (run_at, jid),
+            )
+            self._schedule.push(jid, run_at, r.queue, r.type, prio)
+            self._count(r.queue, S.RUNNING.value, S.SCHEDULED.value)
+        else:
+            self._requeue(jid, r.queue, r.type, prio, S.RUNNING, now)
+        return new
+
+    def _op_touch(
+        self, jid: int, token: int, now: float, lease: float, worker: str | None
+    ) -> float:
+        r = self._holder(jid, token, worker)
+        lease_until = now + lease
+        r.lease_until = lease_until  # (its older heap entries are stale now)
+        heapq.heappush(self._lease_heap, (lease_until, jid, r.token))
+        self._conn.execute("UPDATE jobs SET lease_until = ? WHERE id = ?", (lease_until, jid))
+        return lease_until
 
     def _op_progress(self, jid: int, token: int, progress: bytes, worker: str | None) -> None:
         self._holder(jid, token, worker)
@@ -1145,14 +1198,72 @@ class SQLiteStore:
             raise IllegalTransition(
                 f"job {jid} is {state.value}: only dead or cancelled jobs can be retried"
             )
-        check_transition(jid, state, S.QUEUED)
+        self._revive(jid, state, row[1], row[2], row[3], now)
+
+    def _revive(
+        self, jid: int, old: JobState, queue: str, type_: str, prio: int, now: float
+    ) -> None:
+        """A dead or cancelled job queued again, its failures and lost reset (retry,
+        kick)."""
+        check_transition(jid, old, S.QUEUED)
         if jid in self._waiters:  # it ended in a cascade not yet done: its waiters
             self._move_waiters(jid, False, now, None)  # move on as it ended, first
         self._conn.execute(
             "UPDATE jobs SET failures = 0, lost = 0, finished_at = NULL WHERE id = ?", (jid,)
         )
-        self._requeue(jid, row[1], row[2], row[3], state, now)
+        self._requeue(jid, queue, type_, prio, old, now)
         self._total("retried")
+
+    def _kick_due(
+        self, jid: int, old: JobState, queue: str, type_: str, prio: int, now: float
+    ) -> None:
+        """A scheduled or retrying job queued now, before its run-at (kick)."""
+        self._schedule.drop(jid)  # (its heap entry goes stale)
+        self._requeue(jid, queue, type_, prio, old, now)
+
+    def _op_kick(self, queue: str, n: int, now: float, type_: str | None) -> list[int]:
+        """Up to ``n`` dead jobs of the queue (and type), else up to ``n`` of its due
+        ones, found through the partial indexes (_by_queue): work bounded by ``n``."""
+        db = self._conn
+        params = (queue, n) if type_ is None else (queue, type_, n)
+        dead = db.execute(_by_queue("dead", "id, type, priority", type_), params).fetchall()
+        for jid, t, prio in dead:
+            self._revive(jid, S.DEAD, queue, t, prio, now)
+        if dead:
+            return [row[0] for row in dead]
+        due = db.execute(_by_queue("due", "id, state, type, priority", type_), params).fetchall()
+        for jid, state, t, prio in due:
+            self._kick_due(jid, JobState(state), queue, t, prio, now)
+        return [row[0] for row in due]
+
+    def _op_kick_job(self, jid: int, now: float) -> JobState:
+        row = self._conn.execute(
+            "SELECT state, queue, type, priority FROM jobs WHERE id = ?", (jid,)
+        ).fetchone()
+        if row is None:
+            raise JobNotFound(jid)
+        state = JobState(row[0])
+        if state is S.DEAD:
+            self._revive(jid, state, row[1], row[2], row[3], now)
+        elif state in (S.SCHEDULED, S.RETRYING):
+            self._kick_due(jid, state, row[1], row[2], row[3], now)
+        else:
+            raise IllegalTransition(
+                f"job {jid} is {state.value}: only dead, scheduled or retrying jobs can be kicked"
+            )
+        return state
+
+    def _op_first_ready(self, queue: str, type_: str | None) -> int | None:
+        return self._ready.first(queue, type_)
+
+    def _op_peek_ready(self, queue: str, type_: str | None) -> Job | None:
+        """peek of the queued jobs, whole on the writer thread (when reading the one
+        found on a reader thread kept missing it)."""
+        jid = self._ready.first(queue, type_)
+        if jid is None:
+            return None
+        row = self._conn.execute(f"SELECT {FULL_COLS} FROM jobs WHERE id = ?", (jid,)).fetchone()
+        return job_from_row(row)
 
     # -- reads: on reader threads, each with its own connection (see Writer.read) -----
 
@@ -1194,6 +1305,25 @@ class SQLiteStore:
             sql += " WHERE " + " AND ".join(where)
         sql += " ORDER BY id DESC LIMIT ?"
         return [job_from_row(row) for row in self._reader().execute(sql, (*params, limit))]
+
+    def _read_queued(self, jid: int) -> Job | None:
+        row = (
+            self._reader()
+            .execute(f"SELECT {FULL_COLS} FROM jobs WHERE id = ? AND state = 'queued'", (jid,))
+            .fetchone()
+        )
+        return None if row is None else job_from_row(row)
+
+    def _read_peek(self, queue: str, kind: str, type_: str | None) -> Job | None:
+        row = (
+            self._reader()
+            .execute(
+                _by_queue(kind, FULL_COLS, type_),
+                (queue, 1) if type_ is None else (queue, type_, 1),
+            )
+            .fetchone()
+        )
+        return None if row is None else job_from_row(row)
 
     def _read_periodics(self) -> list[Periodic]:
         rows = self._reader().execute(f"SELECT {PERIODIC_COLS} FROM periodics ORDER BY name")
@@ -1462,13 +1592,52 @@ class SQLiteStore:
         *,
         retryable: bool = True,
         worker: str | None = None,
+        priority: int | None = None,
     ) -> FailOutcome:
         check_id("job id", job_id), check_id("token", token)
         if not isinstance(error, JobError):
             raise InvalidJob("error must be a JobError")
+        if priority is not None:
+            _check_priority(priority)
         return await self._writer.call(
-            self._op_fail, job_id, token, error, now, bool(retryable), worker
+            self._op_fail, job_id, token, error, now, bool(retryable), worker, priority
         )
+
+    async def requeue(
+        self,
+        job_id: int,
+        token: int,
+        now: float,
+        *,
+        priority: int | None = None,
+        run_at: float | None = None,
+        worker: str | None = None,
+    ) -> JobState:
+        check_id("job id", job_id), check_id("token", token)
+        if priority is not None:
+            _check_priority(priority)
+        if run_at is not None and (
+            isinstance(run_at, bool)
+            or not isinstance(run_at, int | float)
+            or not math.isfinite(run_at)
+        ):
+            raise InvalidJob(f"run_at must be a finite number of seconds, not {run_at!r}")
+        return await self._writer.call(
+            self._op_requeue, job_id, token, now, priority, run_at, worker
+        )
+
+    async def touch(
+        self, job_id: int, token: int, now: float, lease: float, *, worker: str | None = None
+    ) -> float:
+        check_id("job id", job_id), check_id("token", token)
+        if (
+            isinstance(lease, bool)
+            or not isinstance(lease, int | float)
+            or not math.isfinite(lease)
+            or lease <= 0
+        ):
+            raise InvalidJob(f"lease must be a finite number of seconds > 0, not {lease!r}")
+        return await self._writer.call(self._op_touch, job_id, token, now, lease, worker)
 
     async def progress(
         self,
@@ -1522,6 +1691,41 @@ class SQLiteStore:
 
     async def retry(self, job_id: int, now: float) -> None:
         await self._writer.call(self._op_retry, check_id("job id", job_id), now)
+
+    async def kick(
+        self, queue: str, n: int, now: float, *, type: str | None = None
+    ) -> builtins.list[int]:
+        check_name("queue", queue)
+        if type is not None:
+            check_name("job type", type)
+        if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= MAX_KICK:
+            raise InvalidJob(f"n must be an integer 1-{MAX_KICK}, not {n!r}")
+        return await self._writer.call(self._op_kick, queue, n, now, type)
+
+    async def kick_job(self, job_id: int, now: float) -> JobState:
+        return await self._writer.call(self._op_kick_job, check_id("job id", job_id), now)
+
+    async def peek(self, queue: str, state: JobState, *, type: str | None = None) -> Job | None:
+        check_name("queue", queue)
+        if type is not None:
+            check_name("job type", type)
+        state = JobState(state)  # (ValueError for no state at all)
+        if state is S.SCHEDULED or state is S.DEAD:
+            kind = "dead" if state is S.DEAD else "due"
+            return await self._read(self._read_peek, queue, kind, type)
+        if state is not S.QUEUED:
+            raise ValueError(f"peek shows a queued, scheduled or dead job, not a {state} one")
+        # the next claim's job comes from the writer's memory, and its row (payload
+        # and all) is read on a reader thread, as get reads one; claimed in between,
+        # it looks again, and at last reads it on the writer thread
+        for _ in range(PEEK_TRIES):
+            jid = await self._writer.call(self._op_first_ready, queue, type, durable=False)
+            if jid is None:
+                return None
+            job = await self._read(self._read_queued, jid)
+            if job is not None:
+                return job
+        return await self._writer.call(self._op_peek_ready, queue, type, durable=False)
 
     async def get(self, job_id: int) -> Job | None:
         return await self._read(self._read_get, check_id("job id", job_id))
@@ -1643,6 +1847,34 @@ class SQLiteStore:
                 raise InvalidJob("job 0: not a JobSpec")
             items = check_specs([dataclasses.replace(spec, unique_key=periodic_key(name, tick))])
         return await self._writer.call(self._op_fire_periodic, name, tick, next_at, items, now)
+
+
+def _check_priority(priority: object) -> None:
+    if (
+        isinstance(priority, bool)
+        or not isinstance(priority, int)
+        or not MIN_PRIORITY <= priority <= MAX_PRIORITY
+    ):
+        raise InvalidJob(f"priority must be an integer 0-{MAX_PRIORITY}, not {priority!r}")
+
+
+def _by_queue(kind: str, cols: str, type_: str | None) -> str:
+    """The query of a queue's (and type's) first dead jobs (``kind`` "dead": by
+    finished_at) or due ones ("due": scheduled and retrying, by run_at), through its
+    partial index (sqlite_schema.sql): parameters queue, [type,] limit."""
+    if kind == "dead":
+        index, where, order = "jobs_dead_queue", DEAD_WHERE, "finished_at"
+    else:
+        index, where, order = "jobs_due_queue", DUE_WHERE, "run_at"
+    if type_ is None:
+        return (
+            f"SELECT {cols} FROM jobs INDEXED BY {index} WHERE queue = ? AND {where}"
+            f" ORDER BY {order}, id LIMIT ?"
+        )
+    return (
+        f"SELECT {cols} FROM jobs INDEXED BY {index}_type WHERE queue = ? AND type = ?"
+        f" AND {where} ORDER BY {order}, id LIMIT ?"
+    )
 
 
 def _periodic_from_row(row: Sequence[Any]) -> Periodic:

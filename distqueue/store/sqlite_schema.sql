@@ -46,6 +46,20 @@ CREATE INDEX IF NOT EXISTS jobs_state ON jobs (state, id)
 -- through it instead of scanning the table.
 CREATE INDEX IF NOT EXISTS jobs_finished ON jobs (state, finished_at)
     WHERE finished_at IS NOT NULL;
+-- beanstalk's kick and peek (Store.kick, Store.peek): a queue's dead jobs by finish
+-- time, its scheduled and retrying jobs by run-at, each also by type (the id, the
+-- rowid, orders ties). Partial: only jobs in those states are in them, so the hot
+-- path never touches them. Their queries name them (INDEXED BY) and repeat their
+-- WHERE word for word (sqlite.py: DEAD_WHERE, DUE_WHERE). Made at open on an older
+-- file too (IF NOT EXISTS): a file with them stays readable by the version before.
+CREATE INDEX IF NOT EXISTS jobs_dead_queue ON jobs (queue, finished_at)
+    WHERE state = 'dead';
+CREATE INDEX IF NOT EXISTS jobs_dead_queue_type ON jobs (queue, type, finished_at)
+    WHERE state = 'dead';
+CREATE INDEX IF NOT EXISTS jobs_due_queue ON jobs (queue, run_at)
+    WHERE state IN ('scheduled', 'retrying');
+CREATE INDEX IF NOT EXISTS jobs_due_queue_type ON jobs (queue, type, run_at)
+    WHERE state IN ('scheduled', 'retrying');
 CREATE TABLE IF NOT EXISTS meta (
     key   TEXT PRIMARY KEY,
     value INTEGER NOT NULL

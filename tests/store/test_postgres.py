@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from distqueue.errors import InvalidJob, QueueFull, StoreError
-from distqueue.jobs import JobSpec, JobState
+from distqueue.jobs import JobError, JobSpec, JobState
 from distqueue.store import Store, open_store
 from distqueue.store.base import Limit
 from tests.postgres_server import drop_schema, new_schema, postgres_url
@@ -354,6 +354,108 @@ async def test_a_heartbeat_writes_one_row_not_every_job(pg: PostgresStore, schem
     assert versions() == before
     job = await pg.get((await pg.list(limit=1))[0].id)
     assert job is not None and job.lease_until == T0 + 15
+
+
+async def test_a_touch_is_not_overruled_by_an_earlier_heartbeat(pg: PostgresStore) -> None:
+    """touch sets one job's own lease: the worker's lease row, whose beats came before
+    the touch, no longer covers it (a shorter lease holds); a beat after it does."""
+    a, b = [e.id for e in await pg.enqueue([JobSpec(type="t"), JobSpec(type="t")], T0)]
+    jobs = {j.id: j for j in await pg.claim("w", 2, T0, lease=10)}
+    await pg.heartbeat("w", T0 + 1, lease=60)  # both covered until T0 + 61
+    assert await pg.touch(a, jobs[a].token, T0 + 2, 3) == T0 + 5
+    leases = [(await pg.get(i)).lease_until for i in (a, b)]  # type: ignore[union-attr]
+    assert leases == [T0 + 5, T0 + 61]
+    assert await pg.expire(T0 + 4.9) == []
+    assert await pg.expire(T0 + 5) == [a]
+    # a beat after the touch covers the touched job again, as every job of its worker
+    [c] = [e.id for e in await pg.enqueue([JobSpec(type="u")], T0 + 6)]
+    [jc] = await pg.claim("w", 1, T0 + 6, lease=10, types=["u"])
+    assert await pg.touch(c, jc.token, T0 + 7, 2) == T0 + 9
+    await pg.heartbeat("w", T0 + 8, lease=60)
+    assert (await pg.get(c)).lease_until == T0 + 68  # type: ignore[union-attr]
+    assert await pg.expire(T0 + 67) == []
+
+
+async def test_a_touched_job_handed_over_to_its_worker_row_is_its_own_again(
+    pg: PostgresStore,
+) -> None:
+    [a] = [e.id for e in await pg.enqueue([JobSpec(type="t")], T0)]
+    [ja] = await pg.claim("w", 1, T0, lease=10)
+    await pg.heartbeat("w", T0 + 5, lease=60)
+    assert await pg.expire(T0 + 11) == []  # handed over to the row (until T0 + 65)
+    assert await pg.touch(a, ja.token, T0 + 12, 5) == T0 + 17
+    assert (await pg.get(a)).lease_until == T0 + 17  # type: ignore[union-attr]
+    assert await pg.expire(T0 + 17) == [a]
+    job = await pg.get(a)
+    assert job is not None and (job.state, job.lost, job.run_at) == (S.QUEUED, 1, None)
+
+
+async def test_kick_and_peek_read_what_they_return_not_the_jobs_they_pass(
+    pg: PostgresStore, schema: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """kick and peek go through 0004's indexes (and jobs_ready's types): thousands of
+    dead, scheduled and queued jobs of another type, or in another queue, cost them
+    nothing (the buffers of each statement, under EXPLAIN ANALYZE)."""
+    import distqueue.store.postgres as pg_module
+
+    n = 2000
+    decoys = [JobSpec(type="other", queue=q, run_at=T0 + 100 + i) for q in ("busy", "q")
+              for i in range(n)]  # fmt: skip
+    decoys += [JobSpec(type="other", queue="busy") for _ in range(n)]
+    await pg.enqueue(decoys, T0)
+    with app_conn() as conn:  # (half of the scheduled ones dead: counters do not matter here)
+        conn.execute(
+            f"UPDATE {schema}.jobs SET state = 6, finished_at = run_at, run_at = NULL"
+            " WHERE state = 1 AND mod(id, 2) = 0"
+        )
+        conn.commit()
+    ids = [e.id for e in await pg.enqueue(
+        [JobSpec(type="t", queue="busy", max_retries=0), JobSpec(type="t", queue="busy",
+         run_at=T0 + 5000), JobSpec(type="z", queue="quiet", priority=3)], T0)]  # fmt: skip
+    [job] = await pg.claim("w", 1, T0, types=["t"])
+    await pg.fail(job.id, job.token, JobError(kind="x", message="x"), T0, retryable=False)
+    with app_conn() as conn:
+        conn.execute(f"ANALYZE {schema}.jobs")
+        conn.commit()
+
+    seen: list[tuple[str, Any]] = []
+    real = pg_module._drive
+
+    async def spy(cur: Any, steps: Any) -> Any:
+        def record() -> Any:
+            rows = None
+            while True:
+                try:
+                    stmt = steps.send(rows)
+                except StopIteration as stop:
+                    return stop.value
+                seen.append(stmt)
+                rows = yield stmt
+
+        return await real(cur, record())
+
+    monkeypatch.setattr(pg_module, "_drive", spy)
+    peeked = [
+        await pg.peek("busy", S.DEAD, type="t"),
+        await pg.peek("busy", S.SCHEDULED, type="t"),
+        await pg.peek("quiet", S.QUEUED),
+        await pg.peek("quiet", S.DEAD),
+        await pg.peek("quiet", S.SCHEDULED),
+    ]
+    assert [j and j.id for j in peeked] == [ids[0], ids[1], ids[2], None, None]
+    assert await pg.kick("busy", 10, T0, type="t") == [ids[0]]
+    assert await pg.kick("busy", 10, T0, type="t") == [ids[1]]
+    assert await pg.kick("quiet", 10, T0) == []
+    monkeypatch.undo()
+    reads = [(sql, ps) for sql, ps in seen if sql.startswith(("SELECT", "WITH RECURSIVE"))]
+    assert len(reads) == 10  # 5 peeks; the dead jobs, then (none) the scheduled, per kick
+    with app_conn() as conn:
+        for sql, params in reads:
+            plan = conn.execute("EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) " + sql, params)
+            top = plan.fetchone()[0][0]["Plan"]  # type: ignore[index]
+            buffers = top["Shared Hit Blocks"] + top["Shared Read Blocks"]
+            assert buffers < 60, (buffers, sql)
+        conn.rollback()
 
 
 async def test_a_concurrency_limit_holds_across_stores(pg: PostgresStore, schema: str) -> None:

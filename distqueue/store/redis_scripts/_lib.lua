@@ -4,9 +4,11 @@
 -- of one store shares that tag, so each script's keys live in one Cluster slot.
 --   P:epoch                  random value made when the store was created (init.lua);
 --                            its absence means Redis lost the store's data
---   P:format                 '3': the members of P:scheduled and P:leases are padded
+--   P:format                 '4': the members of P:scheduled and P:leases are padded
 --                            ('2' on), the ready jobs are in P:line ('3' on; before,
---                            P:ready:<pair> scored priority * 2^48 + seq: migrate.lua)
+--                            P:ready:<pair> scored priority * 2^48 + seq: migrate.lua),
+--                            the dead and the scheduled jobs of each queue are in
+--                            P:dead and P:delayed ('4' on: migrate.lua builds them)
 --   P:next_id                counter of job ids (never reused)
 --   P:seq                    counter giving ready jobs their FIFO order (the last taken)
 --   P:job:<id>               hash: every field of a job (strings; floats as %.17g),
@@ -27,6 +29,11 @@
 --   P:pairs                  set of "<queue>\t<type>" whose line is not empty
 --   P:scheduled              zset of scheduled and retrying ids by run_at  (members
 --   P:leases                 zset of running ids by lease_until             are zids)
+--   P:delayed:<queue>        zset of the queue's scheduled and retrying ids by run_at,
+--   P:delayed:<queue>\t<type> and of the pair's (members zids: ties by id), for kick
+--                            and peek (schedule, unschedule)
+--   P:dead:<queue>           zset of the queue's dead ids by finished_at, and of the
+--   P:dead:<queue>\t<type>   pair's (members zids), for kick and peek (finish, unbury)
 --   P:worker:<w>             set of the ids worker w holds
 --   P:unique                 hash unique_key -> id
 --   P:state:<state>          zset of ids in that state (score = id), for LIST
@@ -183,6 +190,36 @@ local function move(id, queue, old, new)
   zadd(P .. ':state:' .. new, id, id)
   count(queue, old, new)
 end
+-- the two index keys of a job (j: queue and type at least) of kind 'dead' or
+-- 'delayed': its queue's and its pair's (see above)
+local function by_queue(kind, j)
+  local key = P .. ':' .. kind .. ':' .. j.queue
+  return key, key .. '\t' .. j.type
+end
+local function index_add(kind, j, id, score)
+  local q, pair = by_queue(kind, j)
+  zadd(q, score, zid(id))
+  zadd(pair, score, zid(id))
+end
+local function index_rem(kind, j, id)
+  local q, pair = by_queue(kind, j)
+  zrem(q, zid(id))
+  zrem(pair, zid(id))
+end
+-- a job (j: queue and type) becomes scheduled or retrying until run_at / stops being so:
+-- P:scheduled (promote) and its queue's and pair's P:delayed (kick, peek); its hash
+-- and state index are the caller's
+local function schedule(id, j, run_at)
+  zadd(P .. ':scheduled', run_at, zid(id))
+  index_add('delayed', j, id, run_at)
+end
+local function unschedule(id, j)
+  zrem(P .. ':scheduled', zid(id))
+  index_rem('delayed', j, id)
+end
+-- a dead job (j: queue and type) leaves its queue's and pair's P:dead (finish adds it)
+local function unbury(id, j) index_rem('dead', j, id) end
+
 -- into its pair's P:line at the back of its priority, queued at `now`: returns its
 -- member, for the caller to write into its hash (field line) with its other fields.
 -- The first job a call makes ready reads P:seq (one GET); flush adds what it took.
@@ -391,7 +428,7 @@ local function release_waiters(id, ended, now)
           elseif j.run_at and tonumber(j.run_at) > now then
             redis.call('HSET', jobkey(w), 'deps', '0', 'state', 'scheduled')
             move(w, j.queue, 'waiting', 'scheduled')
-            zadd(P .. ':scheduled', j.run_at, zid(w))
+            schedule(w, j, j.run_at)
           else
             redis.call('HSET', jobkey(w), 'deps', '0', 'state', 'queued', 'queued_at', num(now),
               'line', push_ready(w, j.queue, j.type, j.priority, now))
@@ -403,8 +440,9 @@ local function release_waiters(id, ended, now)
   end
 end
 
--- end job id (j: its fields, queue and waiters at least) in state new at time now; set:
--- more fields to write with it (state and finished_at are added). The jobs waiting for
+-- end job id (j: its fields, queue and waiters at least; type too when it dies) in
+-- state new at time now; set: more fields to write with it (state and finished_at are
+-- added). A dead job goes into its queue's and pair's P:dead. The jobs waiting for
 -- it move on (release_waiters) when it has any.
 local function finish(id, j, old, new, now, set)
   set = set or {}
@@ -414,8 +452,23 @@ local function finish(id, j, old, new, now, set)
   redis.call('HSET', jobkey(id), unpack(set))
   move(id, j.queue, old, new)
   zadd(P .. ((new == 'succeeded') and ':done:ok' or ':done:failed'), now, id)
-  if new == 'dead' then total('dead') elseif new == 'cancelled' then total('cancelled') end
+  if new == 'dead' then
+    total('dead')
+    index_add('dead', j, id, now)
+  elseif new == 'cancelled' then
+    total('cancelled')
+  end
   if j.waiters == '1' then release_waiters(id, new, tonumber(now)) end
+end
+
+-- a dead or cancelled job (j: its fields state, queue, type, priority, finished_at)
+-- queued again at time now, its failures and lost reset (retry, kick, kick_job)
+local function revive(id, j, now)
+  zrem(P .. ':done:failed', id)
+  if j.state == 'dead' then unbury(id, j) end
+  if j.finished_at then redis.call('HDEL', jobkey(id), 'finished_at') end
+  requeue(id, j, j.state, now, {'failures', 0, 'lost', 0})
+  total('retried')
 end
 
 -- a running job stops (j: its fields worker, queue, type and tc): off the leases and

@@ -23,7 +23,7 @@ if state == 'queued' then
   incr(P .. ':prio', j.priority, -1)
   zrem(P .. ':queued_at', id)
 elseif state == 'scheduled' or state == 'retrying' then
-  zrem(P .. ':scheduled', zid(id))
+  unschedule(id, j)
 elseif state == 'waiting' then
   unwait(id, j.after)
 else

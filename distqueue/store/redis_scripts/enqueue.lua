@@ -219,7 +219,7 @@ local function enqueue(c)
         f[#f + 1] = 'run_at'; f[#f + 1] = num(s.run_at)
       end
       if state == 'scheduled' then
-        zadd(P .. ':scheduled', s.run_at, zid(id))
+        schedule(sid, s, s.run_at)
       elseif state == 'queued' then
         f[#f + 1] = 'line'; f[#f + 1] = push_ready(sid, s.queue, s.type, s.priority, now)
       elseif state == 'waiting' then

@@ -1,5 +1,6 @@
 -- fail: ARGV id, token, error JSON, now, retryable (0/1), base, factor, cap, jitter, u,
--- worker (or '') -> {'ok', state, run_at or ''} or {'notfound'} / {'stale'}
+-- worker (or ''), priority (or ''; else the job's priority from now on, whatever
+-- follows) -> {'ok', state, run_at or ''} or {'notfound'} / {'stale'}
 local id, token, err, now = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
 local h, j = holder(id, token, ARGV[11], 'queue', 'type', 'tc', 'waiters', 'failures',
   'max_retries', 'cancel_requested')
@@ -8,6 +9,7 @@ local failures = tonumber(j.failures) + 1
 unlease(id, j)
 total('failed')
 local set = {'failures', failures, 'error', err}
+if ARGV[12] ~= '' then set[#set + 1] = 'priority'; set[#set + 1] = ARGV[12] end
 if j.cancel_requested == '1' then
   finish(id, j, 'running', 'cancelled', now, set)
   return reply({'ok', 'cancelled', ''})
@@ -24,6 +26,6 @@ set[#set + 1] = 'state'; set[#set + 1] = 'retrying'
 set[#set + 1] = 'run_at'; set[#set + 1] = num(run_at)
 redis.call('HSET', jobkey(id), unpack(set))
 move(id, j.queue, 'running', 'retrying')
-zadd(P .. ':scheduled', run_at, zid(id))
+schedule(id, j, run_at)
 total('retried')
 return reply({'ok', 'retrying', num(run_at)})

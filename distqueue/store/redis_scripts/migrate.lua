@@ -1,4 +1,4 @@
--- migrate: brings a store an earlier version wrote to P:format 3, in bounded steps
+-- migrate: brings a store an earlier version wrote to P:format 4, in bounded steps
 -- (the Python side calls again until done; see RedisStore._migrate). Either:
 -- ARGV 'scheduled' or 'leases', cursor, count -> the next ZSCAN cursor ('0': done).
 --   Pads the members of a store written before P:format 2 (bare ids) into zids, at
@@ -12,6 +12,31 @@
 --   they are. The pairs with old ready zsets are those of P:pairs and the parked ones
 --   (one SMEMBERS and one HKEYS a call, as a claim reads them). An entry whose job is
 --   gone or not queued (a crash of an earlier version) is dropped, as its claim would.
+-- ARGV 'index', state, after, count -> the last id it looked at ('': done). Builds the
+--   indexes of P:format 4 (see _lib.lua) for a store written before it: the jobs in
+--   `state` (dead, scheduled or retrying: P:state:<state>, by id) with ids above
+--   `after`, at most `count` a call, go into their queue's and pair's P:dead (by
+--   finished_at) or P:delayed (by run_at). Idempotent (a ZADD again changes nothing);
+--   a job already moved on by this version (which keeps the indexes itself) is not
+--   in that state any more, and is passed over.
+if ARGV[1] == 'index' then
+  local state, budget = ARGV[2], tonumber(ARGV[4])
+  local ids = redis.call('ZRANGEBYSCORE', P .. ':state:' .. state, '(' .. ARGV[3], '+inf',
+    'LIMIT', 0, budget)
+  for _, id in ipairs(ids) do
+    local j = hmget(id, 'state', 'queue', 'type', 'finished_at', 'run_at', 'created_at')
+    if j.state == state and j.queue and j.type then
+      if state == 'dead' then
+        index_add('dead', j, id, j.finished_at or j.created_at)
+      else
+        local at = j.run_at or redis.call('ZSCORE', P .. ':scheduled', zid(id))
+        if at then index_add('delayed', j, id, at) end
+      end
+    end
+  end
+  if #ids < budget then return reply('') end
+  return reply(ids[#ids])
+end
 if ARGV[1] == 'ready' then
   local budget = tonumber(ARGV[2])
   local top = tonumber(redis.call('GET', P .. ':seq') or '0')

@@ -5,8 +5,8 @@ local now = tonumber(ARGV[1])
 unpark_due(now) -- the pairs whose rate bucket has a token again go back to P:pairs
 local ids = due_in_order(P .. ':scheduled', now, tonumber(ARGV[2]))
 for _, id in ipairs(ids) do
-  zrem(P .. ':scheduled', zid(id))
   local j = hmget(id, 'state', 'queue', 'type', 'priority')
+  unschedule(id, j)
   requeue(id, j, j.state, now)
 end
 return reply(ids)

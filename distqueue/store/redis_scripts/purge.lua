@@ -3,7 +3,8 @@
 -- 'illegal:<state>'
 -- Commands: per job one HMGET and one DEL; the indexes and counts once per call.
 local function delete(id)
-  local j = redis.call('HMGET', jobkey(id), 'state', 'queue', 'unique_key')
+  local j = redis.call('HMGET', jobkey(id), 'state', 'queue', 'unique_key', 'type')
+  if j[1] == 'dead' then unbury(id, {queue = j[2], type = j[4]}) end
   zrem(P .. ':state:' .. j[1], id)
   zrem(P .. ':all', id)
   zrem(P .. ':done:ok', id)
