@@ -11,11 +11,8 @@ dead-letter list), ``release`` hands it back, a closed connection gives back wha
 it held (nothing counted against the jobs). docs/beanstalk.md says what is
 supported and how it differs from beanstalkd.
 
-Not yet (the store contract's extensions of #16's next step): ``release`` and
-``bury`` keep the job's priority and ``release`` ignores its delay, ``touch`` and the
-TTR extend all of the connection's leases (a heartbeat), ``peek-ready``,
-``peek-delayed``, ``peek-buried``, ``kick``, ``kick-job`` and ``reserve-job`` answer
-UNKNOWN_COMMAND, ``pause-tube``'s end is a timer of this server.
+Not yet: ``reserve-job`` (UNKNOWN_COMMAND), DEADLINE_SOON; ``pause-tube``'s end is
+a timer of this server.
 """
 
 from __future__ import annotations
@@ -43,6 +40,7 @@ from distqueue.beanstalk.wire import (
 )
 from distqueue.errors import DistQueueError, IllegalTransition, JobNotFound, LeaseLost
 from distqueue.jobs import TERMINAL_STATES, Job, JobError, JobSpec, JobState
+from distqueue.store.base import MAX_KICK
 
 if TYPE_CHECKING:
     from distqueue.service.core import Service, WorkerInfo
@@ -64,8 +62,9 @@ _STATE = {
     JobState.QUEUED: "ready", JobState.RUNNING: "reserved", JobState.SCHEDULED: "delayed",
     JobState.RETRYING: "delayed", JobState.WAITING: "delayed", JobState.DEAD: "buried",
 }  # fmt: skip
-_NOT_YET = frozenset({"peek-ready", "peek-delayed", "peek-buried", "kick", "kick-job",
-                      "reserve-job"})  # fmt: skip
+_NOT_YET = frozenset({"reserve-job"})
+_PEEK = {"peek-ready": JobState.QUEUED, "peek-delayed": JobState.SCHEDULED,
+         "peek-buried": JobState.DEAD}  # fmt: skip
 
 
 class Closed(Exception):
@@ -126,6 +125,8 @@ class Session:
         self.listener.counts[name] = self.listener.counts.get(name, 0) + 1
         if name in _NOT_YET:
             return b"UNKNOWN_COMMAND\r\n"
+        if name in _PEEK:
+            return await self.peek_state(_PEEK[name])
         handler: Callable[..., Any] = getattr(self, "cmd_" + name.replace("-", "_"))
         if name in ("reserve", "reserve-with-timeout"):
             result: bytes = await handler(*command.args, closed=closed)
@@ -228,10 +229,12 @@ class Session:
             self.waiting = False
 
     async def _lease(self, job: Job) -> None:
-        """The job's TTR as its lease (for now: every lease of this connection)."""
+        """The job's TTR (kept as its timeout) as its lease."""
         ttr = job.timeout or self.service.config.lease
-        if self.worker is not None and ttr != self.service.config.lease:
-            await self.service.store.heartbeat(self.worker.id, self.service.clock(), ttr)
+        if ttr != self.service.config.lease:
+            await self.service.store.touch(
+                job.id, job.token, self.service.clock(), ttr, worker=self._worker().id
+            )
 
     async def cmd_delete(self, job_id: int) -> bytes:
         held = self.reserved.pop(job_id, None)
@@ -255,41 +258,73 @@ class Session:
         self.listener.deleted(job.queue)
         return b"DELETED\r\n"
 
-    async def cmd_release(self, job_id: int, _pri: int, _delay: int) -> bytes:
-        if job_id not in self.reserved or self.worker is None:
+    async def cmd_release(self, job_id: int, pri: int, delay: int) -> bytes:
+        held = self.reserved.pop(job_id, None)
+        if held is None or self.worker is None:
             return b"NOT_FOUND\r\n"
-        del self.reserved[job_id]
-        released = await self.service.store.release(
-            self.worker.id, self.service.clock(), ids=[job_id]
-        )
-        self.worker.held.pop(job_id, None)
-        if not released:
+        run_at = self.service.clock() + delay if delay else None
+        try:
+            await self.service.requeue(self.worker, job_id, held[0], priority=pri, run_at=run_at)
+        except (LeaseLost, JobNotFound):
             return b"NOT_FOUND\r\n"
-        self.service.ready.notify_all()
         return b"RELEASED\r\n"
 
-    async def cmd_bury(self, job_id: int, _pri: int) -> bytes:
+    async def cmd_bury(self, job_id: int, pri: int) -> bytes:
         held = self.reserved.pop(job_id, None)
         if held is None or self.worker is None:
             return b"NOT_FOUND\r\n"
         error = JobError(kind="buried", message="buried by its beanstalk client")
         try:
-            await self.service.fail(self.worker, job_id, held[0], error, retryable=False)
-        except LeaseLost:
+            await self.service.fail(
+                self.worker, job_id, held[0], error, retryable=False, priority=pri
+            )
+        except (LeaseLost, JobNotFound):
             return b"NOT_FOUND\r\n"
         return b"BURIED\r\n"
 
     async def cmd_touch(self, job_id: int) -> bytes:
-        if job_id not in self.reserved or self.worker is None:
+        held = self.reserved.get(job_id)
+        if held is None or self.worker is None:
             return b"NOT_FOUND\r\n"
         job = await self.service.store.get(job_id)
-        token = self.reserved[job_id][0]
-        if job is None or job.state is not JobState.RUNNING or job.token != token:
+        if job is None or job.token != held[0]:
             self.reserved.pop(job_id, None)
             return b"NOT_FOUND\r\n"
         ttr = job.timeout or self.service.config.lease
-        await self.service.store.heartbeat(self.worker.id, self.service.clock(), ttr)
+        try:
+            await self.service.store.touch(
+                job_id, held[0], self.service.clock(), ttr, worker=self.worker.id
+            )
+        except (LeaseLost, JobNotFound):
+            self.reserved.pop(job_id, None)
+            return b"NOT_FOUND\r\n"
         return b"TOUCHED\r\n"
+
+    async def peek_state(self, state: JobState) -> bytes:
+        job = await self.service.store.peek(self.used, state, type=BEANSTALK_TYPE)
+        if job is None:
+            return b"NOT_FOUND\r\n"
+        return job_reply("FOUND", job.id, job.payload or b"")
+
+    async def cmd_kick(self, bound: int) -> bytes:
+        kicked = 0
+        while kicked < bound:  # (the store kicks at most MAX_KICK a call)
+            want = min(bound - kicked, MAX_KICK)
+            got = await self.service.kick(self.used, want, BEANSTALK_TYPE)
+            kicked += len(got)
+            if len(got) < want:
+                break
+        return b"KICKED %d\r\n" % kicked
+
+    async def cmd_kick_job(self, job_id: int) -> bytes:
+        job = await self._beanstalk_job(job_id)
+        if job is None:
+            return b"NOT_FOUND\r\n"
+        try:
+            await self.service.kick_job(job_id)
+        except (JobNotFound, IllegalTransition):
+            return b"NOT_FOUND\r\n"
+        return b"KICKED\r\n"
 
     async def _beanstalk_job(self, job_id: int) -> Job | None:
         """The job as a beanstalk client may see it: one of its type, not ended
@@ -525,6 +560,11 @@ class BeanstalkListener:
                         break
                     except DistQueueError as exc:
                         log.warning("beanstalk %s: %s failed: %s", session.peer, item.name, exc)
+                        reply = b"INTERNAL_ERROR\r\n"
+                    except (ConnectionError, asyncio.CancelledError):
+                        raise
+                    except Exception:  # a bug: said, logged, and the connection goes on
+                        log.exception("beanstalk %s: %s failed", session.peer, item.name)
                         reply = b"INTERNAL_ERROR\r\n"
                     writer.write(reply)
                 if queue.empty():

@@ -612,12 +612,19 @@ class Service:
         return errors
 
     async def fail(
-        self, worker: WorkerInfo, job_id: int, token: int, error: JobError, retryable: bool
+        self,
+        worker: WorkerInfo,
+        job_id: int,
+        token: int,
+        error: JobError,
+        retryable: bool,
+        priority: int | None = None,
     ) -> FailOutcome:
         try:
             outcome = await self.store.fail(
-                job_id, token, error, self.clock(), retryable=retryable, worker=worker.id
-            )
+                job_id, token, error, self.clock(), retryable=retryable, worker=worker.id,
+                priority=priority,
+            )  # fmt: skip
         except LeaseLost as exc:
             self._stale(worker, job_id, "failure", exc)
             raise
@@ -639,6 +646,46 @@ class Service:
             if outcome.state in (JobState.DEAD, JobState.CANCELLED):
                 self.done.notify_all()  # jobs waiting for it may be cancelled with it
         return outcome
+
+    async def requeue(
+        self,
+        worker: WorkerInfo,
+        job_id: int,
+        token: int,
+        *,
+        priority: int | None = None,
+        run_at: float | None = None,
+    ) -> JobState:
+        """The worker gives one job back (beanstalk's release), at a priority and after
+        a delay if given; nothing counted against it."""
+        try:
+            state = await self.store.requeue(
+                job_id, token, self.clock(), priority=priority, run_at=run_at, worker=worker.id
+            )
+        except LeaseLost as exc:
+            self._stale(worker, job_id, "release", exc)
+            raise
+        worker.held.pop(job_id, None)
+        if state is JobState.QUEUED:
+            self.ready.notify_all()
+        elif state is JobState.CANCELLED:
+            self.metrics.cancelled += 1
+            self.done.notify([job_id])
+            if self.flow_active:
+                self.done.notify_all()  # jobs waiting for it are cancelled with it
+        return state
+
+    async def kick(self, queue: str, n: int, type_: str | None = None) -> list[int]:
+        """Dead jobs of the queue back to the queue, else delayed ones now (beanstalk)."""
+        kicked = await self.store.kick(queue, n, self.clock(), type=type_)
+        if kicked:
+            self.ready.notify_all()
+        return kicked
+
+    async def kick_job(self, job_id: int) -> JobState:
+        was = await self.store.kick_job(job_id, self.clock())
+        self.ready.notify_all()
+        return was
 
     async def progress(
         self, worker: WorkerInfo, job_id: int, token: int, percent: float, message: str

@@ -150,3 +150,60 @@ def test_refuses_an_exposed_address_without_insecure(tmp_path: Any) -> None:
               "--token", "t", "--beanstalk", "0.0.0.0:0", timeout=30)  # fmt: skip
     assert out.returncode != 0
     assert "beanstalkd protocol has no authentication" in out.stderr
+
+
+def test_release_delay_bury_kick_peek(server: Any) -> None:
+    proc, addr = server
+    with greenstalk.Client(addr, use="t", watch="t") as bs, Client(proc.address) as client:
+        a, b, c = bs.put("a", priority=10), bs.put("b", priority=10), bs.put("c", priority=99)
+        assert bs.peek_ready().id == a
+        with pytest.raises(greenstalk.NotFoundError):
+            bs.peek_delayed()
+        # a released with a delay is delayed, at its new priority
+        job = bs.reserve(timeout=5)
+        assert job.id == a
+        bs.release(job, priority=5, delay=30)
+        stats = bs.stats_job(a)
+        assert (stats["state"], stats["pri"], stats["delay"]) == ("delayed", 5, 30)
+        assert 28 <= stats["time-left"] <= 30
+        assert bs.peek_delayed().id == a and bs.peek_ready().id == b
+        # b buried at priority 1, then c: the oldest buried is b
+        for want, pri in ((b, 1), (c, 2)):
+            job = bs.reserve(timeout=5)
+            assert job.id == want
+            bs.bury(job, priority=pri)
+        assert bs.peek_buried().id == b
+        assert client.status(b).priority == 1 and client.status(b).state is JobState.DEAD
+        # kick: buried ones first (oldest first), then the delayed one
+        assert bs.kick(1) == 1 and bs.stats_job(b)["state"] == "ready"
+        assert bs.kick(10) == 1 and bs.stats_job(c)["state"] == "ready"
+        assert bs.kick(10) == 1 and bs.stats_job(a)["state"] == "ready"
+        assert bs.kick(10) == 0
+        # most urgent first: a (5) after b (1), c (2)
+        got = [bs.reserve(timeout=5) for _ in range(3)]
+        assert [j.id for j in got] == [b, c, a]
+        bs.bury(got[0])
+        bs.kick_job(b)
+        assert bs.stats_job(b)["state"] == "ready"
+        for job in got[1:]:
+            bs.delete(job)
+
+
+def test_ttr_is_the_jobs_own_lease(server: Any) -> None:
+    proc, addr = server
+    with greenstalk.Client(addr) as bs, Client(proc.address) as client:
+        short, long_ = bs.put("short", ttr=2), bs.put("long", ttr=600)
+        first, second = bs.reserve(timeout=5), bs.reserve(timeout=5)
+        assert (first.id, second.id) == (short, long_)
+        assert bs.stats_job(short)["time-left"] <= 2
+        assert bs.stats_job(long_)["time-left"] >= 598
+        bs.touch(first)  # only this job's lease moves
+        assert bs.stats_job(long_)["time-left"] >= 597
+        # the short one's TTR runs out: it is queued again, the long one stays reserved
+        deadline = time.monotonic() + 20
+        while bs.stats_job(short)["state"] != "ready":
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+        assert bs.stats_job(short)["timeouts"] == 1
+        assert client.status(long_).state is JobState.RUNNING
+        bs.delete(second)

@@ -2,18 +2,16 @@
 # Run fivebeans@1.5.0's own mocha tests (test/*.js, as shipped in its npm tarball)
 # against a beanstalk-protocol server at HOST:PORT.
 #   usage: run-fivebeans.sh HOST PORT RESULTS.xml [WORKDIR]
+# WORKDIR holds node_modules with fivebeans, mocha and must (default: this
+# directory, as `npm ci --prefix tests/protocol/beanstalk` installs them from its
+# package-lock.json; a missing install is made there first).
 # Writes mocha's xunit XML to RESULTS.xml, prints one PASS/FAIL/SKIP line a test, exits with
 # mocha's status (= number of failed tests; 1 against Debian's beanstalkd 1.12 on
 # Node 20, see report). Needs node + npm and the npm registry (first run only).
 set -euo pipefail
-host=$1 port=$2 out=$(realpath -m "$3") work=${4:-$(mktemp -d /tmp/fivebeans.XXXXXX)}
-mkdir -p "$work"
+host=$1 port=$2 out=$(realpath -m "$3") work=${4:-$(dirname "$(realpath "$0")")}
 if [ ! -d "$work/node_modules/fivebeans" ]; then
-  cat > "$work/package.json" <<'JSON'
-{ "name": "fivebeans-compat", "private": true,
-  "dependencies": { "fivebeans": "1.5.0", "mocha": "3.0.2", "must": "0.13.4" } }
-JSON
-  npm install --prefix "$work" --no-audit --no-fund --loglevel=error >/dev/null
+  npm ci --prefix "$work" --no-audit --no-fund --loglevel=error >/dev/null
 fi
 fb=$work/node_modules/fivebeans
 # The tests hard-code 127.0.0.1:11300 in four places; lib/client.js's DEFAULT_PORT
