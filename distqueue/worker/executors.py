@@ -58,6 +58,8 @@ SHELL_OUTPUT_LIMIT = defaults.SHELL_OUTPUT_LIMIT
 SHELL_CHUNK = 64 * 1024
 #: seconds a timed-out shell job's pipes are still read after the kill
 SHELL_DRAIN = 1.0
+#: seconds a killed shell command is waited for, to be reaped
+SHELL_REAP = 5.0
 
 
 @dataclass
@@ -218,6 +220,13 @@ async def run_shell(
                 task.exception()  # retrieved: a reader past the limit while draining
         if proc.returncode is None:
             kill()
+            # reaped here, not left to the garbage collector ("subprocess is still
+            # running"): killed with its group, it goes at once (bounded anyway)
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(proc.wait(), SHELL_REAP)
+        transport = getattr(proc, "_transport", None)  # (asyncio's own, 3.11+)
+        if transport is not None:
+            transport.close()  # its pipes too
     result = {
         "stdout": out.decode(errors="replace"), "stderr": err.decode(errors="replace"),
         "exit_code": proc.returncode,
