@@ -11,8 +11,8 @@ dead-letter list), ``release`` hands it back, a closed connection gives back wha
 it held (nothing counted against the jobs). docs/beanstalk.md says what is
 supported and how it differs from beanstalkd.
 
-Not yet: ``reserve-job`` (UNKNOWN_COMMAND), DEADLINE_SOON; ``pause-tube``'s end is
-a timer of this server.
+Not yet: ``reserve-job`` (UNKNOWN_COMMAND); ``pause-tube``'s end is a timer of this
+server.
 """
 
 from __future__ import annotations
@@ -38,7 +38,13 @@ from distqueue.beanstalk.wire import (
     yaml_list,
     yaml_map,
 )
-from distqueue.errors import DistQueueError, IllegalTransition, JobNotFound, LeaseLost
+from distqueue.errors import (
+    DistQueueError,
+    IllegalTransition,
+    JobNotFound,
+    LeaseLost,
+    QueueFull,
+)
 from distqueue.jobs import TERMINAL_STATES, Job, JobError, JobSpec, JobState
 from distqueue.store.base import MAX_KICK
 
@@ -57,6 +63,9 @@ BEANSTALK_TYPE = "beanstalk"
 VERSION = "1.12"
 #: seconds one blocked reserve waits on the service before looking again
 RESERVE_SLICE = 5.0
+#: beanstalkd's safety margin: in the last second of a reservation it holds, a
+#: connection's reserve does not wait (DEADLINE_SOON)
+DEADLINE_MARGIN = 1.0
 
 _STATE = {
     JobState.QUEUED: "ready", JobState.RUNNING: "reserved", JobState.SCHEDULED: "delayed",
@@ -83,6 +92,8 @@ class Session:
         self.watched = ["default"]
         #: id -> (fencing token, tube) of the jobs this connection reserved
         self.reserved: dict[int, tuple[int, str]] = {}
+        #: id -> when its TTR ends (the service's clock), for DEADLINE_SOON
+        self.deadlines: dict[int, float] = {}
         self.worker: WorkerInfo | None = None
         self.waiting = False
         #: it put a job (a producer, in stats)
@@ -117,6 +128,7 @@ class Session:
                 del workers[self.worker.id]
             self.worker = None
         self.reserved.clear()
+        self.deadlines.clear()
 
     # -- commands --------------------------------------------------------------------------
 
@@ -184,7 +196,10 @@ class Session:
             type=BEANSTALK_TYPE, queue=self.used, priority=pri, payload=body,
             timeout=float(max(1, ttr)), run_at=now + delay if delay else None,
         )  # fmt: skip
-        [job_id] = await self.service.submit([(spec, False)])
+        try:
+            [job_id] = await self.service.submit([(spec, False)])
+        except QueueFull:  # (a --max-depth limit: beanstalkd's word for "no room")
+            return b"OUT_OF_MEMORY\r\n"
         self.listener.tubes.add(self.used)
         self.producer = True
         return b"INSERTED %d\r\n" % job_id
@@ -195,6 +210,18 @@ class Session:
     async def cmd_reserve_with_timeout(self, seconds: int, closed: asyncio.Event) -> bytes:
         return await self._reserve(float(seconds), closed)
 
+    def _margin(self) -> float | None:
+        """Seconds until the safety margin of the soonest TTR this connection holds
+        (beanstalkd's last second of a reservation), or None when it holds none."""
+        now = self.service.clock()
+        for job_id in [i for i, end in self.deadlines.items() if end <= now]:
+            # its TTR ran out: the job went back to the queue, it is not ours now
+            self.deadlines.pop(job_id, None)
+            self.reserved.pop(job_id, None)
+        if not self.deadlines:
+            return None
+        return min(self.deadlines.values()) - DEADLINE_MARGIN - now
+
     async def _reserve(self, timeout: float | None, closed: asyncio.Event) -> bytes:
         worker = self._worker()
         loop = asyncio.get_running_loop()
@@ -204,6 +231,12 @@ class Session:
             while True:
                 left = RESERVE_SLICE if deadline is None else max(0.0, deadline - loop.time())
                 wait = min(left, RESERVE_SLICE)
+                margin = self._margin()
+                soon = margin is not None and margin <= 0
+                if margin is not None:
+                    # in the last second of a reservation it holds, a connection is
+                    # not made to wait: a job at once, or DEADLINE_SOON
+                    wait = 0.0 if soon else min(wait, margin)
                 fetch = asyncio.ensure_future(self.service.fetch(worker, 1, wait))
                 gone = asyncio.ensure_future(closed.wait())
                 try:
@@ -223,6 +256,8 @@ class Session:
                     self.reserved[job.id] = (job.token, job.queue)
                     await self._lease(job)
                     return job_reply("RESERVED", job.id, job.payload or b"")
+                if soon:
+                    return b"DEADLINE_SOON\r\n"
                 if deadline is not None and loop.time() >= deadline:
                     return b"TIMED_OUT\r\n"
         finally:
@@ -231,12 +266,13 @@ class Session:
     async def _lease(self, job: Job) -> None:
         """The job's TTR (kept as its timeout) as its lease."""
         ttr = job.timeout or self.service.config.lease
+        now = self.service.clock()
         if ttr != self.service.config.lease:
-            await self.service.store.touch(
-                job.id, job.token, self.service.clock(), ttr, worker=self._worker().id
-            )
+            await self.service.store.touch(job.id, job.token, now, ttr, worker=self._worker().id)
+        self.deadlines[job.id] = now + ttr
 
     async def cmd_delete(self, job_id: int) -> bytes:
+        self.deadlines.pop(job_id, None)
         held = self.reserved.pop(job_id, None)
         if held is not None and self.worker is not None:
             try:
@@ -259,6 +295,7 @@ class Session:
         return b"DELETED\r\n"
 
     async def cmd_release(self, job_id: int, pri: int, delay: int) -> bytes:
+        self.deadlines.pop(job_id, None)
         held = self.reserved.pop(job_id, None)
         if held is None or self.worker is None:
             return b"NOT_FOUND\r\n"
@@ -270,6 +307,7 @@ class Session:
         return b"RELEASED\r\n"
 
     async def cmd_bury(self, job_id: int, pri: int) -> bytes:
+        self.deadlines.pop(job_id, None)
         held = self.reserved.pop(job_id, None)
         if held is None or self.worker is None:
             return b"NOT_FOUND\r\n"
@@ -291,13 +329,14 @@ class Session:
             self.reserved.pop(job_id, None)
             return b"NOT_FOUND\r\n"
         ttr = job.timeout or self.service.config.lease
+        now = self.service.clock()
         try:
-            await self.service.store.touch(
-                job_id, held[0], self.service.clock(), ttr, worker=self.worker.id
-            )
+            await self.service.store.touch(job_id, held[0], now, ttr, worker=self.worker.id)
         except (LeaseLost, JobNotFound):
             self.reserved.pop(job_id, None)
+            self.deadlines.pop(job_id, None)
             return b"NOT_FOUND\r\n"
+        self.deadlines[job_id] = now + ttr
         return b"TOUCHED\r\n"
 
     async def peek_state(self, state: JobState) -> bytes:

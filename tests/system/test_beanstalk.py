@@ -207,3 +207,58 @@ def test_ttr_is_the_jobs_own_lease(server: Any) -> None:
         assert bs.stats_job(short)["timeouts"] == 1
         assert client.status(long_).state is JobState.RUNNING
         bs.delete(second)
+
+
+def test_an_answered_put_survives_kill_9(tmp_path: Any, server_proc: Any) -> None:
+    import threading
+
+    data = tmp_path / "data"
+    first = server_proc("--beanstalk", "127.0.0.1:0", data=data)
+    m = first.wait_for(r"beanstalk listener on (\S+):(\d+)")
+    addr = (m.group(1), int(m.group(2)))
+    answered: list[tuple[int, bytes]] = []
+    stop = threading.Event()
+
+    def put_forever() -> None:
+        try:
+            with greenstalk.Client(addr, use="durable", encoding=None) as bs:
+                k = 0
+                while not stop.is_set():
+                    body = b"job %d" % k
+                    answered.append((bs.put(body, priority=k % 7), body))
+                    k += 1
+        except (OSError, greenstalk.Error):
+            return  # the server died under us: the put in flight may or may not exist
+
+    producer = threading.Thread(target=put_forever)
+    producer.start()
+    deadline = time.monotonic() + 30
+    while len(answered) < 300:
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    # When the server is killed with -9 mid-put and started again on the same data
+    first.kill()
+    stop.set()
+    producer.join(10)
+    second = server_proc("--beanstalk", "127.0.0.1:0", data=data)
+    m = second.wait_for(r"beanstalk listener on (\S+):(\d+)")
+    # Then every put that was answered INSERTED is there, body and all
+    with greenstalk.Client((m.group(1), int(m.group(2))), use="durable", watch="durable",
+                           encoding=None) as bs:  # fmt: skip
+        for job_id, body in answered:
+            assert (bs.peek(job_id).body, bs.stats_job(job_id)["tube"]) == (body, "durable")
+        # (and at most the one put in flight besides: its answer was lost, not its job)
+        ready = bs.stats_tube("durable")["current-jobs-ready"]
+        assert ready in (len(answered), len(answered) + 1)
+
+
+def test_deadline_soon(server: Any) -> None:
+    _, addr = server
+    with greenstalk.Client(addr) as bs:
+        first, second = bs.put("a", ttr=1), bs.put("b", ttr=1)
+        # in the last second of a reservation a job still comes at once ...
+        assert bs.reserve(timeout=5).id == first
+        assert bs.reserve(timeout=5).id == second
+        # ... but nothing is waited for: DEADLINE_SOON, not TIMED_OUT after 5 s
+        with pytest.raises(greenstalk.DeadlineSoonError):
+            bs.reserve(timeout=5)
