@@ -1,7 +1,13 @@
-"""Drain rate of Debian's beanstalkd with Python consumers, for docs/benchmarks.md.
+"""Drain rate of Debian's beanstalkd with Python consumers, and of distqueue's
+beanstalk listener driven the same way, for docs/benchmarks.md.
 
-A reference figure for a same-run comparison with `distqueue bench`, not a test.
-The script starts its own beanstalkd on a free port; each repeat, on a fresh tube:
+A reference figure for a same-run comparison, not a test. The script starts each
+server of --targets on a free port — `beanstalkd` (in memory, its default),
+`beanstalkd-fsync` (a binlog fsynced per write, `-b DIR -f 0`: its durable mode),
+`distqueue` (`distqueue server --beanstalk`, a fresh data directory, the shipped
+durability: every answered put on disk), `distqueue-normal` (the same with
+`--durability normal`: no fsync per commit) — and, each repeat, for each server in
+turn, on a fresh tube:
 
 - fill: N jobs put by one producer over a raw socket, pipelined (not measured);
 - drain: C consumer processes, each with its own greenstalk client, `reserve` +
@@ -10,11 +16,9 @@ The script starts its own beanstalkd on a free port; each repeat, on a fresh tub
 - put_single: N/4 jobs put one at a time with greenstalk, each waiting for its
   INSERTED: jobs/s.
 
-Without --fsync beanstalkd keeps jobs in memory only (its default); with --fsync
-it writes a binlog and fsyncs every write (`-b DIR -f 0`), its durable mode.
-
     apt-get install beanstalkd && pip install greenstalk
-    python benchmarks/peers/beanstalkd_drain.py -n 20000 --consumers 2 --repeat 3 [--fsync] [--json]
+    python benchmarks/peers/beanstalkd_drain.py -n 20000 --consumers 2 --repeat 3 \
+        [--targets beanstalkd,beanstalkd-fsync,distqueue] [--json]
 """
 
 from __future__ import annotations
@@ -134,53 +138,80 @@ def summary(values: list[float]) -> dict[str, float]:
     }
 
 
+def start(target: str, tmp: str) -> tuple[subprocess.Popen[bytes], int, str]:
+    """A server of ``target`` on a free port: (process, port, what it is)."""
+    port = free_port()
+    if target.startswith("distqueue"):
+        exe = shutil.which("distqueue") or sys.exit("error: distqueue not found")
+        durability = "normal" if target == "distqueue-normal" else "full"
+        cmd = [exe, "server", "--data", os.path.join(tmp, "distqueue"), "--port", "0",
+               "--http", "off", "--no-console", "--beanstalk", f"{HOST}:{port}",
+               "--durability", durability]  # fmt: skip
+        what = "distqueue " + subprocess.run([exe, "--version"], capture_output=True,
+                                             text=True).stdout.strip().split()[-1]  # fmt: skip
+        what += f" (--durability {durability})"
+    else:
+        binary = shutil.which("beanstalkd") or sys.exit("error: beanstalkd not found")
+        fsync = target == "beanstalkd-fsync"
+        binlog = os.path.join(tmp, "binlog")
+        os.makedirs(binlog, exist_ok=True)
+        cmd = [binary, "-l", HOST, "-p", str(port)] + (["-b", binlog, "-f", "0"] if fsync else [])
+        what = subprocess.run([binary, "-v"], capture_output=True, text=True).stdout.strip()
+        what += " (binlog, fsync per write)" if fsync else " (in memory)"
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_port(port)
+    return proc, port, what
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("-n", type=int, default=20000, help="jobs per drain")
     ap.add_argument("--consumers", type=int, default=2, help="consumer processes")
     ap.add_argument("--repeat", type=int, default=3)
-    ap.add_argument("--fsync", action="store_true", help="binlog with an fsync per write")
+    ap.add_argument("--targets", default="beanstalkd,beanstalkd-fsync,distqueue",
+                    help="servers to measure, in turn each repeat")  # fmt: skip
     ap.add_argument("--json", action="store_true", help="print a JSON object")
     opts = ap.parse_args()
+    targets = [t.strip() for t in opts.targets.split(",") if t.strip()]
+    for t in targets:
+        if t not in ("beanstalkd", "beanstalkd-fsync", "distqueue", "distqueue-normal"):
+            sys.exit(f"error: unknown target {t!r}")
 
-    binary = shutil.which("beanstalkd") or sys.exit("error: beanstalkd not found")
-    version = subprocess.run([binary, "-v"], capture_output=True, text=True).stdout.strip()
-    port = free_port()
-    tmp = tempfile.mkdtemp(prefix="beanstalkd-bench-")
-    cmd = [binary, "-l", HOST, "-p", str(port)] + (["-b", tmp, "-f", "0"] if opts.fsync else [])
-    server = subprocess.Popen(cmd, stdout=subprocess.DEVNULL)
-    figures: dict[str, list[float]] = {"drain": [], "put_single": []}
+    tmp = tempfile.mkdtemp(prefix="beanstalk-bench-")
+    servers: dict[str, tuple[subprocess.Popen[bytes], int, str]] = {}
+    figures = {t: {"drain": [], "put_single": []} for t in targets}
     try:
-        wait_port(port)
+        for t in targets:
+            servers[t] = start(t, os.path.join(tmp, t))
         for i in range(opts.repeat):
-            fill(port, f"drain-{i}", opts.n)
-            figures["drain"].append(drain(port, f"drain-{i}", opts.n, opts.consumers))
-            figures["put_single"].append(put_single(port, f"single-{i}", opts.n // 4))
+            for t in targets:
+                port = servers[t][1]
+                fill(port, f"drain-{i}", opts.n)
+                figures[t]["drain"].append(drain(port, f"drain-{i}", opts.n, opts.consumers))
+                figures[t]["put_single"].append(put_single(port, f"single-{i}", opts.n // 4))
     finally:
-        server.kill()
-        server.wait()
+        for proc, _, _ in servers.values():
+            proc.kill()
+            proc.wait()
         shutil.rmtree(tmp, ignore_errors=True)
 
-    result: dict[str, object] = {name: summary(v) for name, v in figures.items()}
-    result["config"] = {
-        "n": opts.n,
-        "consumers": opts.consumers,
-        "repeat": opts.repeat,
-        "fsync": opts.fsync,
-        "beanstalkd": version,
-        "python": sys.version.split()[0],
-        "cpus": os.cpu_count(),
+    result: dict[str, object] = {
+        t: {"server": servers[t][2], **{k: summary(v) for k, v in figures[t].items()}}
+        for t in targets
     }
+    result["config"] = {
+        "n": opts.n, "consumers": opts.consumers, "repeat": opts.repeat,
+        "python": sys.version.split()[0], "cpus": os.cpu_count(),
+    }  # fmt: skip
     if opts.json:
         print(json.dumps(result, indent=2))
         return
-    mode = "binlog, fsync per write" if opts.fsync else "in memory"
-    print(f"{version} ({mode}), n={opts.n}, consumers={opts.consumers}, repeat={opts.repeat}")
-    print(f"{'figure':<24}{'median':>10}{'min-max':>20}")
-    for name, label in [("drain", "drain jobs/s"), ("put_single", "put one at a time /s")]:
-        s = summary(figures[name])
-        span = f"{s['min']:,}-{s['max']:,}"
-        print(f"{label:<24}{s['median']:>10,}{span:>20}")
+    print(f"n={opts.n}, consumers={opts.consumers} (greenstalk), repeat={opts.repeat}")
+    print(f"{'server':<52}{'drain jobs/s':>14}{'min-max':>18}{'put one at a time/s':>22}")
+    for t in targets:
+        d, p = summary(figures[t]["drain"]), summary(figures[t]["put_single"])
+        span = f"{d['min']:,}-{d['max']:,}"
+        print(f"{servers[t][2]:<52}{d['median']:>14,}{span:>18}{p['median']:>22,}")
 
 
 if __name__ == "__main__":

@@ -94,6 +94,9 @@ class Session:
         self.reserved: dict[int, tuple[int, str]] = {}
         #: id -> when its TTR ends (the service's clock), for DEADLINE_SOON
         self.deadlines: dict[int, float] = {}
+        #: the lease a reserve asks for: the TTR of the job it got last (a tube's jobs
+        #: mostly share one), so that the claim's lease is the TTR already
+        self.lease: float | None = None
         self.worker: WorkerInfo | None = None
         self.waiting = False
         #: it put a job (a producer, in stats)
@@ -237,7 +240,7 @@ class Session:
                     # in the last second of a reservation it holds, a connection is
                     # not made to wait: a job at once, or DEADLINE_SOON
                     wait = 0.0 if soon else min(wait, margin)
-                fetch = asyncio.ensure_future(self.service.fetch(worker, 1, wait))
+                fetch = asyncio.ensure_future(self.service.fetch(worker, 1, wait, self.lease))
                 gone = asyncio.ensure_future(closed.wait())
                 try:
                     await asyncio.wait({fetch, gone}, return_when=asyncio.FIRST_COMPLETED)
@@ -266,10 +269,14 @@ class Session:
     async def _lease(self, job: Job) -> None:
         """The job's TTR (kept as its timeout) as its lease."""
         ttr = job.timeout or self.service.config.lease
-        now = self.service.clock()
-        if ttr != self.service.config.lease:
+        if ttr != (self.lease or self.service.config.lease):
+            # the claim leased it for another TTR: set its own (and ask for this one next)
+            now = self.service.clock()
             await self.service.store.touch(job.id, job.token, now, ttr, worker=self._worker().id)
-        self.deadlines[job.id] = now + ttr
+            self.deadlines[job.id] = now + ttr
+        else:
+            self.deadlines[job.id] = job.lease_until or self.service.clock() + ttr
+        self.lease = ttr
 
     async def cmd_delete(self, job_id: int) -> bytes:
         self.deadlines.pop(job_id, None)

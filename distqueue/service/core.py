@@ -518,16 +518,19 @@ class Service:
             self.ready.notify_all()
             self.done.notify(released)  # some may have ended (poison, cancelled)
 
-    async def fetch(self, worker: WorkerInfo, n: int, timeout: float) -> list[Job]:
-        """Lease up to ``n`` jobs to the worker, waiting up to ``timeout`` for one; at
-        most ``max_fetch_bytes`` of args and payloads (or one job larger than that)."""
+    async def fetch(
+        self, worker: WorkerInfo, n: int, timeout: float, lease: float | None = None
+    ) -> list[Job]:
+        """Lease up to ``n`` jobs to the worker (for ``lease`` seconds, default the
+        server's), waiting up to ``timeout`` for one; at most ``max_fetch_bytes`` of
+        args and payloads (or one job larger than that)."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         while True:
             since = self.ready.version
             jobs = await self.store.claim(
                 worker.id, n, self.clock(), queues=worker.queues, types=worker.types,
-                lease=self.config.lease, max_bytes=self.config.max_fetch_bytes,
+                lease=lease or self.config.lease, max_bytes=self.config.max_fetch_bytes,
             )  # fmt: skip
             if jobs:
                 self._handed_out(worker, jobs)
