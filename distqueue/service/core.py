@@ -364,8 +364,9 @@ class Service:
             if finished is not None and finished.state in TERMINAL_STATES:
                 return finished  # read for us right after the ACK: see ack_many
 
-    async def cancel(self, job_id: int) -> JobState:
-        state = await self.store.cancel(job_id, self.clock())
+    async def cancel(self, job_id: int, *, running: bool = True) -> JobState:
+        """Cancel a job (``running=False``: unless it is running, IllegalTransition)."""
+        state = await self.store.cancel(job_id, self.clock(), running=running)
         if state is JobState.CANCELLED:
             self.metrics.cancelled += 1
             self.done.notify([job_id])

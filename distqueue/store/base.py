@@ -415,12 +415,18 @@ class Store(Protocol):
         """
         ...
 
-    async def cancel(self, job_id: int, now: float) -> JobState:
+    async def cancel(self, job_id: int, now: float, *, running: bool = True) -> JobState:
         """Cancel a job. Waiting, scheduled, queued or retrying: it becomes cancelled
         (and the jobs waiting for it move on, see enqueue). Running:
-        it stays running with ``cancel_requested`` set, for its worker to be told.
+        it stays running with ``cancel_requested`` set, for its worker to be told;
+        with ``running=False`` a running job is refused instead (IllegalTransition)
+        and nothing changes (``cancel_requested`` stays as it was). The state is
+        checked in the same atomic step that cancels, so a claim just before the
+        cancel is never overridden (beanstalkd's delete of a job another connection
+        reserved).
         Returns the job's state afterwards.
-        Raises JobNotFound, or IllegalTransition for a finished job.
+        Raises JobNotFound, or IllegalTransition for a finished job (or, with
+        ``running=False``, a running one).
         """
         ...
 

@@ -2090,14 +2090,16 @@ class PostgresStore:
 
     # -- cancel, retry -----------------------------------------------------------------------
 
-    async def cancel(self, job_id: int, now: float) -> JobState:
+    async def cancel(self, job_id: int, now: float, *, running: bool = True) -> JobState:
         check_id("job id", job_id)
-        state, woken = await self._tx(lambda: self._cancel_steps(job_id, now))
+        state, woken = await self._tx(lambda: self._cancel_steps(job_id, now, bool(running)))
         if state is S.CANCELLED:
             self._announce(ready=bool(woken), done=[job_id])
         return state
 
-    def _cancel_steps(self, job_id: int, now: float) -> Step[tuple[JobState, list[int]]]:
+    def _cancel_steps(
+        self, job_id: int, now: float, running: bool = True
+    ) -> Step[tuple[JobState, list[int]]]:
         rows = yield (
             self.sql.text(
                 "SELECT queue, type, priority, state, has_waiters, after_ids FROM {s}.jobs"
@@ -2109,6 +2111,8 @@ class PostgresStore:
             raise JobNotFound(job_id)
         queue, type_, prio, state, has_waiters, after = rows[0]
         if state == RUNNING:
+            if not running:  # (the row is locked: no claim or finish in between)
+                raise IllegalTransition(f"job {job_id} is running: not cancelled")
             yield (
                 self.sql.text("UPDATE {s}.jobs SET cancel_requested = true WHERE id = %(id)s"),
                 {"id": job_id},

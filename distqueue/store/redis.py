@@ -1101,10 +1101,13 @@ class RedisStore:
         times = [float(h[0][1]) for h in heads if h]
         return min(times) if times else None
 
-    async def cancel(self, job_id: int, now: float) -> JobState:
-        answer = (await self._run("cancel", check_id("job id", job_id), repr(now))).decode()
+    async def cancel(self, job_id: int, now: float, *, running: bool = True) -> JobState:
+        jid = check_id("job id", job_id)
+        answer = (await self._run("cancel", jid, repr(now), "1" if running else "0")).decode()
         if answer == "notfound":
             raise JobNotFound(job_id)
+        if answer == "refused:running":
+            raise IllegalTransition(f"job {job_id} is running: not cancelled")
         if answer.startswith("illegal:"):
             raise IllegalTransition(f"job {job_id} is {answer[8:]}: cannot become cancelled")
         state = JobState(answer)

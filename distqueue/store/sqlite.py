@@ -1165,7 +1165,7 @@ class SQLiteStore:
     def _leases_next(self) -> float | None:
         return self._lease_heap[0][0] if self._lease_heap else None
 
-    def _op_cancel(self, jid: int, now: float) -> JobState:
+    def _op_cancel(self, jid: int, now: float, running: bool = True) -> JobState:
         row = self._conn.execute(
             "SELECT state, queue, priority FROM jobs WHERE id = ?", (jid,)
         ).fetchone()
@@ -1173,6 +1173,8 @@ class SQLiteStore:
             raise JobNotFound(jid)
         state, queue, prio = JobState(row[0]), row[1], row[2]
         if state is S.RUNNING:
+            if not running:
+                raise IllegalTransition(f"job {jid} is running: not cancelled")
             self._running[jid].cancel = True
             self._conn.execute("UPDATE jobs SET cancel_requested = 1 WHERE id = ?", (jid,))
             return S.RUNNING
@@ -1686,8 +1688,10 @@ class SQLiteStore:
     async def next_wakeup(self) -> float | None:
         return await self._writer.call(self._op_next_wakeup)
 
-    async def cancel(self, job_id: int, now: float) -> JobState:
-        return await self._writer.call(self._op_cancel, check_id("job id", job_id), now)
+    async def cancel(self, job_id: int, now: float, *, running: bool = True) -> JobState:
+        return await self._writer.call(
+            self._op_cancel, check_id("job id", job_id), now, bool(running)
+        )
 
     async def retry(self, job_id: int, now: float) -> None:
         await self._writer.call(self._op_retry, check_id("job id", job_id), now)

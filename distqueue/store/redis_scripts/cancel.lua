@@ -1,11 +1,13 @@
--- cancel: ARGV id, now -> state after ('cancelled' or 'running'), or 'notfound', or
--- 'illegal:<state>' for a finished job. The jobs waiting for a job it cancels move on
--- (finish in _lib.lua).
-local id, now = ARGV[1], tonumber(ARGV[2])
+-- cancel: ARGV id, now, running ('1' or '0', absent: '1') -> state after ('cancelled'
+-- or 'running'), or 'notfound', or 'illegal:<state>' for a finished job, or
+-- 'refused:running' for a running job when running is '0' (then nothing changes).
+-- The jobs waiting for a job it cancels move on (finish in _lib.lua).
+local id, now, running = ARGV[1], tonumber(ARGV[2]), ARGV[3] ~= '0'
 local j = hmget(id, 'state', 'queue', 'type', 'priority', 'waiters', 'after', 'line')
 if not j.state then return 'notfound' end
 local state = j.state
 if state == 'running' then
+  if not running then return 'refused:running' end
   redis.call('HSET', jobkey(id), 'cancel_requested', '1')
   return 'running'
 end
