@@ -68,10 +68,10 @@ MAX_WAITERS = 1000
 #: what a waiting job does when a job it waits for ends dead or cancelled
 ON_FAILURE = ("cancel", "run")
 
-#: a type or queue name: letters, digits and _ . : - / (so import paths fit), at most
-#: 200 characters, starting with a letter, digit or underscore; no spaces or commas,
-#: so names can be listed comma-separated on the wire
-_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.:/-]{0,199}\Z")
+#: a type or queue name: letters, digits and _ . : - / (so import paths fit) and the
+#: + ; $ ( ) beanstalkd's tube names may hold, at most 200 characters, not starting
+#: with a hyphen; no spaces or commas, so names can be listed comma-separated on the wire
+_NAME = re.compile(r"^[A-Za-z0-9_.:/+;$()][A-Za-z0-9_.:/+;$()-]{0,199}\Z")
 
 
 def parse_priority(value: int | str) -> int:

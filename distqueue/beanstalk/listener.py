@@ -18,6 +18,7 @@ server.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import itertools
 import logging
@@ -63,6 +64,11 @@ BEANSTALK_TYPE = "beanstalk"
 VERSION = "1.12"
 #: seconds one blocked reserve waits on the service before looking again
 RESERVE_SLICE = 5.0
+#: jobs whose last given delay a listener remembers (stats-job's ``delay``)
+DELAYS_KEPT = 100_000
+#: requests parsed ahead of the one running before a connection is read no more
+#: (a client that pipelines without reading its replies is held back, not buffered)
+QUEUED_MAX = 256
 #: beanstalkd's safety margin: in the last second of a reservation it holds, a
 #: connection's reserve does not wait (DEADLINE_SOON)
 DEADLINE_MARGIN = 1.0
@@ -135,7 +141,7 @@ class Session:
 
     # -- commands --------------------------------------------------------------------------
 
-    async def run(self, command: Command, closed: asyncio.Event) -> bytes:
+    async def run(self, command: Command, eof: asyncio.Event) -> bytes:
         name = command.name
         self.listener.counts[name] = self.listener.counts.get(name, 0) + 1
         if name in _NOT_YET:
@@ -144,7 +150,7 @@ class Session:
             return await self.peek_state(_PEEK[name])
         handler: Callable[..., Any] = getattr(self, "cmd_" + name.replace("-", "_"))
         if name in ("reserve", "reserve-with-timeout"):
-            result: bytes = await handler(*command.args, closed=closed)
+            result: bytes = await handler(*command.args, eof=eof)
         elif name == "put":
             result = await handler(*command.args, body=command.body)
         else:
@@ -203,15 +209,16 @@ class Session:
             [job_id] = await self.service.submit([(spec, False)])
         except QueueFull:  # (a --max-depth limit: beanstalkd's word for "no room")
             return b"OUT_OF_MEMORY\r\n"
+        self.listener.delayed(job_id, delay)
         self.listener.tubes.add(self.used)
         self.producer = True
         return b"INSERTED %d\r\n" % job_id
 
-    async def cmd_reserve(self, closed: asyncio.Event) -> bytes:
-        return await self._reserve(None, closed)
+    async def cmd_reserve(self, eof: asyncio.Event) -> bytes:
+        return await self._reserve(None, eof)
 
-    async def cmd_reserve_with_timeout(self, seconds: int, closed: asyncio.Event) -> bytes:
-        return await self._reserve(float(seconds), closed)
+    async def cmd_reserve_with_timeout(self, seconds: int, eof: asyncio.Event) -> bytes:
+        return await self._reserve(float(seconds), eof)
 
     def _margin(self) -> float | None:
         """Seconds until the safety margin of the soonest TTR this connection holds
@@ -225,35 +232,43 @@ class Session:
             return None
         return min(self.deadlines.values()) - DEADLINE_MARGIN - now
 
-    async def _reserve(self, timeout: float | None, closed: asyncio.Event) -> bytes:
+    async def _reserve(self, timeout: float | None, eof: asyncio.Event) -> bytes:
+        """Wait for a job. ``eof``: the client sent all it will (it may still read):
+        a reserve then takes a job that is ready at once or answers TIMED_OUT, as
+        beanstalkd does for a half-closed connection."""
         worker = self._worker()
         loop = asyncio.get_running_loop()
         deadline = None if timeout is None else loop.time() + timeout
         self.waiting = True
         try:
             while True:
+                if self.listener.closing:
+                    return b"TIMED_OUT\r\n"
                 left = RESERVE_SLICE if deadline is None else max(0.0, deadline - loop.time())
-                wait = min(left, RESERVE_SLICE)
+                wait = 0.0 if eof.is_set() else min(left, RESERVE_SLICE)
                 margin = self._margin()
                 soon = margin is not None and margin <= 0
                 if margin is not None:
                     # in the last second of a reservation it holds, a connection is
                     # not made to wait: a job at once, or DEADLINE_SOON
                     wait = 0.0 if soon else min(wait, margin)
-                fetch = asyncio.ensure_future(self.service.fetch(worker, 1, wait, self.lease))
-                gone = asyncio.ensure_future(closed.wait())
-                try:
-                    await asyncio.wait({fetch, gone}, return_when=asyncio.FIRST_COMPLETED)
-                finally:
-                    gone.cancel()
-                if not fetch.done():
-                    # the client left while it waited: a job claimed meanwhile goes back
-                    # with the rest of what it held (close())
-                    fetch.cancel()
-                    with contextlib.suppress(BaseException):
-                        await fetch
-                    raise Closed
-                jobs = fetch.result()
+                fetch: asyncio.Future[list[Job]] | None = None
+                if eof.is_set():  # one look, no wait
+                    jobs = await self.service.fetch(worker, 1, 0.0, self.lease)
+                else:
+                    fetch = asyncio.ensure_future(self.service.fetch(worker, 1, wait, self.lease))
+                    ended = asyncio.ensure_future(eof.wait())
+                    try:
+                        await asyncio.wait({fetch, ended}, return_when=asyncio.FIRST_COMPLETED)
+                    finally:
+                        ended.cancel()
+                        if not fetch.done():
+                            # the client is done sending, or the listener stops: this
+                            # wait ends here, and takes nothing after it ended
+                            fetch.cancel()
+                            with contextlib.suppress(BaseException):
+                                await fetch
+                    jobs = [] if fetch.cancelled() else fetch.result()
                 if jobs:
                     job = jobs[0]
                     self.reserved[job.id] = (job.token, job.queue)
@@ -261,7 +276,9 @@ class Session:
                     return job_reply("RESERVED", job.id, job.payload or b"")
                 if soon:
                     return b"DEADLINE_SOON\r\n"
-                if deadline is not None and loop.time() >= deadline:
+                if fetch is not None and fetch.cancelled():
+                    continue  # (eof: one more look, not waiting)
+                if eof.is_set() or (deadline is not None and loop.time() >= deadline):
                     return b"TIMED_OUT\r\n"
         finally:
             self.waiting = False
@@ -285,9 +302,10 @@ class Session:
             try:
                 await self.service.ack(self.worker, job_id, held[0], None)
             except LeaseLost:
-                return b"NOT_FOUND\r\n"
-            self.listener.deleted(held[1])
-            return b"DELETED\r\n"
+                pass  # its TTR ran out meanwhile: deleted as any job it does not hold
+            else:
+                self.listener.deleted(held[1])
+                return b"DELETED\r\n"
         job = await self._beanstalk_job(job_id)
         if job is None or job.state is JobState.RUNNING:  # another connection's
             return b"NOT_FOUND\r\n"
@@ -295,7 +313,8 @@ class Session:
             if job.state is JobState.DEAD:
                 await self.service.purge(job_id)
             else:
-                await self.service.cancel(job_id)
+                # refused, changing nothing, if another connection reserved it since
+                await self.service.cancel(job_id, running=False)
         except (JobNotFound, IllegalTransition):
             return b"NOT_FOUND\r\n"
         self.listener.deleted(job.queue)
@@ -311,6 +330,7 @@ class Session:
             await self.service.requeue(self.worker, job_id, held[0], priority=pri, run_at=run_at)
         except (LeaseLost, JobNotFound):
             return b"NOT_FOUND\r\n"
+        self.listener.delayed(job_id, delay)
         return b"RELEASED\r\n"
 
     async def cmd_bury(self, job_id: int, pri: int) -> bytes:
@@ -400,9 +420,11 @@ class Session:
             left = job.run_at - now
         else:
             left = 0.0
-        delay = 0
-        if job.run_at is not None and state == "delayed":
-            delay = max(0, round(job.run_at - job.created_at))
+        delay = self.listener.delays.get(job.id)
+        if delay is None:  # (put or released through another server, or long ago)
+            delay = 0
+            if job.run_at is not None and state == "delayed" and not job.attempts:
+                delay = max(0, round(job.run_at - job.created_at))
         return yaml_map([
             ("id", job.id), ("tube", job.queue), ("state", state), ("pri", job.priority),
             ("age", max(0, math.floor(now - job.created_at))), ("delay", delay),
@@ -507,6 +529,10 @@ class BeanstalkListener:
         self.tubes: set[str] = {"default"}
         self.counts: dict[str, int] = {}
         self.deletes: dict[str, int] = {}
+        #: job id -> the delay its last put or release gave (stats-job), newest jobs
+        self.delays: collections.OrderedDict[int, int] = collections.OrderedDict()
+        #: stopping: waiting reserves answer at once, taking nothing
+        self.closing = False
         self.pauses: dict[str, int] = {}
         #: tube -> (seconds asked, monotonic end) of a pause-tube in force
         self.paused: dict[str, tuple[int, float]] = {}
@@ -515,6 +541,9 @@ class BeanstalkListener:
         self.started = time.monotonic()
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        #: each connection's transport (cut at close) and end-of-input event (set then)
+        self._transports: set[asyncio.WriteTransport] = set()
+        self._wakes: set[asyncio.Event] = set()
 
     async def start(self) -> None:
         self._server = await asyncio.start_server(self._serve, self.host, self.port,
@@ -522,19 +551,36 @@ class BeanstalkListener:
         self.port = self._server.sockets[0].getsockname()[1]
 
     async def close(self) -> None:
+        """Stop: no new connections; waiting reserves answer at once and take nothing;
+        each connection is cut and gives back what it held."""
+        self.closing = True
         if self._server is not None:
             self._server.close()
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
         for handle in self._resumes.values():
             handle.cancel()
+        for wake in list(self._wakes):
+            wake.set()
+        for transport in list(self._transports):
+            transport.abort()
+        if self._tasks:
+            _, stuck = await asyncio.wait(list(self._tasks), timeout=5.0)
+            for task in stuck:
+                task.cancel()
+            if stuck:
+                await asyncio.wait(stuck, timeout=2.0)
         if self._server is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._server.wait_closed(), 2.0)
 
     def deleted(self, tube: str) -> None:
         self.deletes[tube] = self.deletes.get(tube, 0) + 1
+
+    def delayed(self, job_id: int, delay: int) -> None:
+        """Remember the delay last given to a job (stats-job), for the newest jobs."""
+        self.delays[job_id] = delay
+        self.delays.move_to_end(job_id)
+        if len(self.delays) > DELAYS_KEPT:
+            self.delays.popitem(last=False)
 
     async def pause(self, tube: str, seconds: int) -> None:
         self.pauses[tube] = self.pauses.get(tube, 0) + 1
@@ -565,43 +611,64 @@ class BeanstalkListener:
         task.add_done_callback(self._tasks.discard)
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        # (a stop that could not wait cancels it: asyncio's callback must not log that)
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._session(reader, writer)
+
+    async def _session(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
         if task is not None:
             self._tasks.add(task)
+        transport = writer.transport
+        self._transports.add(transport)
         peer = writer.get_extra_info("peername")
         session = Session(self, f"{peer[0]}:{peer[1]}" if peer else "?")
         self.sessions.add(session)
         self.total_connections += 1
         parser = Parser(self.max_job_size)
-        closed = asyncio.Event()
-        queue: asyncio.Queue[Command | WireError | None] = asyncio.Queue()
+        eof = asyncio.Event()  # the client sent all it will (or the listener stops)
+        self._wakes.add(eof)
+        room = asyncio.Event()  # fewer than QUEUED_MAX requests wait: read more
+        room.set()
+        queue: collections.deque[Command | WireError] = collections.deque()
+        more = asyncio.Event()  # something was queued, or the input ended
 
         async def read() -> None:
             try:
-                while True:
+                while not eof.is_set():
+                    await room.wait()
                     data = await reader.read(65536)
                     if not data:
                         break
                     parser.feed(data)
                     while (item := parser.next()) is not None:
-                        queue.put_nowait(item)
+                        queue.append(item)
+                    more.set()
+                    if len(queue) >= QUEUED_MAX:
+                        room.clear()
             except (ConnectionError, OSError):
                 pass
             finally:
-                closed.set()
-                queue.put_nowait(None)
+                eof.set()
+                more.set()
 
         reading = asyncio.create_task(read())
         try:
             while True:
-                item = await queue.get()
-                if item is None:
-                    break
+                if not queue:
+                    if eof.is_set():
+                        break
+                    more.clear()
+                    await more.wait()
+                    continue
+                item = queue.popleft()
+                if len(queue) < QUEUED_MAX // 2:
+                    room.set()
                 if isinstance(item, WireError):
-                    writer.write(item.word.encode("ascii") + b"\r\n")
+                    reply = item.word.encode("ascii") + b"\r\n"
                 else:
                     try:
-                        reply = await session.run(item, closed)
+                        reply = await session.run(item, eof)
                     except Closed:
                         break
                     except DistQueueError as exc:
@@ -612,9 +679,12 @@ class BeanstalkListener:
                     except Exception:  # a bug: said, logged, and the connection goes on
                         log.exception("beanstalk %s: %s failed", session.peer, item.name)
                         reply = b"INTERNAL_ERROR\r\n"
-                    writer.write(reply)
-                if queue.empty():
-                    await writer.drain()
+                if transport.is_closing():  # cut (a stop, a reset): nobody to answer
+                    break
+                writer.write(reply)
+                # (waits only while the client leaves more than asyncio's high-water
+                # mark unread: replies are never buffered without bound)
+                await writer.drain()
         except (ConnectionError, OSError):
             pass
         finally:
@@ -622,9 +692,15 @@ class BeanstalkListener:
             with contextlib.suppress(BaseException):
                 await reading
             self.sessions.discard(session)
-            await session.close()
-            writer.close()
+            self._wakes.discard(eof)
             with contextlib.suppress(Exception):
-                await writer.wait_closed()
+                await session.close()
+            if self.closing:
+                transport.abort()
+            else:
+                writer.close()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(writer.wait_closed(), 1.0)
+            self._transports.discard(transport)
             if task is not None:
                 self._tasks.discard(task)

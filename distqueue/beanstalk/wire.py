@@ -162,21 +162,25 @@ class Parser:
                 if crlf != b"\r\n":
                     return WireError("EXPECTED_CRLF")
                 return Command(command.name, command.args, body)
-            end = buf.find(b"\r\n", 0, MAX_LINE if not self._skipping else None)
+            if self._skipping:
+                # the rest of a line longer than any command: up to its end, no further
+                end = buf.find(b"\r\n")
+                if end < 0:
+                    del buf[: max(0, len(buf) - 1)]  # (keep a \r that may start the \r\n)
+                    return None
+                del buf[: end + 2]
+                self._skipping = False
+                continue
+            end = buf.find(b"\r\n", 0, MAX_LINE)
             if end < 0:
-                if len(buf) >= MAX_LINE and not self._skipping:
-                    # longer than any command: refuse it once, skip to its end
+                if len(buf) >= MAX_LINE:
+                    # longer than any command: refused once, skipped to its end (what
+                    # follows that end is the next command)
                     self._skipping = True
-                    del buf[: len(buf) - 1]  # (keep a \r that may start the \r\n)
                     return WireError("BAD_FORMAT")
-                if self._skipping:
-                    del buf[: max(0, len(buf) - 1)]
                 return None
             line = bytes(buf[:end])
             del buf[: end + 2]
-            if self._skipping:
-                self._skipping = False
-                continue
             try:
                 command = parse_line(line)
             except WireError as exc:

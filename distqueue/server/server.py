@@ -131,7 +131,7 @@ class Server:
             try:
                 await listener.start()
             except OSError as exc:
-                why = os.strerror(exc.errno) if exc.errno else str(exc)
+                why = _why(exc)
                 raise OSError(
                     f"cannot listen for beanstalk clients on {self.config.beanstalk}: {why}"
                 ) from None
@@ -151,7 +151,7 @@ class Server:
         try:
             self.admin = await start_admin(self, host.strip("[]") or "127.0.0.1", int(port))
         except OSError as exc:
-            why = os.strerror(exc.errno) if exc.errno else str(exc)
+            why = _why(exc)
             if not self.config.http_given:
                 log.warning("no admin port: %s: %s; give another with --http HOST:PORT",
                             http, why)  # fmt: skip
@@ -426,3 +426,11 @@ def _raise_file_limit() -> None:
             resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     except (ImportError, ValueError, OSError):  # not permitted: keep the soft limit
         pass
+
+
+def _why(exc: OSError) -> str:
+    """An address that cannot be had, in words: the system's for an errno, the
+    resolver's for a name that does not resolve (a negative code)."""
+    if exc.errno is not None and exc.errno > 0:
+        return os.strerror(exc.errno)
+    return exc.strerror or str(exc)
