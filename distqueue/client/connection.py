@@ -367,10 +367,20 @@ class AsyncConnection:
         writer = self._writer
         if writer is None:
             raise ServerUnavailable("not connected")
+        if writer.transport.is_closing():
+            # the server closed it, and the reader has not said so yet: uvloop raises
+            # RuntimeError ("the handler is closed") on a write now, asyncio drops it
+            raise ServerUnavailable("lost the connection to the server: it closed")
+        data = b"".join(encode_command(*c) for c in commands)
         loop = asyncio.get_running_loop()
         futs = [loop.create_future() for _ in commands]
         self._waiting.extend(futs)
-        writer.write(b"".join(encode_command(*c) for c in commands))
+        try:
+            writer.write(data)
+        except RuntimeError as exc:  # (closed between the check and the write)
+            for fut in futs:
+                fut.cancel()
+            raise ServerUnavailable(f"lost the connection to the server: {exc}") from exc
         try:
             await writer.drain()
         except OSError as exc:
