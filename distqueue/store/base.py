@@ -449,6 +449,21 @@ class Store(Protocol):
         """
         ...
 
+    async def claim_job(
+        self, worker: str, job_id: int, now: float, *, lease: float = DEFAULT_LEASE
+    ) -> Job:
+        """Lease one given queued job to ``worker`` (beanstalk's ``reserve-job``), as
+        a claim would — a new fencing token (attempts + 1), running until now +
+        lease, the counts moved exactly as a claim moves them — whatever its place in
+        its queue, pauses and limits aside (it counts against concurrency limits while
+        it runs, takes no rate token). Raises JobNotFound, or IllegalTransition when
+        it is not queued (the caller kicks a delayed or buried job first), or when
+        its deadline passed: then, as a claim would, it is ended dead (error kind
+        ``expired``) — the one IllegalTransition that changed something. InvalidJob
+        for a bad worker id or lease.
+        """
+        ...
+
     async def kick_job(self, job_id: int, now: float) -> JobState:
         """beanstalk's ``kick-job``: a dead job queued again (as ``retry``), a
         scheduled or retrying job queued now. Returns the state it was in. Raises

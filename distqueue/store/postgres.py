@@ -2243,6 +2243,56 @@ class PostgresStore:
         self._announce(ready=True)
         return state
 
+    async def claim_job(
+        self, worker: str, job_id: int, now: float, *, lease: float = DEFAULT_LEASE
+    ) -> Job:
+        check_claim(worker, 1, lease)
+        check_id("job id", job_id)
+        job, woken = await self._tx(lambda: self._claim_job_steps(worker, job_id, now, now + lease))
+        if job.state is not S.RUNNING:
+            # past its deadline: ended dead as a claim ends it (committed), not leased
+            self._announce(ready=bool(woken), done=[job_id])
+            raise IllegalTransition(f"job {job_id} expired before it started")
+        return job
+
+    def _claim_job_steps(
+        self, worker: str, job_id: int, now: float, until: float
+    ) -> Step[tuple[Job, list[int]]]:
+        # The row locked (a claim racing this one skips it, or finds it running once
+        # this commits), then leased by the claim's own statement (_CLAIM_SET): a new
+        # token, the job out of the ready index (state and seq), counted as a claim
+        # counts it (q2 -> q3 of its queue, p:<priority> down, r:<type> up: the
+        # running counts a gated claim reads for concurrency limits). Pauses and
+        # limits aside: no limit row is locked, no rate token taken.
+        rows = yield (
+            self.sql.text("SELECT state, deadline FROM {s}.jobs WHERE id = %(id)s FOR UPDATE"),
+            {"id": job_id},
+        )
+        if not rows:
+            raise JobNotFound(job_id)
+        state, deadline = rows[0]
+        if state != QUEUED:
+            raise IllegalTransition(
+                f"job {job_id} is {STATES[state].value}: only a queued job can be claimed"
+            )
+        expired = deadline is not None and deadline < now
+        [row] = yield self.sql["claim_apply"], {
+            "ids": [job_id], "expired": [expired], "now": now, "until": until, "worker": worker,
+        }  # fmt: skip
+        job = _job(row[:NCOLS])
+        deltas = Deltas()
+        woken: list[int] = []
+        if expired:
+            deltas.move(job.queue, job.type, job.priority, QUEUED, DEAD)
+            deltas.total("dead")
+            deltas.total("expired")
+            if row[NCOLS + 1]:
+                woken = yield from self._ended([(job_id, False)], now, deltas)
+        else:
+            deltas.move(job.queue, job.type, job.priority, QUEUED, RUNNING)
+        yield from deltas.flush(self.sql)
+        return job, woken
+
     # -- reads ---------------------------------------------------------------------------------
 
     async def _read(self, sql: str, params: Mapping[str, Any]) -> list[tuple[Any, ...]]:

@@ -197,7 +197,7 @@ SCRIPTS = (
     "enqueue", "claim", "complete", "fail", "progress", "heartbeat", "expire", "release",
     "promote", "cancel", "retry", "purge", "list", "types", "migrate", "worker_note",
     "workers", "worker_forget", "stats", "flow", "periodic", "periodic_read", "requeue",
-    "touch", "kick", "kick_job", "peek",
+    "touch", "kick", "kick_job", "peek", "claim_job",
 )  # fmt: skip
 #: the scripts that change nothing: no WAIT after them, and sent again once after a
 #: dropped connection (as _read does)
@@ -1137,6 +1137,26 @@ class RedisStore:
         kicked = [int(i) for i in rows]
         self._announce(ready=bool(kicked))
         return kicked
+
+    async def claim_job(
+        self, worker: str, job_id: int, now: float, *, lease: float = DEFAULT_LEASE
+    ) -> Job:
+        check_claim(worker, 1, lease)
+        jid = check_id("job id", job_id)
+        answer = await self._run("claim_job", jid, worker, repr(now), repr(now + lease))
+        what = answer[0].decode()
+        if what == "ok":
+            return _job(job_id, _pairs(answer[1]))
+        if what == "notfound":
+            raise JobNotFound(job_id)
+        if what == "expired":  # past its deadline: dead now, as a claim ends it
+            self._announce(done=[job_id])
+            raise IllegalTransition(f"job {job_id} expired before it started")
+        if what == "illegal":
+            raise IllegalTransition(
+                f"job {job_id} is {answer[1].decode()}: only a queued job can be claimed"
+            )
+        raise StoreError(f"unexpected answer from the store: {answer!r}")
 
     async def kick_job(self, job_id: int, now: float) -> JobState:
         answer = (await self._run("kick_job", check_id("job id", job_id), repr(now))).decode()

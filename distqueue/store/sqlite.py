@@ -924,11 +924,7 @@ class SQLiteStore:
             queues, types, admit, None if gate is None else gate.blocked
         ):
             if deadline is not None and deadline < now:
-                expired = JobError(
-                    kind="expired", message=f"deadline {deadline} passed before it started"
-                )
-                self._finish(jid, key[0], S.QUEUED, S.DEAD, now, expired)
-                self._total("expired")
+                self._expire_queued(jid, key[0], deadline, now)
                 ended += 1
                 if ended == BATCH and not chosen:  # bounded work: claim() goes on
                     return None
@@ -943,6 +939,21 @@ class SQLiteStore:
             gate.save()
         if not chosen:
             return []
+        return self._start(worker, chosen, now, lease_until)
+
+    def _expire_queued(self, jid: int, queue: str, deadline: float, now: float) -> None:
+        """A queued job, already out of the ready queues, past its deadline: dead,
+        error kind expired (claim, claim_job)."""
+        expired = JobError(kind="expired", message=f"deadline {deadline} passed before it started")
+        self._finish(jid, queue, S.QUEUED, S.DEAD, now, expired)
+        self._total("expired")
+
+    def _start(
+        self, worker: str, chosen: list[tuple[int, int]], now: float, lease_until: float
+    ) -> list[Job]:
+        """Lease ``chosen`` ((id, priority) of queued jobs already out of the ready
+        queues, in hand-out order) to ``worker``: rows written, running indexes and
+        counts moved (claim, claim_job)."""
         # one statement for the whole claim
         marks = ",".join("?" * len(chosen))
         rows = self._conn.execute(
@@ -1254,6 +1265,27 @@ class SQLiteStore:
                 f"job {jid} is {state.value}: only dead, scheduled or retrying jobs can be kicked"
             )
         return state
+
+    def _op_claim_job(self, worker: str, jid: int, now: float, lease: float) -> Job | None:
+        """claim_job: one given queued job leased as a claim that picked it would, its
+        place in the ready queues, pauses and limits aside (its running counts, by
+        queue and by type, do count against the limits). None when its deadline had
+        passed: it is dead (expired) instead, as a claim would leave it."""
+        row = self._conn.execute(
+            "SELECT state, queue, priority, deadline FROM jobs WHERE id = ?", (jid,)
+        ).fetchone()
+        if row is None:
+            raise JobNotFound(jid)
+        state, queue, prio, deadline = JobState(row[0]), row[1], row[2], row[3]
+        if state is not S.QUEUED:
+            raise IllegalTransition(f"job {jid} is {state.value}: only a queued job can be claimed")
+        check_transition(jid, S.QUEUED, S.RUNNING)
+        self._ready.drop(jid, prio)  # (its FIFO entry goes stale, as a cancel leaves it)
+        if deadline is not None and deadline < now:
+            self._expire_queued(jid, queue, deadline, now)
+            return None
+        [job] = self._start(worker, [(jid, prio)], now, now + lease)
+        return job
 
     def _op_first_ready(self, queue: str, type_: str | None) -> int | None:
         return self._ready.first(queue, type_)
@@ -1705,6 +1737,18 @@ class SQLiteStore:
         if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= MAX_KICK:
             raise InvalidJob(f"n must be an integer 1-{MAX_KICK}, not {n!r}")
         return await self._writer.call(self._op_kick, queue, n, now, type)
+
+    async def claim_job(
+        self, worker: str, job_id: int, now: float, *, lease: float = DEFAULT_LEASE
+    ) -> Job:
+        check_claim(worker, 1, lease)
+        check_id("job id", job_id)
+        # answered before its commit, as a claim is: lost in a crash, the job is just
+        # queued again (and its token never handed out again: see EPOCH_SHIFT)
+        job = await self._writer.call(self._op_claim_job, worker, job_id, now, lease, durable=False)
+        if job is None:
+            raise IllegalTransition(f"job {job_id} expired before it started")
+        return job
 
     async def kick_job(self, job_id: int, now: float) -> JobState:
         return await self._writer.call(self._op_kick_job, check_id("job id", job_id), now)
