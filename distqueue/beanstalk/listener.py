@@ -11,8 +11,7 @@ dead-letter list), ``release`` hands it back, a closed connection gives back wha
 it held (nothing counted against the jobs). docs/beanstalk.md says what is
 supported and how it differs from beanstalkd.
 
-Not yet: ``reserve-job`` (UNKNOWN_COMMAND); ``pause-tube``'s end is a timer of this
-server.
+Not yet: ``pause-tube``'s end is a timer of this server.
 """
 
 from __future__ import annotations
@@ -77,7 +76,6 @@ _STATE = {
     JobState.QUEUED: "ready", JobState.RUNNING: "reserved", JobState.SCHEDULED: "delayed",
     JobState.RETRYING: "delayed", JobState.WAITING: "delayed", JobState.DEAD: "buried",
 }  # fmt: skip
-_NOT_YET = frozenset({"reserve-job"})
 _PEEK = {"peek-ready": JobState.QUEUED, "peek-delayed": JobState.SCHEDULED,
          "peek-buried": JobState.DEAD}  # fmt: skip
 
@@ -144,8 +142,6 @@ class Session:
     async def run(self, command: Command, eof: asyncio.Event) -> bytes:
         name = command.name
         self.listener.counts[name] = self.listener.counts.get(name, 0) + 1
-        if name in _NOT_YET:
-            return b"UNKNOWN_COMMAND\r\n"
         if name in _PEEK:
             return await self.peek_state(_PEEK[name])
         handler: Callable[..., Any] = getattr(self, "cmd_" + name.replace("-", "_"))
@@ -381,6 +377,22 @@ class Session:
             if len(got) < want:
                 break
         return b"KICKED %d\r\n" % kicked
+
+    async def cmd_reserve_job(self, job_id: int) -> bytes:
+        job = await self._beanstalk_job(job_id)
+        if job is None or job.state is JobState.RUNNING:
+            return b"NOT_FOUND\r\n"
+        worker = self._worker()
+        ttr = job.timeout or self.service.config.lease
+        try:
+            if job.state in (JobState.DEAD, JobState.SCHEDULED, JobState.RETRYING):
+                await self.service.kick_job(job_id)  # (delayed or buried: ready first)
+            job = await self.service.claim_job(worker, job_id, ttr)
+        except (JobNotFound, IllegalTransition):
+            return b"NOT_FOUND\r\n"
+        self.reserved[job.id] = (job.token, job.queue)
+        self.deadlines[job.id] = job.lease_until or self.service.clock() + ttr
+        return job_reply("RESERVED", job.id, job.payload or b"")
 
     async def cmd_kick_job(self, job_id: int) -> bytes:
         job = await self._beanstalk_job(job_id)

@@ -686,6 +686,14 @@ class Service:
             self.ready.notify_all()
         return kicked
 
+    async def claim_job(self, worker: WorkerInfo, job_id: int, lease: float | None = None) -> Job:
+        """Lease one given queued job to the worker (beanstalk's reserve-job)."""
+        job = await self.store.claim_job(
+            worker.id, job_id, self.clock(), lease=lease or self.config.lease
+        )
+        self._handed_out(worker, [job])
+        return job
+
     async def kick_job(self, job_id: int) -> JobState:
         was = await self.store.kick_job(job_id, self.clock())
         self.ready.notify_all()

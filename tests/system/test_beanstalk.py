@@ -262,3 +262,22 @@ def test_deadline_soon(server: Any) -> None:
         # ... but nothing is waited for: DEADLINE_SOON, not TIMED_OUT after 5 s
         with pytest.raises(greenstalk.DeadlineSoonError):
             bs.reserve(timeout=5)
+
+
+def test_reserve_job(server: Any) -> None:
+    _, addr = server
+    with greenstalk.Client(addr) as bs, greenstalk.Client(addr) as other:
+        a, b, c = bs.put("a"), bs.put("b", delay=600), bs.put("c")
+        # a ready job out of its turn, a delayed one: reserved by id
+        assert bs.reserve_job(c).id == c and bs.stats_job(c)["state"] == "reserved"
+        assert bs.reserve_job(b).body == "b"
+        # another connection's reservation is not for the taking
+        with pytest.raises(greenstalk.NotFoundError):
+            other.reserve_job(c)
+        # a buried job comes back reserved
+        bs.bury(greenstalk.Job(c, "c"))
+        job = other.reserve_job(c)
+        assert (job.id, other.stats_job(c)["state"]) == (c, "reserved")
+        assert bs.reserve(timeout=5).id == a  # the rest took nothing out of turn
+        with pytest.raises(greenstalk.NotFoundError):
+            bs.reserve_job(999_999)
