@@ -305,6 +305,8 @@ class Worker:
         #: sync tasks' threads (threads.py), made on the first one; jobs on them now
         self._runner: ThreadRunner | None = None
         self._in_threads = 0
+        #: the jobs running in threads (a stopped one stays until its code returns)
+        self._thread_runs: set[JobRun] = set()
         #: jobs claimed and not started yet (in ``running`` too), oldest first; how
         #: many the fetch loop may claim beyond the free slots (see _prefetch); the
         #: running means it is worked out from: a job's run time, a FETCH's round trip
@@ -782,6 +784,7 @@ class Worker:
         if run.timeout is not None:
             run.timer = loop.call_later(run.timeout, run.stop, "timeout")
         self._in_threads += 1
+        self._thread_runs.add(run)
         self._runner.submit(run, run_with_context, run.ctx, call_sync, task, run.args)
         return True
 
@@ -801,6 +804,7 @@ class Worker:
             run.ctx = run.kill = None
             if self.running.get(run.id) is run:
                 del self.running[run.id]
+            self._thread_runs.discard(run)
             self._freed(run)
         self._in_threads -= len(batch)
         self._dispatch()
@@ -901,15 +905,19 @@ class Worker:
         self._drained = True
         for run in list(self._waiting):  # not started: back to the queue (BYE)
             run.stop("shutdown")
-        if self._job_tasks or self._in_threads:
+
+        def unfinished() -> int:
+            # a thread whose job was stopped already (a timeout, a cancel: reported
+            # then) cannot be stopped, and nothing waits for it: it is not waited for
+            threads = sum(1 for run in self._thread_runs if not run.reported)
+            return len(self._job_tasks) + threads
+
+        if unfinished():
             log.info("stopping: %d jobs running, %gs grace",
-                     len(self._job_tasks) + self._in_threads, self.options.grace)  # fmt: skip
+                     unfinished(), self.options.grace)  # fmt: skip
             hurry = asyncio.ensure_future(self._hurry.wait())
             deadline = time.monotonic() + self.options.grace
-            while (
-                (self._job_tasks or self._in_threads)
-                and not self._hurry.is_set() and time.monotonic() < deadline
-            ):  # fmt: skip
+            while unfinished() and not self._hurry.is_set() and time.monotonic() < deadline:
                 self._slot_freed.clear()
                 freed = asyncio.ensure_future(self._slot_freed.wait())
                 await asyncio.wait([*self._job_tasks, hurry, freed],

@@ -57,7 +57,8 @@ def test_a_hanging_job_is_stopped_at_its_timeout(
     server_proc, worker_proc, pool: str, task: str
 ) -> None:  # type: ignore[no-untyped-def]
     server = server_proc()
-    worker_proc(server.address, *TASKS, "--pool", pool, "--concurrency", "2").wait_connected()
+    worker = worker_proc(server.address, *TASKS, "--pool", pool, "--concurrency", "2")
+    worker.wait_connected()
     with Client(server.address) as client:
         # a thread cannot be killed: it keeps its slot, so only one hang there; the
         # others twice, proving what was killed the first time was replaced
@@ -68,6 +69,9 @@ def test_a_hanging_job_is_stopped_at_its_timeout(
             assert job.error is not None and job.error.kind == "timeout"
         # the worker goes on serving
         assert client.result(client.submit(add, 2, 3), wait=30) == 5
+    # and a SIGTERM stops it, its grace not spent on a thread whose job ended already
+    # (stop() kills it, -9, if it has not exited within 15 s: the 30 s grace)
+    assert worker.stop() == 0
 
 
 def test_sigstopped_worker_loses_its_jobs_and_its_late_results(server_proc, worker_proc) -> None:  # type: ignore[no-untyped-def]
