@@ -927,6 +927,12 @@ class PostgresStore:
         database cannot be reached or the schema is not there (and not migrated)."""
         store = cls(url, **options)
         try:
+            # one connection first, so that a database that refuses or does not
+            # resolve says why at once (the pool would retry it until POOL_TIMEOUT)
+            probe = await psycopg.AsyncConnection.connect(
+                store.url, autocommit=True, connect_timeout=int(POOL_TIMEOUT)
+            )
+            await probe.close()
             await store._pool.open(wait=True, timeout=POOL_TIMEOUT)
             async with store._pool.connection() as conn:
                 cur = await conn.execute(
