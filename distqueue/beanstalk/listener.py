@@ -582,7 +582,8 @@ class BeanstalkListener:
                 await asyncio.wait(stuck, timeout=2.0)
         if self._server is not None:
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._server.wait_closed(), 2.0)
+                async with asyncio.timeout(2.0):
+                    await self._server.wait_closed()
 
     def deleted(self, tube: str) -> None:
         self.deletes[tube] = self.deletes.get(tube, 0) + 1
@@ -712,7 +713,8 @@ class BeanstalkListener:
             else:
                 writer.close()
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(writer.wait_closed(), 1.0)
+                async with asyncio.timeout(1.0):
+                    await writer.wait_closed()
             self._transports.discard(transport)
             if task is not None:
                 self._tasks.discard(task)

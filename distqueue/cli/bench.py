@@ -159,7 +159,8 @@ async def _start_server(
     deadline = time.monotonic() + 30
     while True:
         try:
-            line = await asyncio.wait_for(proc.stderr.readline(), deadline - time.monotonic())
+            async with asyncio.timeout(deadline - time.monotonic()):
+                line = await proc.stderr.readline()
         except TimeoutError:
             line = b""
         if not line:
@@ -208,7 +209,8 @@ async def _stop(procs: list[Any], grace: float = 5.0) -> None:
         for proc in running:
             proc.send_signal(sig)
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(asyncio.gather(*(p.wait() for p in running)), wait)
+            async with asyncio.timeout(wait):
+                await asyncio.gather(*(p.wait() for p in running))
 
 
 # -- the figures ---------------------------------------------------------------------------
@@ -259,7 +261,8 @@ class Bench:
         self.results.types.setdefault(name, kind.type)
         try:
             try:
-                return await asyncio.wait_for(work, self.timeout)
+                async with asyncio.timeout(self.timeout):
+                    return await work
             except (TimeoutError, Timeout):
                 raise BenchFailed(await self.missing(name)) from None
             except DistQueueError as exc:
@@ -271,7 +274,8 @@ class Bench:
     async def missing(self, name: str) -> str:
         """What a figure that ran out of time left undone."""
         try:
-            counts = await asyncio.wait_for(self.queue_counts(self.queue), 10)
+            async with asyncio.timeout(10):
+                counts = await self.queue_counts(self.queue)
         except (TimeoutError, DistQueueError, OSError) as exc:
             return (f"{name}: not done within {self.timeout:g} s (--timeout), and the server"
                     f" did not answer STATS ({exc or type(exc).__name__})")  # fmt: skip
@@ -477,7 +481,8 @@ async def _run(opts: dict[str, Any], kinds: list[Kind], progress: Any) -> Result
             finally:
                 final: dict[str, Any] | None = None
                 with contextlib.suppress(TimeoutError, DistQueueError, OSError):
-                    final = await asyncio.wait_for(client.stats(), 10)
+                    async with asyncio.timeout(10):
+                        final = await client.stats()
                 if final is not None:
                     counts = final["queues"].get(queue, {})
                     held = final["queues"].get(HOLD_QUEUE, {})

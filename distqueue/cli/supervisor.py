@@ -130,7 +130,8 @@ class Supervisor:
                  f" restarting in {delay:g}s")  # fmt: skip
             self.restarts += 1
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.stopping.wait(), delay)
+                async with asyncio.timeout(delay):
+                    await self.stopping.wait()
             delay = min(RESTART_MAX, delay * 2)
 
 

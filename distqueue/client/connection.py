@@ -297,9 +297,8 @@ class AsyncConnection:
                 address = self.addresses[index]
                 host, port = address
                 try:
-                    reader, writer = await asyncio.wait_for(
-                        asyncio.open_connection(host, port, limit=1 << 20), CONNECT_TIMEOUT
-                    )
+                    async with asyncio.timeout(CONNECT_TIMEOUT):
+                        reader, writer = await asyncio.open_connection(host, port, limit=1 << 20)
                 except (OSError, TimeoutError) as exc:
                     errors.append(f"{host}:{port}: {getattr(exc, 'strerror', None) or exc}")
                     continue
@@ -309,10 +308,12 @@ class AsyncConnection:
                 context = self.tls.context_for(address)
                 if context is not None:
                     try:
-                        await asyncio.wait_for(writer.start_tls(
-                            context, server_hostname=host,
-                            ssl_handshake_timeout=CONNECT_TIMEOUT + 1,
-                        ), CONNECT_TIMEOUT)  # fmt: skip
+                        async with asyncio.timeout(CONNECT_TIMEOUT):
+                            await writer.start_tls(
+                                context,
+                                server_hostname=host,
+                                ssl_handshake_timeout=CONNECT_TIMEOUT + 1,
+                            )
                     except (OSError, TimeoutError) as exc:
                         writer.close()
                         errors.append(self.tls.failure(address, exc, in_hello=False))

@@ -14,11 +14,11 @@ from __future__ import annotations
 
 import asyncio
 import atexit
-import contextlib
 from collections.abc import Sequence
 from typing import Any
 
 from distqueue import codec
+from distqueue.aio import cancel_and_wait
 from distqueue.client.connection import Arg, hello_args
 from distqueue.config import ServerConfig, redact_url
 from distqueue.errors import DistQueueError, UnknownCommand
@@ -196,9 +196,7 @@ class DirectConnection:
 
     async def close(self) -> None:
         if self._tick is not None:
-            self._tick.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._tick
+            await cancel_and_wait(self._tick)
             self._tick = None
         if self._share is None:  # (a shared store and service are their owner's to close)
             if self._service is not None:

@@ -19,6 +19,7 @@ import time
 from collections.abc import AsyncGenerator, Callable
 from typing import TYPE_CHECKING, Any, TextIO
 
+from distqueue.aio import cancel_and_wait
 from distqueue.clock import Clock, system_clock
 from distqueue.config import ServerConfig, check_exposure, redact_url
 from distqueue.errors import StoreError
@@ -178,7 +179,8 @@ class Server:
                     raise
                 health.failed(exc)
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._stop.wait(), delay)
+                    async with asyncio.timeout(delay):
+                        await self._stop.wait()
                 if self._stop.is_set():
                     raise StoreError(f"stopped while waiting for the store: {exc}") from None
                 delay = min(BACKOFF_MAX, delay * 2)
@@ -210,15 +212,16 @@ class Server:
         if self._server is not None:
             self._server.close()
         for task in self._side_tasks:
-            task.cancel()
+            task.cancel()  # (and again below, until they have ended)
         for conn in list(self.connections):
             if conn.session is not None:
                 conn.session.worker = None  # a server stop is not the worker vanishing
             conn.abort()
         if self._server is not None:
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._server.wait_closed(), 2.0)
-        await asyncio.gather(*self._side_tasks, return_exceptions=True)
+                async with asyncio.timeout(2.0):
+                    await self._server.wait_closed()
+        await cancel_and_wait(*self._side_tasks)
         if hasattr(self, "_service"):
             await self._service.stop_watching()
             await self._service.drain_background()

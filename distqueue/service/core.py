@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any, cast
 
 from distqueue._version import __version__
+from distqueue.aio import cancel_and_wait
 from distqueue.clock import Clock, system_clock
 from distqueue.config import ServerConfig
 from distqueue.errors import (
@@ -199,10 +200,7 @@ class Service:
 
     async def stop_watching(self) -> None:
         watcher, self._watcher = self._watcher, None
-        if watcher is not None:
-            watcher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await watcher
+        await cancel_and_wait(watcher)
 
     def spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
         """Run a coroutine in the background, keeping it referenced, logging failures."""

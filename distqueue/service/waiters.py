@@ -66,7 +66,10 @@ class ReadyWaiters:
         waiter = _Waiter(fut, queues, types)
         self._waiters.append(waiter)
         try:
-            await asyncio.wait_for(fut, timeout)
+            # (asyncio.timeout, not wait_for: on 3.11 wait_for swallows a cancel that
+            # comes as the future is woken, and a stopping worker's FETCH went on)
+            async with asyncio.timeout(timeout):
+                await fut
         except TimeoutError:
             pass
         finally:
@@ -121,7 +124,8 @@ class DoneWaiters:
     ) -> Job | None:
         """Wait for a watch() (None after ``timeout``); it is dropped either way."""
         try:
-            return await asyncio.wait_for(fut, timeout)
+            async with asyncio.timeout(timeout):  # (not wait_for: see ReadyWaiters.wait)
+                return await fut
         except TimeoutError:
             return None
         finally:

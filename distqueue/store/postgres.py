@@ -968,7 +968,8 @@ class PostgresStore:
         self._closed = True
         if self._publisher is not None and not self._publisher.done():
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(asyncio.shield(self._publisher), 2.0)
+                async with asyncio.timeout(2.0):
+                    await asyncio.shield(self._publisher)
         with contextlib.suppress(Exception):
             await self._pool.close()
 

@@ -664,7 +664,8 @@ class RedisStore:
         self._closed = True
         if self._publisher is not None and not self._publisher.done():
             with contextlib.suppress(Exception):  # best effort: the events of the last ops
-                await asyncio.wait_for(asyncio.shield(self._publisher), 2.0)
+                async with asyncio.timeout(2.0):
+                    await asyncio.shield(self._publisher)
         if self._events is not None:
             with contextlib.suppress(*REDIS_ERRORS):
                 await self._events.aclose()

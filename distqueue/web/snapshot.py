@@ -14,6 +14,8 @@ import time
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
+from distqueue.aio import cancel_and_wait
+
 if TYPE_CHECKING:
     from distqueue.server.server import Server
 
@@ -48,10 +50,7 @@ class Snapshot:
 
     async def stop(self) -> None:
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(task)
 
     async def refresh(self) -> None:
         service = self.server.service
@@ -80,7 +79,8 @@ class Snapshot:
         """Wait until the snapshot is newer than ``version`` (or ``timeout``); its version."""
         if self.version == version:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._changed.wait(), timeout)
+                async with asyncio.timeout(timeout):
+                    await self._changed.wait()
         return self.version
 
     async def _run(self) -> None:

@@ -223,7 +223,8 @@ async def run_shell(
             # reaped here, not left to the garbage collector ("subprocess is still
             # running"): killed with its group, it goes at once (bounded anyway)
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(proc.wait(), SHELL_REAP)
+                async with asyncio.timeout(SHELL_REAP):
+                    await proc.wait()
         transport = getattr(proc, "_transport", None)  # (asyncio's own, 3.11+)
         if transport is not None:
             transport.close()  # its pipes too

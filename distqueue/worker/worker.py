@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 from distqueue import codec, defaults
+from distqueue.aio import cancel_and_wait
 from distqueue.client.client import schedule_command
 from distqueue.client.connection import AsyncConnection
 from distqueue.client.direct import DirectConnection, is_store_url
@@ -370,7 +371,8 @@ class Worker:
                     break
                 log.warning("server unavailable (%s); reconnecting in %.1fs", exc, delay)
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._stopping.wait(), delay * random.uniform(0.5, 1))
+                    async with asyncio.timeout(delay * random.uniform(0.5, 1)):
+                        await self._stopping.wait()
                 delay = min(RECONNECT_MAX, delay * 2)
 
     async def _connect(self) -> None:
@@ -417,19 +419,15 @@ class Worker:
                 if task is not stop:
                     task.result()  # raises ServerUnavailable (or a bug)
             # stopping: no FETCH may claim after this point
-            fetch.cancel()
-            await asyncio.gather(fetch, return_exceptions=True)
+            await cancel_and_wait(fetch)
             await self.fetcher.close()
             await self._drain()
         finally:
-            stop.cancel()
-            for task in (fetch, *side):
-                task.cancel()
-            await asyncio.gather(fetch, *side, return_exceptions=True)
+            await cancel_and_wait(stop, fetch, *side)
 
     async def _fetch_loop(self) -> None:
         outage = _Outage("fetch")
-        while True:
+        while not self._stopping.is_set():  # (it is cancelled then, too: belt and braces)
             # never more than its slots ahead of what the store recorded (direct mode:
             # a finished job holds its slot until its ACK/FAIL is accepted; with a
             # server, finished jobs waiting for its answer have as many slots again,
@@ -934,7 +932,8 @@ class Worker:
         await self.fetcher.close()
         try:
             if not self.control.connected:
-                await asyncio.wait_for(self.control.connect(), 5.0)
+                async with asyncio.timeout(5.0):
+                    await self.control.connect()
             deadline = time.monotonic() + 5.0
             while self.unreported and time.monotonic() < deadline:
                 if await self._send_reports() is not None:
