@@ -9,9 +9,8 @@ that reserves is a worker of the server, ``beanstalk-…``), ``delete`` of a job
 connection holds its ACK, ``bury`` a failure that makes it dead (buried = the
 dead-letter list), ``release`` hands it back, a closed connection gives back what
 it held (nothing counted against the jobs). docs/beanstalk.md says what is
-supported and how it differs from beanstalkd.
-
-Not yet: ``pause-tube``'s end is a timer of this server.
+supported and how it differs from beanstalkd. ``pause-tube`` is a pause of the
+queue with an end the store keeps: it ends on time whichever server runs.
 """
 
 from __future__ import annotations
@@ -454,8 +453,11 @@ class Session:
         counts = counts or {}
         using = sum(1 for s in self.listener.sessions if s.used == tube)
         watching = [s for s in self.listener.sessions if tube in s.watched]
-        paused_for = self.listener.paused.get(tube)
-        now = time.monotonic()
+        end = (await self.service.store.pauses()).get(tube)  # (None: not paused for a time)
+        left = 0 if end is None else max(0, math.floor(end - self.service.clock()))
+        # the seconds asked, as this server was asked them (another server's pause:
+        # what is left of it, rounded up)
+        asked = 0 if end is None else self.listener.asked.get(tube, left)
         return yaml_map([
             ("name", tube), ("current-jobs-urgent", 0),
             ("current-jobs-ready", counts.get("queued", 0)),
@@ -468,9 +470,7 @@ class Session:
             ("current-waiting", sum(1 for s in watching if s.waiting)),
             ("cmd-delete", self.listener.deletes.get(tube, 0)),
             ("cmd-pause-tube", self.listener.pauses.get(tube, 0)),
-            ("pause", 0 if paused_for is None else paused_for[0]),
-            ("pause-time-left", 0 if paused_for is None
-             else max(0, math.floor(paused_for[1] - now))),
+            ("pause", asked), ("pause-time-left", left),
         ])  # fmt: skip
 
     async def cmd_stats(self) -> bytes:
@@ -546,9 +546,9 @@ class BeanstalkListener:
         #: stopping: waiting reserves answer at once, taking nothing
         self.closing = False
         self.pauses: dict[str, int] = {}
-        #: tube -> (seconds asked, monotonic end) of a pause-tube in force
-        self.paused: dict[str, tuple[int, float]] = {}
-        self._resumes: dict[str, asyncio.TimerHandle] = {}
+        #: tube -> the seconds of the last pause-tube this server was asked (stats-tube's
+        #: "pause"; the pause itself, and its end, are the store's)
+        self.asked: dict[str, int] = {}
         self.total_connections = 0
         self.started = time.monotonic()
         self._server: asyncio.Server | None = None
@@ -568,8 +568,6 @@ class BeanstalkListener:
         self.closing = True
         if self._server is not None:
             self._server.close()
-        for handle in self._resumes.values():
-            handle.cancel()
         for wake in list(self._wakes):
             wake.set()
         for transport in list(self._transports):
@@ -596,32 +594,15 @@ class BeanstalkListener:
             self.delays.popitem(last=False)
 
     async def pause(self, tube: str, seconds: int) -> None:
+        """pause-tube: a pause of the queue that the store ends after ``seconds``
+        (any server's housekeeping does, on time); 0 resumes it now."""
         self.pauses[tube] = self.pauses.get(tube, 0) + 1
-        old = self._resumes.pop(tube, None)
-        if old is not None:
-            old.cancel()
         if seconds == 0:
-            self.paused.pop(tube, None)
+            self.asked.pop(tube, None)
             await self.service.pause(tube, False)
             return
-        await self.service.pause(tube, True)
-        self.paused[tube] = (seconds, time.monotonic() + seconds)
-        loop = asyncio.get_running_loop()
-        self._resumes[tube] = loop.call_later(seconds, self._resume, tube)
-
-    def _resume(self, tube: str) -> None:
-        self._resumes.pop(tube, None)
-        self.paused.pop(tube, None)
-
-        async def go() -> None:
-            try:
-                await self.service.pause(tube, False)
-            except DistQueueError as exc:
-                log.warning("beanstalk: resuming tube %s failed: %s", tube, exc)
-
-        task = asyncio.create_task(go())
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        await self.service.pause(tube, True, seconds=seconds)
+        self.asked[tube] = seconds
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         # (a stop that could not wait cancels it: asyncio's callback must not log that)

@@ -179,14 +179,16 @@ def _limit_line(x: dict[str, Any]) -> str:
 def limit_list(server: str | None, token: str | None, as_json: bool) -> None:
     """Every limit set, and the paused queues."""
     with Client(server, token=token) as client:
-        rows, paused = client.limits(), client.paused()
-    if as_json:
-        emit_json({"limits": rows, "paused": paused})
+        rows, ends = client.limits(), client.pauses()
+    paused = sorted(ends)
+    if as_json:  # (pause_ends: each paused queue's end, null: until resumed)
+        emit_json({"limits": rows, "paused": paused, "pause_ends": ends})
         return
     for x in rows:
         click.echo(_limit_line(x))
     for q in paused:
-        click.echo(f"queue {q}: paused")
+        end = ends[q]
+        click.echo(f"queue {q}: paused" + ("" if end is None else f" until {_when(end)}"))
     if not rows and not paused:
         click.echo("no limits")
 
@@ -209,12 +211,30 @@ def limit_clear(
 
 @click.command()
 @click.argument("queue")
+@click.option(
+    "--for",
+    "length",
+    type=Duration(min=0.001),
+    default=None,
+    metavar="DURATION",
+    help="End the pause by itself after this long (30s, 10m, 2h); the store keeps the"
+    " end, so it holds across server restarts.",
+)
 @client_options
-def pause(queue: str, server: str | None, token: str | None, as_json: bool) -> None:
-    """Pause QUEUE: none of its jobs is handed out until resume; running ones finish."""
+def pause(
+    queue: str, length: float | None, server: str | None, token: str | None, as_json: bool
+) -> None:
+    """Pause QUEUE: none of its jobs is handed out until resume (or --for has passed);
+    running ones finish."""
     with Client(server, token=token) as client:
-        client.pause(queue)
-    emit_json({"queue": queue, "paused": True}) if as_json else click.echo(f"queue {queue} paused")
+        client.pause(queue, length)
+        until = client.pauses().get(queue) if length is not None else None
+    if as_json:
+        emit_json({"queue": queue, "paused": True, "until": until})
+    elif until is not None:
+        click.echo(f"queue {queue} paused until {_when(until)} ({length:g}s)")
+    else:
+        click.echo(f"queue {queue} paused")
 
 
 @click.command()

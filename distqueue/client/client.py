@@ -347,15 +347,21 @@ class Client:
     def limits(self) -> builtins.list[dict[str, Any]]:
         return list(codec.loads(self.call("LIMIT", "LIST"), "limits"))
 
-    def pause(self, queue: str) -> None:
-        """No job of ``queue`` is handed out until resume(); running ones finish."""
-        self.call("PAUSE", queue)
+    def pause(self, queue: str, seconds: float | None = None) -> None:
+        """No job of ``queue`` is handed out until resume() — or, given ``seconds``,
+        until they have passed (the store keeps the end: it holds across restarts and
+        servers); running ones finish."""
+        self.call("PAUSE", queue, *([] if seconds is None else [repr(float(seconds))]))
 
     def resume(self, queue: str) -> None:
         self.call("RESUME", queue)
 
     def paused(self) -> builtins.list[str]:
         return [q.decode() for q in self.call("PAUSED")]
+
+    def pauses(self) -> dict[str, float | None]:
+        """Each paused queue: when its pause ends (epoch seconds), None: when resumed."""
+        return dict(codec.loads(self.call("PAUSED", "ENDS"), "pauses"))
 
     def schedule(self, name: str, target: str | Callable[..., Any], *args: Any,
                  cron: str | None = None, every: float | None = None,
@@ -537,14 +543,17 @@ class AsyncClient:
     async def limits(self) -> builtins.list[dict[str, Any]]:
         return list(codec.loads(await self.call("LIMIT", "LIST"), "limits"))
 
-    async def pause(self, queue: str) -> None:
-        await self.call("PAUSE", queue)
+    async def pause(self, queue: str, seconds: float | None = None) -> None:
+        await self.call("PAUSE", queue, *([] if seconds is None else [repr(float(seconds))]))
 
     async def resume(self, queue: str) -> None:
         await self.call("RESUME", queue)
 
     async def paused(self) -> builtins.list[str]:
         return [q.decode() for q in await self.call("PAUSED")]
+
+    async def pauses(self) -> dict[str, float | None]:
+        return dict(codec.loads(await self.call("PAUSED", "ENDS"), "pauses"))
 
     async def schedule(self, name: str, target: str | Callable[..., Any], *args: Any,
                        cron: str | None = None, every: float | None = None,

@@ -591,7 +591,13 @@ async def cmd_limit(s: Session, args: list[bytes]) -> Any:
 
 
 async def cmd_pause(s: Session, args: list[bytes]) -> Any:
-    await s.service.pause(check_name("queue", _text(args[0], "queue")), True)
+    queue = check_name("queue", _text(args[0], "queue"))
+    seconds = None
+    if len(args) > 1:
+        seconds = _float(args[1], "seconds")
+        if seconds <= 0:
+            raise WrongArguments("seconds must be > 0 (RESUME ends a pause now)")
+    await s.service.pause(queue, True, seconds=seconds)
     return OK
 
 
@@ -601,7 +607,11 @@ async def cmd_resume(s: Session, args: list[bytes]) -> Any:
 
 
 async def cmd_paused(s: Session, args: list[bytes]) -> Any:
-    return [q.encode() for q in await s.service.store.paused()]
+    if not args:
+        return [q.encode() for q in await s.service.store.paused()]
+    if args[0].upper() != b"ENDS":
+        raise WrongArguments("PAUSED [ENDS]")
+    return codec.dumps(await s.service.store.pauses())
 
 
 SCHEDULE_SYNTAX = (
@@ -789,9 +799,9 @@ COMMANDS: dict[bytes, Command] = {
     b"SHUTDOWN": _c(cmd_shutdown, 0, 0, "client", "SHUTDOWN"),
     # flow control (docs/protocol.md "Workflows and limits")
     b"LIMIT": _c(cmd_limit, 1, 12, "client", LIMIT_SYNTAX),
-    b"PAUSE": _c(cmd_pause, 1, 1, "client", "PAUSE queue"),
+    b"PAUSE": _c(cmd_pause, 1, 2, "client", "PAUSE queue [seconds]"),
     b"RESUME": _c(cmd_resume, 1, 1, "client", "RESUME queue"),
-    b"PAUSED": _c(cmd_paused, 0, 0, "client", "PAUSED"),
+    b"PAUSED": _c(cmd_paused, 0, 1, "client", "PAUSED [ENDS]"),
     b"SCHEDULE": _c(cmd_schedule, 1, 3, "client", SCHEDULE_SYNTAX),
     b"FETCH": _c(cmd_fetch, 0, 2, "worker", "FETCH [n] [timeout]"),
     b"ACK": _c(cmd_ack, 2, 4, "worker", "ACK id token [result] [json|bytes]"),

@@ -23,6 +23,7 @@ from distqueue.clock import Clock, system_clock
 from distqueue.config import ServerConfig
 from distqueue.errors import (
     DistQueueError,
+    InvalidJob,
     JobFailed,
     JobNotFound,
     LeaseLost,
@@ -64,6 +65,8 @@ BACKOFF_MIN, BACKOFF_MAX = 0.1, 5.0
 #: seconds a worker whose connection dropped (no BYE) keeps its jobs, so a worker that
 #: reconnects at once keeps them too; at most a third of the lease
 RECONNECT_GRACE = 3.0
+#: the longest pause with an end (seconds): beanstalk's pause-tube range, 2**32-1
+MAX_PAUSE = 2**32 - 1
 
 
 class StoreHealth:
@@ -784,10 +787,22 @@ class Service:
         await self.store.set_limit(Limit(scope=scope, name=name))
         self.ready.notify_all()
 
-    async def pause(self, queue: str, paused: bool) -> None:
-        await self.store.pause(queue, paused)
+    async def pause(self, queue: str, paused: bool, *, seconds: float | None = None) -> None:
+        """Pause or resume a queue; ``seconds``: a pause that ends by itself then (the
+        store keeps its end: any process's housekeeping ends it, see resume_due)."""
+        until = None
+        if seconds is not None:
+            if not paused:
+                raise InvalidJob("a pause's length is for a pause, not a resume")
+            if not (isinstance(seconds, int | float) and 0 < seconds <= MAX_PAUSE):
+                raise InvalidJob(f"a pause lasts more than 0 and at most {MAX_PAUSE:g} seconds")
+            until = self.clock() + seconds
+        await self.store.pause(queue, paused, until=until)
         self.flow_held = self.flow_held or paused
-        log.info("queue %s %s", queue, "paused" if paused else "resumed")
+        if seconds is not None:
+            log.info("queue %s paused for %gs", queue, seconds)
+        else:
+            log.info("queue %s %s", queue, "paused" if paused else "resumed")
         if not paused:
             self.ready.notify_all()
 
@@ -811,6 +826,10 @@ class Service:
         next thing could be due (at most POLL / 4)."""
         now = self.clock()
         if await self.store.promote(now):
+            self.ready.notify_all()
+        resumed = await self.store.resume_due(now)  # timed pauses that have ended
+        if resumed:
+            log.info("queues %s resumed: their pause ended", ", ".join(resumed))
             self.ready.notify_all()
         # after a store outage, the workers get half a lease to heartbeat before any
         # lease is taken back: they could not renew them while the store was away

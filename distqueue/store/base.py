@@ -46,6 +46,8 @@ MAX_WORKER_INFO = 64 * 1024
 WORKER_JOBS = 100
 #: the most jobs one ``kick`` queues again
 MAX_KICK = 1000
+#: the most timed pauses one resume_due ends (the rest: the next tick, at once)
+MAX_RESUME = 100
 #: the most records the registry keeps: noting one more worker forgets the one
 #: seen longest ago (a safeguard: real queues have hundreds)
 MAX_WORKERS = 10_000
@@ -575,14 +577,34 @@ class Store(Protocol):
         """Every limit set, by (scope, name)."""
         ...
 
-    async def pause(self, queue: str, paused: bool) -> None:
+    async def pause(self, queue: str, paused: bool, *, until: float | None = None) -> None:
         """Pause (``paused=True``) or resume a queue: a paused queue's jobs stay queued
-        and no claim hands them out; running ones finish. Idempotent. InvalidJob for
-        a bad name."""
+        and no claim hands them out; running ones finish. Idempotent.
+
+        ``until`` (epoch seconds) ends the pause then: ``resume_due`` resumes it at
+        the first housekeeping tick at or after it (next_wakeup counts it), whichever
+        process sharing the store runs that tick — a pause outlives the process that
+        asked for it. Without ``until`` it lasts until resumed. A pause replaces the
+        one before it (its end too). InvalidJob, changing nothing, for a bad name, an
+        ``until`` that is not a finite number, or an ``until`` with ``paused=False``.
+        """
         ...
 
     async def paused(self) -> builtins.list[str]:
-        """The paused queues, sorted."""
+        """The paused queues, sorted (a pause whose end has come is listed until
+        resume_due has ended it: claims obey it until then)."""
+        ...
+
+    async def pauses(self) -> dict[str, float | None]:
+        """Each paused queue: when its pause ends (epoch seconds), None for a pause
+        without an end."""
+        ...
+
+    async def resume_due(self, now: float) -> builtins.list[str]:
+        """Resume the queues whose pause ends at or before ``now``, at most
+        MAX_RESUME of them (the earliest ends first); those queues, sorted. Waiting
+        FETCHes of other processes are woken as by ``pause(queue, False)``. Bounded:
+        reads the pauses that end, not every pause."""
         ...
 
     async def set_periodic(self, periodic: Periodic) -> Periodic:

@@ -8,13 +8,13 @@ from typing import Any
 
 from distqueue import codec
 from distqueue.errors import InvalidJob
-from distqueue.jobs import JobSpec, JobState, check_name
+from distqueue.jobs import MAX_PRIORITY, MIN_PRIORITY, JobSpec, JobState, check_name
 from distqueue.store.base import ALL_QUEUES, MAX_WORKER_ID, MAX_WORKER_INFO, Limit, Periodic
 
 __all__ = [
     "MAX_INT", "check_claim", "check_id", "check_limit", "check_list", "check_periodic",
-    "check_specs", "check_worker", "check_worker_info", "check_workers", "encode_result",
-    "periodic_key",
+    "check_priority", "check_seconds", "check_specs", "check_worker", "check_worker_info",
+    "check_workers", "encode_result", "periodic_key",
 ]  # fmt: skip
 
 #: ids, tokens and counts are 64-bit signed integers in every store
@@ -25,6 +25,31 @@ def check_id(what: str, value: object) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_INT:
         raise InvalidJob(f"{what} must be an integer 0..2**63-1, not {value!r}")
     return value
+
+
+def check_priority(priority: object) -> int:
+    """A priority given to fail, requeue or kick: an integer MIN_PRIORITY..MAX_PRIORITY."""
+    if (
+        isinstance(priority, bool)
+        or not isinstance(priority, int)
+        or not MIN_PRIORITY <= priority <= MAX_PRIORITY
+    ):
+        raise InvalidJob(f"priority must be an integer 0-{MAX_PRIORITY}, not {priority!r}")
+    return priority
+
+
+def check_seconds(what: str, value: object, *, positive: bool = False) -> float:
+    """A time (run_at, a pause's end) or, ``positive``, a duration (a lease): a finite
+    number of seconds."""
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not math.isfinite(value)
+        or (positive and value <= 0)
+    ):
+        kind = "a finite number of seconds > 0" if positive else "a finite number of seconds"
+        raise InvalidJob(f"{what} must be {kind}, not {value!r}")
+    return float(value)
 
 
 def check_specs(specs: Sequence[JobSpec]) -> list[tuple[JobSpec, bytes | None]]:

@@ -57,7 +57,6 @@ import builtins
 import contextlib
 import dataclasses
 import logging
-import math
 import os
 import random
 import re
@@ -83,7 +82,6 @@ from distqueue.errors import (
     StoreError,
 )
 from distqueue.jobs import (
-    MAX_PRIORITY,
     MAX_WAITERS,
     Job,
     JobError,
@@ -98,6 +96,7 @@ from distqueue.store.base import (
     MAX_KICK,
     MAX_LIMITS,
     MAX_PERIODICS,
+    MAX_RESUME,
     MAX_WORKERS,
     WORKER_JOBS,
     WORKERS_PURGE,
@@ -117,6 +116,8 @@ from distqueue.store.checks import (
     check_limit,
     check_list,
     check_periodic,
+    check_priority,
+    check_seconds,
     check_specs,
     check_worker,
     check_worker_info,
@@ -1657,7 +1658,7 @@ class PostgresStore:
         if not isinstance(error, JobError):
             raise InvalidJob("error must be a JobError")
         if priority is not None:
-            _check_priority(priority)
+            check_priority(priority)
         data = _error_bytes(error)
         outcome, woken = await self._tx(
             lambda: self._fail_steps(job_id, token, data, now, bool(retryable), worker, priority)
@@ -1726,9 +1727,9 @@ class PostgresStore:
     ) -> JobState:
         check_id("job id", job_id), check_id("token", token)
         if priority is not None:
-            _check_priority(priority)
+            check_priority(priority)
         if run_at is not None:
-            _check_seconds("run_at", run_at)
+            check_seconds("run_at", run_at)
         state, woken = await self._tx(
             lambda: self._requeue_steps(job_id, token, now, priority, run_at, worker)
         )
@@ -1838,7 +1839,7 @@ class PostgresStore:
         self, job_id: int, token: int, now: float, lease: float, *, worker: str | None = None
     ) -> float:
         check_id("job id", job_id), check_id("token", token)
-        _check_seconds("lease", lease, positive=True)
+        check_seconds("lease", lease, positive=True)
 
         # The job's own lease, and the time of the touch (run_at, _COVERED): its
         # worker's row covers it again from the next heartbeat on, not by the beats
@@ -2083,7 +2084,8 @@ class PostgresStore:
                     "SELECT least((SELECT min(run_at) FROM {s}.jobs WHERE state IN (1, 4)),"
                     " (SELECT min(lease_until) FROM {s}.jobs WHERE state = 3),"
                     " (SELECT min(until) FROM {s}.leases),"
-                    " (SELECT min(next_at) FROM {s}.periodics)),"
+                    " (SELECT min(next_at) FROM {s}.periodics),"
+                    " (SELECT min(until) FROM {s}.paused WHERE until IS NOT NULL)),"
                     " EXISTS (SELECT 1 FROM {s}.cascade)"
                 ),
                 {},
@@ -2621,16 +2623,22 @@ class PostgresStore:
         ]
         return sorted(found, key=lambda x: (x.scope, x.name))
 
-    async def pause(self, queue: str, paused: bool) -> None:
+    async def pause(self, queue: str, paused: bool, *, until: float | None = None) -> None:
         check_name("queue", queue)
+        if until is not None:
+            if not paused:
+                raise InvalidJob("until is the end of a pause: not with paused=False")
+            until = check_seconds("until", until)
 
         def steps() -> Step[None]:
             if paused:
                 yield (
                     self.sql.text(
-                        "INSERT INTO {s}.paused (queue) VALUES (%(q)s) ON CONFLICT DO NOTHING"
+                        "INSERT INTO {s}.paused (queue, until) VALUES (%(q)s, %(u)s)"
+                        " ON CONFLICT (queue) DO UPDATE SET until = EXCLUDED.until"
+                        " WHERE paused.until IS DISTINCT FROM EXCLUDED.until"
                     ),
-                    {"q": queue},
+                    {"q": queue, "u": until},
                 )
             else:
                 yield self.sql.text("DELETE FROM {s}.paused WHERE queue = %(q)s"), {"q": queue}
@@ -2641,6 +2649,29 @@ class PostgresStore:
 
     async def paused(self) -> builtins.list[str]:
         rows = await self._read(self.sql.text("SELECT queue FROM {s}.paused"), {})
+        return sorted(q for (q,) in rows)
+
+    async def pauses(self) -> dict[str, float | None]:
+        rows = await self._read(self.sql.text("SELECT queue, until FROM {s}.paused"), {})
+        return {q: None if u is None else float(u) for q, u in sorted(rows)}
+
+    async def resume_due(self, now: float) -> builtins.list[str]:
+        check_seconds("now", now)
+
+        def steps() -> Step[list[Any]]:
+            rows = yield (
+                self.sql.text(
+                    "DELETE FROM {s}.paused WHERE queue IN (SELECT queue FROM {s}.paused"
+                    " WHERE until IS NOT NULL AND until <= %(now)s ORDER BY until"
+                    " LIMIT %(n)s FOR UPDATE SKIP LOCKED) RETURNING queue"
+                ),
+                {"now": now, "n": MAX_RESUME},
+            )
+            return rows
+
+        rows = await self._tx(steps, tx=False)
+        if rows:
+            self._announce(ready=True)
         return sorted(q for (q,) in rows)
 
     # -- periodic schedules --------------------------------------------------------------------
@@ -2777,24 +2808,6 @@ class PostgresStore:
 
 def _args_size(args: Any) -> int:
     return 0 if args is None else len(args)
-
-
-def _check_priority(priority: object) -> int:
-    if (
-        isinstance(priority, bool)
-        or not isinstance(priority, int)
-        or not (0 <= priority <= MAX_PRIORITY)
-    ):
-        raise InvalidJob(f"priority must be an integer 0-{MAX_PRIORITY}, not {priority!r}")
-    return priority
-
-
-def _check_seconds(what: str, value: object, *, positive: bool = False) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise InvalidJob(f"{what} must be a finite number of seconds, not {value!r}")
-    if positive and value <= 0:
-        raise InvalidJob(f"{what} must be greater than 0, not {value!r}")
-    return float(value)
 
 
 def _periodic(row: Sequence[Any]) -> Periodic:

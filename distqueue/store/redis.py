@@ -48,7 +48,6 @@ import contextlib
 import copy
 import dataclasses
 import logging
-import math
 import os
 import random
 import re
@@ -78,9 +77,7 @@ from distqueue.errors import (
     StoreError,
 )
 from distqueue.jobs import (
-    MAX_PRIORITY,
     MAX_WAITERS,
-    MIN_PRIORITY,
     Job,
     JobError,
     JobSpec,
@@ -92,6 +89,7 @@ from distqueue.store.base import (
     MAX_KICK,
     MAX_LIMITS,
     MAX_PERIODICS,
+    MAX_RESUME,
     MAX_WORKERS,
     WORKER_JOBS,
     WORKERS_PURGE,
@@ -109,6 +107,8 @@ from distqueue.store.checks import (
     check_limit,
     check_list,
     check_periodic,
+    check_priority,
+    check_seconds,
     check_specs,
     check_worker,
     check_worker_info,
@@ -350,30 +350,6 @@ def _sentinel_url(url: str) -> tuple[list[tuple[str, int]], str, dict[str, Any]]
     if len(parts) == 2:
         options["db"] = int(parts[1])
     return hosts, parts[0], options
-
-
-def _check_priority(priority: object) -> int:
-    """A priority given to fail or requeue: an integer MIN_PRIORITY..MAX_PRIORITY."""
-    if (
-        isinstance(priority, bool)
-        or not isinstance(priority, int)
-        or not MIN_PRIORITY <= priority <= MAX_PRIORITY
-    ):
-        raise InvalidJob(f"priority must be an integer 0-{MAX_PRIORITY}, not {priority!r}")
-    return priority
-
-
-def _check_time(what: str, value: object, *, positive: bool = False) -> float:
-    """A time (run_at) or a duration (a lease, ``positive``): a finite number."""
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, int | float)
-        or not math.isfinite(value)
-        or (positive and value <= 0)
-    ):
-        kind = "a positive finite number" if positive else "a finite number"
-        raise InvalidJob(f"{what} must be {kind} of seconds, not {value!r}")
-    return float(value)
 
 
 def _refusal(job_id: int, token: int, answer: bytes) -> DistQueueError | None:
@@ -981,7 +957,7 @@ class RedisStore:
         check_id("job id", job_id), check_id("token", token)
         if not isinstance(error, JobError):
             raise InvalidJob("error must be a JobError")
-        prio = "" if priority is None else _check_priority(priority)
+        prio = "" if priority is None else check_priority(priority)
         p = self.retry_policy
         answer = await self._run(
             "fail", job_id, token, codec.dumps(error.to_dict()), repr(now),
@@ -1008,8 +984,8 @@ class RedisStore:
         worker: str | None = None,
     ) -> JobState:
         check_id("job id", job_id), check_id("token", token)
-        prio = "" if priority is None else _check_priority(priority)
-        at = "" if run_at is None else repr(_check_time("run_at", run_at))
+        prio = "" if priority is None else check_priority(priority)
+        at = "" if run_at is None else repr(check_seconds("run_at", run_at))
         answer = await self._run("requeue", job_id, token, repr(now), prio, at, worker or "")
         refusal = _refusal(job_id, token, answer[0])
         if refusal is not None:
@@ -1025,7 +1001,7 @@ class RedisStore:
         self, job_id: int, token: int, now: float, lease: float, *, worker: str | None = None
     ) -> float:
         check_id("job id", job_id), check_id("token", token)
-        until = now + _check_time("lease", lease, positive=True)
+        until = now + check_seconds("lease", lease, positive=True)
         answer = await self._run("touch", job_id, token, repr(until), worker or "")
         refusal = _refusal(job_id, token, answer)
         if refusal is not None:
@@ -1093,8 +1069,8 @@ class RedisStore:
     async def next_wakeup(self) -> float | None:
         async def read() -> list[Any]:
             async with self._redis.pipeline(transaction=False) as pipe:
-                # scheduled jobs, leases, periodic ticks, rate-parked pairs (_lib.lua)
-                for key in ("scheduled", "leases", "periodic:next", "unpark_at"):
+                # scheduled jobs, leases, periodic ticks, rate-parked pairs, pause ends
+                for key in ("scheduled", "leases", "periodic:next", "unpark_at", "pause_until"):
                     pipe.zrange(self._key(key), 0, 0, withscores=True)
                 return await pipe.execute()  # type: ignore[no-any-return]
 
@@ -1322,8 +1298,14 @@ class RedisStore:
         found = [Limit(**codec.loads(v)) for v in h.values()]
         return sorted(found, key=lambda limit: (limit.scope, limit.name))
 
-    async def pause(self, queue: str, paused: bool) -> None:
-        await self._run("flow", "pause", check_name("queue", queue), "1" if paused else "0")
+    async def pause(self, queue: str, paused: bool, *, until: float | None = None) -> None:
+        check_name("queue", queue)
+        if until is not None:
+            if not paused:
+                raise InvalidJob("until is the end of a pause: not with paused=False")
+            until = check_seconds("until", until)
+        end = "" if until is None else repr(until)
+        await self._run("flow", "pause", queue, "1" if paused else "0", end)
         if not paused:
             self._announce(ready=True)
 
@@ -1331,6 +1313,23 @@ class RedisStore:
         key = self._key("paused")
         members = await self._read(lambda: self._redis.smembers(key))
         return sorted(m.decode() for m in members)
+
+    async def pauses(self) -> dict[str, float | None]:
+        async def read() -> list[Any]:
+            async with self._redis.pipeline(transaction=False) as pipe:
+                pipe.smembers(self._key("paused"))
+                pipe.zrange(self._key("pause_until"), 0, -1, withscores=True)
+                return await pipe.execute()  # type: ignore[no-any-return]
+
+        members, ends = await self._read(read)
+        until = {q.decode(): float(at) for q, at in ends}
+        return {q: until.get(q) for q in sorted(m.decode() for m in members)}
+
+    async def resume_due(self, now: float) -> builtins.list[str]:
+        due = await self._run("flow", "resume_due", repr(check_seconds("now", now)), MAX_RESUME)
+        if due:
+            self._announce(ready=True)
+        return sorted(q.decode() for q in due)
 
     async def set_periodic(self, periodic: Periodic) -> Periodic:
         p = check_periodic(periodic)

@@ -27,7 +27,6 @@ import builtins
 import dataclasses
 import fcntl
 import heapq
-import math
 import os
 import random
 import sqlite3
@@ -49,9 +48,7 @@ from distqueue.errors import (
     StoreError,
 )
 from distqueue.jobs import (
-    MAX_PRIORITY,
     MAX_WAITERS,
-    MIN_PRIORITY,
     TERMINAL_STATES,
     Job,
     JobError,
@@ -66,6 +63,7 @@ from distqueue.store.base import (
     MAX_KICK,
     MAX_LIMITS,
     MAX_PERIODICS,
+    MAX_RESUME,
     MAX_WORKERS,
     WORKER_JOBS,
     WORKERS_PURGE,
@@ -84,6 +82,8 @@ from distqueue.store.checks import (
     check_limit,
     check_list,
     check_periodic,
+    check_priority,
+    check_seconds,
     check_specs,
     check_worker,
     check_worker_info,
@@ -239,6 +239,10 @@ class SQLiteStore:
         self._buckets: dict[tuple[str, str], Bucket] = {}
         #: paused queues; a pair held back by one is parked under ("paused", queue)
         self._paused: set[str] = set()
+        #: the timed ones' ends, and a heap of (end, queue) to find the due ones (an
+        #: entry whose end is no longer the queue's is stale, skipped)
+        self._pause_until: dict[str, float] = {}
+        self._pause_heap: list[tuple[float, str]] = []
         #: any concurrency or rate limit, or paused queue: claims go through a _Gate
         self._gated = False
         #: running jobs by queue and by type (a concurrency limit's count)
@@ -307,6 +311,8 @@ class SQLiteStore:
             for name, decl in ADDED_COLUMNS:
                 if name not in have:
                     db.execute(f"ALTER TABLE jobs ADD COLUMN {name} {decl}")
+            if "until" not in {col[1] for col in db.execute("PRAGMA table_info(paused)")}:
+                db.execute("ALTER TABLE paused ADD COLUMN until REAL")  # timed pauses
             db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
             self._load()
             self._new_epoch()
@@ -437,7 +443,13 @@ class SQLiteStore:
             limit = Limit(scope=row[0], name=row[1], concurrency=row[2], rate=row[3],
                           period=row[4], burst=row[5], max_depth=row[6])  # fmt: skip
             self._put_limit(limit, row[7], row[8])
-        self._paused = {queue for (queue,) in db.execute("SELECT queue FROM paused")}
+        self._paused, self._pause_until = set(), {}
+        for queue, until in db.execute("SELECT queue, until FROM paused"):
+            self._paused.add(queue)
+            if until is not None:
+                self._pause_until[queue] = until
+        self._pause_heap = [(until, queue) for queue, until in self._pause_until.items()]
+        heapq.heapify(self._pause_heap)
         self._regate()
 
     # -- index helpers (writer thread) ---------------------------------------------------
@@ -1162,7 +1174,11 @@ class SQLiteStore:
     def _op_next_wakeup(self) -> float | None:
         if self._cascade or self._orphans:
             return 0.0  # a promote has work now (the cascade of dependencies left)
-        times = [t for t in (self._schedule.next_at(), self._leases_next()) if t is not None]
+        times = [
+            t
+            for t in (self._schedule.next_at(), self._leases_next(), self._pause_next())
+            if t is not None
+        ]
         heap = self._rate_heap
         while heap and not self._ready.parked(heap[0][1]):
             heapq.heappop(heap)  # stale: that reason holds no pair back any more
@@ -1507,19 +1523,47 @@ class SQLiteStore:
     def _op_limits(self) -> list[Limit]:
         return [self._limits[key] for key in sorted(self._limits)]
 
-    def _op_pause(self, queue: str, paused: bool) -> None:
+    def _op_pause(self, queue: str, paused: bool, until: float | None) -> None:
         if paused:
-            if queue not in self._paused:
-                self._conn.execute("INSERT OR IGNORE INTO paused (queue) VALUES (?)", (queue,))
+            if queue not in self._paused or self._pause_until.get(queue) != until:
+                self._conn.execute(
+                    "INSERT OR REPLACE INTO paused (queue, until) VALUES (?, ?)", (queue, until)
+                )
                 self._paused.add(queue)
+                if until is None:
+                    self._pause_until.pop(queue, None)
+                else:
+                    self._pause_until[queue] = until
+                    heapq.heappush(self._pause_heap, (until, queue))
         elif queue in self._paused:
             self._conn.execute("DELETE FROM paused WHERE queue = ?", (queue,))
             self._paused.discard(queue)
+            self._pause_until.pop(queue, None)
             self._ready.unpark(("paused", queue))
         self._regate()
 
     def _op_paused(self) -> list[str]:
         return sorted(self._paused)
+
+    def _op_pauses(self) -> dict[str, float | None]:
+        return {queue: self._pause_until.get(queue) for queue in sorted(self._paused)}
+
+    def _op_resume_due(self, now: float) -> list[str]:
+        resumed: list[str] = []
+        heap = self._pause_heap
+        while heap and heap[0][0] <= now and len(resumed) < MAX_RESUME:
+            until, queue = heapq.heappop(heap)
+            if self._pause_until.get(queue) == until:  # (else stale: resumed or re-paused)
+                self._op_pause(queue, False, None)
+                resumed.append(queue)
+        return sorted(resumed)
+
+    def _pause_next(self) -> float | None:
+        """When the first timed pause ends (stale heap entries dropped on the way)."""
+        heap = self._pause_heap
+        while heap and self._pause_until.get(heap[0][1]) != heap[0][0]:
+            heapq.heappop(heap)
+        return heap[0][0] if heap else None
 
     def _op_set_periodic(self, periodic: Periodic, spec: bytes) -> Periodic:
         db = self._conn
@@ -1632,7 +1676,7 @@ class SQLiteStore:
         if not isinstance(error, JobError):
             raise InvalidJob("error must be a JobError")
         if priority is not None:
-            _check_priority(priority)
+            check_priority(priority)
         return await self._writer.call(
             self._op_fail, job_id, token, error, now, bool(retryable), worker, priority
         )
@@ -1649,13 +1693,9 @@ class SQLiteStore:
     ) -> JobState:
         check_id("job id", job_id), check_id("token", token)
         if priority is not None:
-            _check_priority(priority)
-        if run_at is not None and (
-            isinstance(run_at, bool)
-            or not isinstance(run_at, int | float)
-            or not math.isfinite(run_at)
-        ):
-            raise InvalidJob(f"run_at must be a finite number of seconds, not {run_at!r}")
+            check_priority(priority)
+        if run_at is not None:
+            check_seconds("run_at", run_at)
         return await self._writer.call(
             self._op_requeue, job_id, token, now, priority, run_at, worker
         )
@@ -1664,13 +1704,7 @@ class SQLiteStore:
         self, job_id: int, token: int, now: float, lease: float, *, worker: str | None = None
     ) -> float:
         check_id("job id", job_id), check_id("token", token)
-        if (
-            isinstance(lease, bool)
-            or not isinstance(lease, int | float)
-            or not math.isfinite(lease)
-            or lease <= 0
-        ):
-            raise InvalidJob(f"lease must be a finite number of seconds > 0, not {lease!r}")
+        check_seconds("lease", lease, positive=True)
         return await self._writer.call(self._op_touch, job_id, token, now, lease, worker)
 
     async def progress(
@@ -1855,11 +1889,25 @@ class SQLiteStore:
     async def limits(self) -> builtins.list[Limit]:
         return await self._writer.call(self._op_limits, durable=False)
 
-    async def pause(self, queue: str, paused: bool) -> None:
-        await self._writer.call(self._op_pause, check_name("queue", queue), bool(paused))
+    async def pause(self, queue: str, paused: bool, *, until: float | None = None) -> None:
+        check_name("queue", queue)
+        if until is not None:
+            if not paused:
+                raise InvalidJob("until is the end of a pause: not with paused=False")
+            until = check_seconds("until", until)
+        await self._writer.call(self._op_pause, queue, bool(paused), until)
 
     async def paused(self) -> builtins.list[str]:
         return await self._writer.call(self._op_paused, durable=False)
+
+    async def pauses(self) -> dict[str, float | None]:
+        return await self._writer.call(self._op_pauses, durable=False)
+
+    async def resume_due(self, now: float) -> builtins.list[str]:
+        # (durable=False: a resume lost in a crash is done again by the next tick)
+        return await self._writer.call(
+            self._op_resume_due, check_seconds("now", now), durable=False
+        )
 
     async def set_periodic(self, periodic: Periodic) -> Periodic:
         periodic = check_periodic(periodic)
@@ -1895,15 +1943,6 @@ class SQLiteStore:
                 raise InvalidJob("job 0: not a JobSpec")
             items = check_specs([dataclasses.replace(spec, unique_key=periodic_key(name, tick))])
         return await self._writer.call(self._op_fire_periodic, name, tick, next_at, items, now)
-
-
-def _check_priority(priority: object) -> None:
-    if (
-        isinstance(priority, bool)
-        or not isinstance(priority, int)
-        or not MIN_PRIORITY <= priority <= MAX_PRIORITY
-    ):
-        raise InvalidJob(f"priority must be an integer 0-{MAX_PRIORITY}, not {priority!r}")
 
 
 def _by_queue(kind: str, cols: str, type_: str | None) -> str:

@@ -91,9 +91,11 @@ CREATE TABLE IF NOT EXISTS limits (
     tokens_at   REAL,               -- ... and when (NULL: full, never used)
     PRIMARY KEY (scope, name)
 ) WITHOUT ROWID;
--- paused queues (Store.pause)
+-- paused queues (Store.pause); until: when the pause ends (NULL: when resumed;
+-- added in place to files made before it, see sqlite.py)
 CREATE TABLE IF NOT EXISTS paused (
-    queue TEXT PRIMARY KEY
+    queue TEXT PRIMARY KEY,
+    until REAL
 ) WITHOUT ROWID;
 -- periodic schedules (Store.set_periodic); their ticks are computed by
 -- distqueue/periodic.py, the store keeps each one's next tick

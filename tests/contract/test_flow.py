@@ -637,6 +637,76 @@ class TestPause:
                 await store.pause(bad, True)
         assert await store.paused() == []
 
+    async def test_a_timed_pause_ends_at_its_end_and_not_before(self, store: Store) -> None:
+        q = await ids_of(store, spec(queue="q"), spec(queue="q"))
+        [other] = await ids_of(store, spec(queue="other"))
+        await store.pause("q", True, until=T0 + 30)
+        await store.pause("forever", True)
+        assert await store.paused() == ["forever", "q"]
+        assert await store.pauses() == {"forever": None, "q": T0 + 30}
+        # the housekeeping tick is timed to the end (next_wakeup counts it)
+        assert await store.next_wakeup() == T0 + 30
+        assert await store.resume_due(T0 + 29.9) == []
+        assert await store.paused() == ["forever", "q"]
+        # a pause whose end has come holds until resume_due ends it: claims obey it
+        assert [j.id for j in await store.claim("w", 10, T0 + 31, lease=LONG)] == [other]
+        assert await store.resume_due(T0 + 30) == ["q"]
+        assert await store.resume_due(T0 + 30) == []  # ended once
+        assert await store.pauses() == {"forever": None}
+        # the pause without an end times no tick: the next is the lease of `other`
+        assert await store.next_wakeup() == T0 + 31 + LONG
+        assert [j.id for j in await store.claim("w", 10, T0 + 31, lease=LONG)] == q
+
+    async def test_a_new_pause_replaces_the_old_one_and_its_end(self, store: Store) -> None:
+        await store.pause("a", True, until=T0 + 10)
+        await store.pause("a", True, until=T0 + 50)  # later: the first end is gone
+        await store.pause("b", True, until=T0 + 10)
+        await store.pause("b", True)  # without an end now
+        await store.pause("c", True)
+        await store.pause("c", True, until=T0 + 20)  # an end given to an open pause
+        await store.pause("d", True, until=T0 + 5)
+        await store.pause("d", False)  # resumed: its end goes with it
+        assert await store.pauses() == {"a": T0 + 50, "b": None, "c": T0 + 20}
+        assert await store.next_wakeup() == T0 + 20
+        assert await store.resume_due(T0 + 49) == ["c"]
+        assert await store.paused() == ["a", "b"]
+        assert await store.resume_due(T0 + 50) == ["a"]
+        assert await store.pauses() == {"b": None}
+        await store.pause("d", True, until=T0 + 60)  # paused again after its resume
+        assert await store.resume_due(T0 + 60) == ["d"]
+
+    async def test_resume_due_ends_at_most_max_resume_at_a_time(self, store: Store) -> None:
+        from distqueue.store.base import MAX_RESUME
+
+        queues = [f"q{i:03d}" for i in range(MAX_RESUME + 3)]
+        for i, queue in enumerate(queues):  # ends in order of the names
+            await store.pause(queue, True, until=T0 + i)
+        first = await store.resume_due(T0 + 1000)
+        assert first == queues[:MAX_RESUME]  # the earliest ends first
+        assert await store.next_wakeup() == T0 + MAX_RESUME  # due already: at once
+        assert await store.resume_due(T0 + 1000) == queues[MAX_RESUME:]
+        assert await store.paused() == []
+
+    async def test_bad_pause_ends_change_nothing(self, store: Store) -> None:
+        await store.pause("q", True, until=T0 + 10)
+        for bad in (float("nan"), float("inf"), "soon", True):
+            with pytest.raises(InvalidJob, match="until"):
+                await store.pause("q", True, until=bad)  # type: ignore[arg-type]
+        with pytest.raises(InvalidJob, match="until"):
+            await store.pause("q", False, until=T0 + 20)  # an end is for a pause
+        assert await store.pauses() == {"q": T0 + 10}
+
+    async def test_a_timed_pause_survives_a_restart(self, backend: Backend) -> None:
+        store = await backend.open()
+        await store.pause("q", True, until=T0 + 30)
+        [queued] = await ids_of(store, spec(queue="q"))
+        await store.close()
+        store = await backend.open()
+        assert await store.pauses() == {"q": T0 + 30}
+        assert await store.claim("w", 10, T0 + 31, lease=LONG) == []
+        assert await store.resume_due(T0 + 31) == ["q"]
+        assert [j.id for j in await store.claim("w", 10, T0 + 31, lease=LONG)] == [queued]
+
 
 # -- queue depth ------------------------------------------------------------------------------
 

@@ -272,7 +272,7 @@ def test_with_a_token_nothing_but_authentication(tmp_path: Path) -> None:
 
 
 def _flow_state(peer: Peer) -> tuple[Any, ...]:
-    return (codec.loads(peer.call("LIMIT", "LIST")), peer.call("PAUSED"),
+    return (codec.loads(peer.call("LIMIT", "LIST")), codec.loads(peer.call("PAUSED", "ENDS")),
             codec.loads(peer.call("SCHEDULE", "LIST")), jobs(peer))  # fmt: skip
 
 
@@ -291,6 +291,16 @@ def _flow_state(peer: Peer) -> tuple[Any, ...]:
         (["LIMIT", "SET", "type", "t", "CONCURRENCY"], "ARGS"),
         (["LIMIT", "FROB"], "ARGS"),
         (["PAUSE", "bad queue"], "INVALID"),
+        (["PAUSE", "bad queue", "10"], "INVALID"),
+        (["PAUSE", "q", "0"], "ARGS"),
+        (["PAUSE", "q", "-5"], "ARGS"),
+        (["PAUSE", "q", "nan"], "ARGS"),
+        (["PAUSE", "q", "inf"], "ARGS"),
+        (["PAUSE", "q", "1e12"], "ARGS"),
+        (["PAUSE", "q", "soon"], "ARGS"),
+        (["PAUSE", "q", "5", "6"], "ARGS"),
+        (["RESUME", "q", "5"], "ARGS"),
+        (["PAUSED", "WHEN"], "ARGS"),
         (["SCHEDULE", "ADD", "s", "not json"], "INVALID"),
         (["SCHEDULE", "ADD", "s", '{"cron": "61 * * * *", "job": {"type": "echo"}}'], "INVALID"),
         (["SCHEDULE", "ADD", "s", '{"cron": "* * * * *", "every": 5, "job": {"type": "echo"}}'],
@@ -334,3 +344,19 @@ def test_bad_flow_control_changes_nothing(
     assert code(peer.call(*command)) == expected
     assert _flow_state(witness) == before
     assert peer.call("PING") == b"PONG"
+
+
+def test_a_timed_pause_as_the_protocol_says(peer: Peer) -> None:
+    """PAUSE queue seconds: PAUSED ENDS gives its end; RESUME ends it now."""
+    import time
+
+    before = time.time()
+    assert peer.call("PAUSE", "timed", "600") == b"OK"
+    assert peer.call("PAUSE", "open") == b"OK"
+    ends = codec.loads(peer.call("PAUSED", "ENDS"))
+    assert set(ends) == {"timed", "open"} and ends["open"] is None
+    assert before + 600 <= ends["timed"] <= time.time() + 600
+    assert peer.call("PAUSED") == [b"open", b"timed"]
+    assert peer.call("RESUME", "timed") == b"OK"
+    assert peer.call("RESUME", "open") == b"OK"
+    assert codec.loads(peer.call("PAUSED", "ENDS")) == {}

@@ -281,3 +281,37 @@ def test_reserve_job(server: Any) -> None:
         assert bs.reserve(timeout=5).id == a  # the rest took nothing out of turn
         with pytest.raises(greenstalk.NotFoundError):
             bs.reserve_job(999_999)
+
+
+def test_a_pause_tube_outlives_its_server_and_ends_on_time(server_proc: Any, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """pause-tube's end is the store's: the server that was asked stops (SIGTERM),
+    another starts on the same data, and the pause ends on time there — not at once
+    (a pause lost with its server), not never (a timer lost with its server)."""
+    data = tmp_path / "data"
+    first = server_proc("--beanstalk", "127.0.0.1:0", data=data)
+    m = first.wait_for(r"beanstalk listener on (\S+):(\d+)")
+    with greenstalk.Client((m.group(1), int(m.group(2)))) as bs:
+        bs.use("mail")
+        job_id = bs.put("later")
+        bs.pause_tube("mail", 5)
+    with Client(first.address) as client:
+        ends = client.pauses()
+    assert set(ends) == {"mail"}
+    end = ends["mail"]
+    assert end is not None
+    assert first.stop() == 0
+
+    second = server_proc("--beanstalk", "127.0.0.1:0", data=data)
+    m = second.wait_for(r"beanstalk listener on (\S+):(\d+)")
+    with Client(second.address) as client:
+        assert client.pauses() == {"mail": end}  # the same end, from the store
+    with greenstalk.Client((m.group(1), int(m.group(2))), watch="mail") as bs:
+        left = bs.stats_tube("mail")["pause-time-left"]
+        assert 0 <= left <= 5
+        job = bs.reserve(timeout=30)  # waits for the end, which the new server keeps
+        came = time.time()
+        assert job.id == job_id and job.body == "later"
+        assert came >= end  # not before the pause ended
+        bs.delete(job)
+    with Client(second.address) as client:
+        assert client.pauses() == {}

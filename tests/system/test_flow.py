@@ -116,8 +116,17 @@ def test_a_concurrency_limit_holds_across_workers_and_pause_stops_a_queue(
         cli("resume", "slow", "--server", server.address)
         assert [client.result(i, wait=30) for i in held] == [1, 2, 3]
         listed = json.loads(cli("limit", "list", "--json", "--server", server.address).stdout)
-        assert listed == {"limits": [{"scope": "type", "name": "tests.sample_tasks.sleep_sync",
-                                      "concurrency": 2}], "paused": []}  # fmt: skip
+        limit = {"scope": "type", "name": "tests.sample_tasks.sleep_sync", "concurrency": 2}
+        assert listed == {"limits": [limit], "paused": [], "pause_ends": {}}
+        # a pause with an end: the CLI says when, the store ends it by itself
+        out = cli("pause", "slow", "--for", "1s", "--server", server.address).stdout
+        assert out.startswith("queue slow paused until ") and out.strip().endswith("(1s)")
+        listed = json.loads(cli("limit", "list", "--json", "--server", server.address).stdout)
+        assert listed["paused"] == ["slow"] and set(listed["pause_ends"]) == {"slow"}
+        resumed = client.submit("tests.sample_tasks.add", 2, 2, queue="slow")
+        assert client.result(resumed, wait=30) == 4  # after the second, without a resume
+        assert client.status(resumed).started_at >= listed["pause_ends"]["slow"]
+        assert client.paused() == []
 
 
 def test_a_full_queue_refuses_then_accepts_and_the_client_can_wait(

@@ -57,6 +57,8 @@
 --   P:limits                 hash "<scope>\t<name>" -> the Limit as set (JSON)
 --   P:depth                  hash queue (or '*', all queues) -> its max_depth
 --   P:paused                 set of the paused queues
+--   P:pause_until            zset of the paused queues whose pause ends, by that end
+--                            (flow.lua 'resume_due' ends them; next_wakeup reads it)
 --   P:flow                   hash "<scope>\t<name>" -> what claims check, "c r p b z":
 --                            concurrency, rate, period, burst ('-': none), paused (1/0);
 --                            no such key while no queue or type is limited or paused:

@@ -1,7 +1,9 @@
 -- flow (set_limit, pause): ARGV 'limit', scope, name, limit (its JSON as limits()
 -- gives it; '' removes it), concurrency, rate, period, burst, max_depth ('' each: none),
 -- max_limits -> 'ok', or 'full' (a new limit beyond max_limits: nothing changed);
--- ARGV 'pause', queue, '1' (pause) or '0' (resume) -> 'ok'.
+-- ARGV 'pause', queue, '1' (pause) or '0' (resume), until ('': none) -> 'ok';
+-- ARGV 'resume_due', now, max -> the queues resumed (whose P:pause_until <= now, the
+-- earliest first, at most max).
 -- Writes P:limits, P:depth, P:paused and the claims' P:flow records (see _lib.lua);
 -- a new or changed limit starts with a full bucket, and the pairs its scope parked go
 -- back to P:pairs (the next claim parks those still blocked again), as do a resumed
@@ -22,18 +24,32 @@ local function write(skey, t)
     redis.call('HSET', flow, skey, table.concat(t, ' '))
   end
 end
-if ARGV[1] == 'pause' then
-  local skey = 'queue\t' .. ARGV[2]
+local function pause(queue, on, untl)
+  local skey = 'queue\t' .. queue
   local t = record(skey)
-  t[5] = ARGV[3]
-  if ARGV[3] == '1' then
-    redis.call('SADD', P .. ':paused', ARGV[2])
+  t[5] = on
+  if on == '1' then
+    redis.call('SADD', P .. ':paused', queue)
   else
-    redis.call('SREM', P .. ':paused', ARGV[2])
+    redis.call('SREM', P .. ':paused', queue)
+  end
+  if untl ~= '' then
+    redis.call('ZADD', P .. ':pause_until', untl, queue)
+  else
+    redis.call('ZREM', P .. ':pause_until', queue)
   end
   write(skey, t)
-  if ARGV[3] == '0' then unpark('pause\t' .. skey) end
+  if on == '0' then unpark('pause\t' .. skey) end
+end
+if ARGV[1] == 'pause' then
+  pause(ARGV[2], ARGV[3], ARGV[4])
   return 'ok'
+end
+if ARGV[1] == 'resume_due' then
+  local due = redis.call('ZRANGEBYSCORE', P .. ':pause_until', '-inf', ARGV[2], 'LIMIT', 0,
+                         tonumber(ARGV[3]))
+  for _, queue in ipairs(due) do pause(queue, '0', '') end
+  return due
 end
 local scope, name, limit = ARGV[2], ARGV[3], ARGV[4]
 local skey = scope .. '\t' .. name
