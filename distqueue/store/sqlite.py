@@ -188,6 +188,8 @@ class SQLiteStore:
             f"distqueue-sqlite:{self.path}",
             begin=self._begin, commit=self._commit, rollback=self._rollback,
             recover=self._recover,
+            # a commit that does not wait for an fsync may run on the caller's loop
+            inline=self._synchronous != "FULL",
         )  # fmt: skip
         # -- in-memory indexes, touched only on the writer thread --
         self._ready = ReadyQueues()
