@@ -12,9 +12,9 @@ from distqueue.jobs import MAX_PRIORITY, MIN_PRIORITY, JobSpec, JobState, check_
 from distqueue.store.base import ALL_QUEUES, MAX_WORKER_ID, MAX_WORKER_INFO, Limit, Periodic
 
 __all__ = [
-    "MAX_INT", "check_claim", "check_id", "check_limit", "check_list", "check_periodic",
-    "check_priority", "check_seconds", "check_specs", "check_worker", "check_worker_info",
-    "check_workers", "encode_result", "periodic_key",
+    "MAX_INT", "check_claim", "check_id", "check_limit", "check_list", "check_pause",
+    "check_periodic", "check_priority", "check_seconds", "check_specs", "check_worker",
+    "check_worker_info", "check_workers", "encode_result", "periodic_key",
 ]  # fmt: skip
 
 #: ids, tokens and counts are 64-bit signed integers in every store
@@ -50,6 +50,16 @@ def check_seconds(what: str, value: object, *, positive: bool = False) -> float:
         kind = "a finite number of seconds > 0" if positive else "a finite number of seconds"
         raise InvalidJob(f"{what} must be {kind}, not {value!r}")
     return float(value)
+
+
+def check_pause(queue: str, paused: bool, until: object) -> float | None:
+    """Store.pause's arguments checked; returns ``until`` as a float (or None)."""
+    check_name("queue", queue)
+    if until is None:
+        return None
+    if not paused:
+        raise InvalidJob("until is the end of a pause: not with paused=False")
+    return check_seconds("until", until)
 
 
 def check_specs(specs: Sequence[JobSpec]) -> list[tuple[JobSpec, bytes | None]]:

@@ -115,6 +115,7 @@ from distqueue.store.checks import (
     check_id,
     check_limit,
     check_list,
+    check_pause,
     check_periodic,
     check_priority,
     check_seconds,
@@ -2624,11 +2625,7 @@ class PostgresStore:
         return sorted(found, key=lambda x: (x.scope, x.name))
 
     async def pause(self, queue: str, paused: bool, *, until: float | None = None) -> None:
-        check_name("queue", queue)
-        if until is not None:
-            if not paused:
-                raise InvalidJob("until is the end of a pause: not with paused=False")
-            until = check_seconds("until", until)
+        until = check_pause(queue, paused, until)
 
         def steps() -> Step[None]:
             if paused:

@@ -106,6 +106,7 @@ from distqueue.store.checks import (
     check_id,
     check_limit,
     check_list,
+    check_pause,
     check_periodic,
     check_priority,
     check_seconds,
@@ -1299,11 +1300,7 @@ class RedisStore:
         return sorted(found, key=lambda limit: (limit.scope, limit.name))
 
     async def pause(self, queue: str, paused: bool, *, until: float | None = None) -> None:
-        check_name("queue", queue)
-        if until is not None:
-            if not paused:
-                raise InvalidJob("until is the end of a pause: not with paused=False")
-            until = check_seconds("until", until)
+        until = check_pause(queue, paused, until)
         end = "" if until is None else repr(until)
         await self._run("flow", "pause", queue, "1" if paused else "0", end)
         if not paused:

@@ -81,6 +81,7 @@ from distqueue.store.checks import (
     check_id,
     check_limit,
     check_list,
+    check_pause,
     check_periodic,
     check_priority,
     check_seconds,
@@ -1892,11 +1893,7 @@ class SQLiteStore:
         return await self._writer.call(self._op_limits, durable=False)
 
     async def pause(self, queue: str, paused: bool, *, until: float | None = None) -> None:
-        check_name("queue", queue)
-        if until is not None:
-            if not paused:
-                raise InvalidJob("until is the end of a pause: not with paused=False")
-            until = check_seconds("until", until)
+        until = check_pause(queue, paused, until)
         await self._writer.call(self._op_pause, queue, bool(paused), until)
 
     async def paused(self) -> builtins.list[str]:
