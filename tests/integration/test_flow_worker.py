@@ -26,7 +26,9 @@ TASKS = ["tests.sample_tasks"]
 
 @pytest.fixture
 async def server(tmp_path: Path) -> AsyncIterator[Server]:
-    srv = Server(ServerConfig(port=0, data=str(tmp_path / "data"), lease=30.0))
+    # a 6 s lease: the worker heartbeats every 2 s, and a cancel of a running job
+    # reaches it with the next beat (with 30 s, a test waited 10 s for it)
+    srv = Server(ServerConfig(port=0, data=str(tmp_path / "data"), lease=6.0))
     await srv.start()
     yield srv
     await srv.shutdown()

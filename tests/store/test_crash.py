@@ -54,8 +54,8 @@ async def other(store, seed):
 async def main(data, seed, synchronous):
     rng = random.Random(seed)
     store = await SQLiteStore.open(data, synchronous=synchronous)
+    say("R")  # (first: the parent reads it before anything else)
     threading.Thread(target=asyncio.run, args=(other(store, seed),), daemon=True).start()
-    say("R")
     n = 0
     while True:
         specs = [JobSpec(type="t", args=[n + i], unique_key=f"k{seed}-{n + i}")
@@ -83,7 +83,10 @@ def _run_child(data: Path, seed: int, rng: random.Random, synchronous: str) -> l
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
     assert proc.stdout is not None
     first = proc.stdout.readline()
-    assert first == b"R\n", (first, proc.stderr.read() if proc.stderr else b"")
+    if first != b"R\n":  # (its stderr read after a kill: it may still be running)
+        proc.kill()
+        _, err = proc.communicate(timeout=30)
+        raise AssertionError((first, err))
     time.sleep(rng.uniform(0.05, 0.5))
     os.kill(proc.pid, signal.SIGKILL)
     out, _ = proc.communicate(timeout=30)
