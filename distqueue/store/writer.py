@@ -8,11 +8,13 @@ queue, runs them in one transaction, commits once (one fsync for the group), and
 only then resolves their futures — so no caller hears "done" before its change
 is on disk.
 
-``inline``: when nothing is queued or running, an operation runs on the caller's
-own thread instead (the same begin/run/commit, under the same lock), saving the
-two thread wake-ups of a hand-off — most of the cost of a lone request. Only for
+``inline``: the operations the loop that started the writer makes in one turn
+are held to its end and run there as one batch when nothing is queued or running
+(the same begin/run/commit, under the same lock), saving the two thread wake-ups
+of a hand-off — most of the cost of a lone request — and keeping a turn's many
+requests in one commit; while the thread is busy they go to it as before. Only for
 stores whose commit does not wait for an fsync (``--durability normal``): an fsync
-on the caller's thread would stall its event loop.
+on the loop's thread would stall it.
 """
 
 from __future__ import annotations
@@ -104,6 +106,10 @@ class Writer:
         self.inline = inline
         #: held while a batch runs, on the thread or inline (one at a time)
         self._lock = threading.Lock()
+        #: the loop that started the writer: its operations may run inline, and are
+        #: held until the end of the loop's turn to run as one batch
+        self._home: asyncio.AbstractEventLoop | None = None
+        self._held: list[_Op] = []
         self._begin = begin
         self._commit = commit
         self._rollback = rollback
@@ -133,6 +139,7 @@ class Writer:
         """Start the thread, run ``init`` on it; ``finish`` runs on it when it stops."""
         self._init = init
         self._finish = finish
+        self._home = asyncio.get_running_loop()
         self._thread.start()
         await asyncio.get_running_loop().run_in_executor(None, self._started.wait)
         if self._start_error is not None:
@@ -152,21 +159,31 @@ class Writer:
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[T] = loop.create_future()
         op = _Op(fn, args, loop, fut, durable)
-        # idle (everything queued has settled) and the lock free: run it here, in
-        # order behind everything before it (settled) and ahead of what comes next
-        if self.inline and self._settled == self._queued and self._lock.acquire(False):
+        self._queued = next(self._numbers)
+        if self.inline and loop is self._home:
+            # held for the end of this turn of the loop: every operation made in it
+            # then runs as one batch, here if the writer is idle (see _flush)
+            self._held.append(op)
+            if len(self._held) == 1:
+                loop.call_soon(self._flush)
+        else:
+            self._queue.put(op)
+        return await fut
+
+    def _flush(self) -> None:
+        """The operations held in this turn of the home loop: one batch, run here if
+        everything before them has settled and the lock is free (the writer thread
+        idle), else handed to the thread behind what it has, in order."""
+        ops, self._held = self._held, []
+        if self._settled + len(ops) == self._queued and self._lock.acquire(False):
             try:
-                ran = self._settled == self._queued  # (still: another loop may queue)
-                if ran:
-                    self._queued = next(self._numbers)
-                    self._run_batch([op], _settle_here)
+                if self._settled + len(ops) == self._queued:  # (still: another loop)
+                    self._run_batch(ops, _settle_here)
+                    return
             finally:
                 self._lock.release()
-            if ran:
-                return await fut  # (done already: no wait)
-        self._queued = next(self._numbers)
-        self._queue.put(op)
-        return await fut
+        for op in ops:
+            self._queue.put(op)
 
     async def read(self, fn: Callable[..., T], *args: Any) -> T:
         """Run the read-only ``fn(*args)`` on a reader thread (its own connection), so

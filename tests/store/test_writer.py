@@ -1,6 +1,7 @@
 """The embedded store's writer (distqueue/store/writer.py): operations run in order,
-on its thread or — ``inline``, when it is idle — on the caller's own, and a failed
-batch is rolled back and recovered the same way on either path.
+on its thread or — ``inline``, when it is idle — at the end of the home loop's turn
+on that loop's thread, a turn's operations as one batch; a failed batch is rolled
+back and recovered the same way on either path.
 
 The Writer is driven here with its own begin/commit/rollback/recover callables
 that record what happened; the SQLite store's use of it is covered by the contract
@@ -67,8 +68,9 @@ def test_a_lone_operation_runs_inline_only_when_asked(inline: bool) -> None:
 
 
 def test_an_operation_behind_a_busy_writer_waits_its_turn() -> None:
-    """While one operation runs (inline, on another thread's loop), calls from this
-    loop are queued behind it, never run ahead of it, and run in the order made."""
+    """While one operation runs on the writer thread (made on another thread's loop:
+    only the home loop's run inline), calls from the home loop are queued behind it,
+    never run ahead of it, and run in the order made."""
     book = Book()
     order: list[str] = []
     release = threading.Event()
@@ -146,6 +148,26 @@ def test_a_failed_commit_is_a_store_error_then_the_store_recovers(inline: bool) 
 
     run(main())
     assert book.log == ["begin", "rollback", "recover", "begin", "commit"]
+
+
+def test_the_operations_of_one_turn_are_one_batch() -> None:
+    """Inline, what the home loop asks in one turn commits once (as the thread's
+    group commit would): 64 requests at once are not 64 transactions."""
+    book = Book()
+
+    async def main() -> None:
+        w = book.writer(True)
+        await w.start(lambda: None, lambda: None)
+        try:
+            here = threading.get_ident()
+            got = await asyncio.gather(*(w.call(lambda i=i: (i, threading.get_ident()))
+                                         for i in range(64)))  # fmt: skip
+            assert got == [(i, here) for i in range(64)]
+        finally:
+            await w.close()
+
+    run(main())
+    assert book.log == ["begin", "commit"]
 
 
 def test_reads_see_operations_run_inline() -> None:
