@@ -794,7 +794,8 @@ class Service:
         if seconds is not None:
             if not paused:
                 raise InvalidJob("a pause's length is for a pause, not a resume")
-            if not (isinstance(seconds, int | float) and 0 < seconds <= MAX_PAUSE):
+            ok = isinstance(seconds, int | float) and not isinstance(seconds, bool)
+            if not (ok and 0 < seconds <= MAX_PAUSE):
                 raise InvalidJob(f"a pause lasts more than 0 and at most {MAX_PAUSE:g} seconds")
             until = self.clock() + seconds
         await self.store.pause(queue, paused, until=until)
