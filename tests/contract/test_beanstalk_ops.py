@@ -9,28 +9,14 @@ from typing import Any
 import pytest
 
 from distqueue.errors import IllegalTransition, InvalidJob, JobNotFound, LeaseLost
-from distqueue.jobs import JobError, JobSpec, JobState
+from distqueue.jobs import JobError, JobState
 from distqueue.store import Store
 from distqueue.store.base import MAX_KICK
+from tests.contract.test_contract import T0, ids_of, spec
+from tests.contract.test_flow import get
 
 S = JobState
-T0 = 1_000_000.0
 BURIED = JobError(kind="buried", message="set aside")
-
-
-def spec(**kw: Any) -> JobSpec:
-    kw.setdefault("type", "t")
-    return JobSpec(**kw)
-
-
-async def ids_of(store: Store, *specs: JobSpec, now: float = T0) -> list[int]:
-    return [e.id for e in await store.enqueue(list(specs), now)]
-
-
-async def get(store: Store, job_id: int) -> Any:
-    job = await store.get(job_id)
-    assert job is not None
-    return job
 
 
 async def claim_ids(store: Store, n: int, now: float, **kw: Any) -> list[int]:

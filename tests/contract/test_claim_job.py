@@ -4,38 +4,25 @@ whatever its place in its queue, pauses and limits aside. Time is passed in."""
 
 from __future__ import annotations
 
-from typing import Any
-
 import pytest
 
 from distqueue.errors import IllegalTransition, InvalidJob, JobNotFound
-from distqueue.jobs import JobError, JobSpec, JobState
+from distqueue.jobs import JobSpec, JobState
 from distqueue.store import Store
 from distqueue.store.base import Limit
 from tests.conftest import Backend
+from tests.contract.test_beanstalk_ops import BURIED, claim_ids
+from tests.contract.test_contract import ids_of as contract_ids_of
+from tests.contract.test_contract import spec
+from tests.contract.test_flow import get
 
 S = JobState
 T0 = 1_700_000_000.123
-BURIED = JobError(kind="buried", message="set aside")
-
-
-def spec(**kw: Any) -> JobSpec:
-    kw.setdefault("type", "t")
-    return JobSpec(**kw)
 
 
 async def ids_of(store: Store, *specs: JobSpec, now: float = T0) -> list[int]:
-    return [e.id for e in await store.enqueue(list(specs), now)]
-
-
-async def get(store: Store, job_id: int) -> Any:
-    job = await store.get(job_id)
-    assert job is not None
-    return job
-
-
-async def claim_ids(store: Store, n: int, now: float, **kw: Any) -> list[int]:
-    return [j.id for j in await store.claim("w", n, now, lease=kw.pop("lease", 60), **kw)]
+    """(test_contract's, at this module's T0)"""
+    return await contract_ids_of(store, *specs, now=now)
 
 
 def nonzero(by_state: dict[str, int]) -> dict[str, int]:

@@ -293,12 +293,14 @@ def test_a_pause_tube_outlives_its_server_and_ends_on_time(server_proc: Any, tmp
     with greenstalk.Client((m.group(1), int(m.group(2)))) as bs:
         bs.use("mail")
         job_id = bs.put("later")
+        asked = time.time()
         bs.pause_tube("mail", 5)
+        answered = time.time()
     with Client(first.address) as client:
         ends = client.pauses()
     assert set(ends) == {"mail"}
     end = ends["mail"]
-    assert end is not None
+    assert end is not None and asked + 5 <= end <= answered + 5  # 5 s from the ask
     assert first.stop() == 0
 
     second = server_proc("--beanstalk", "127.0.0.1:0", data=data)

@@ -219,6 +219,20 @@ local function unschedule(id, j)
   zrem(P .. ':scheduled', zid(id))
   index_rem('delayed', j, id)
 end
+-- a queued job (j: its hash) out of its line (its member: field line), its pair out
+-- of P:pairs with its last ready job, out of the priority and queued-at counts
+local function unqueue(id, j)
+  local pair = j.queue .. '\t' .. j.type
+  local key = P .. ':line:' .. pair
+  if j.line then
+    redis.call('ZREM', key, j.line)
+  else -- queued by a version before P:format 3 after the store's migration
+    redis.call('ZREM', P .. ':ready:' .. pair, id)
+  end
+  if redis.call('ZCARD', key) == 0 then srem(P .. ':pairs', pair) end
+  incr(P .. ':prio', j.priority, -1)
+  zrem(P .. ':queued_at', id)
+end
 -- a dead job (j: queue and type) leaves its queue's and pair's P:dead (finish adds it)
 local function unbury(id, j) index_rem('dead', j, id) end
 

@@ -12,18 +12,7 @@ if state == 'running' then
   return 'running'
 end
 if state == 'queued' then
-  -- out of its line (its member: in its hash), and its pair out of P:pairs with its
-  -- last ready job
-  local pair = j.queue .. '\t' .. j.type
-  local key = P .. ':line:' .. pair
-  if j.line then
-    redis.call('ZREM', key, j.line)
-  else -- queued by a version before P:format 3 after the store's migration
-    redis.call('ZREM', P .. ':ready:' .. pair, id)
-  end
-  if redis.call('ZCARD', key) == 0 then srem(P .. ':pairs', pair) end
-  incr(P .. ':prio', j.priority, -1)
-  zrem(P .. ':queued_at', id)
+  unqueue(id, j)
 elseif state == 'scheduled' or state == 'retrying' then
   unschedule(id, j)
 elseif state == 'waiting' then

@@ -16,18 +16,7 @@ local id, worker, now, lease_until = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4
 local j = fields(redis.call('HGETALL', jobkey(id)))
 if not j.state then return {'notfound'} end
 if j.state ~= 'queued' then return {'illegal', j.state} end
--- out of its line (as cancel.lua takes it out), its pair out of P:pairs with its last
--- ready job
-local pair = j.queue .. '\t' .. j.type
-local key = P .. ':line:' .. pair
-if j.line then
-  redis.call('ZREM', key, j.line)
-else -- queued by a version before P:format 3 after the store's migration
-  redis.call('ZREM', P .. ':ready:' .. pair, id)
-end
-if redis.call('ZCARD', key) == 0 then srem(P .. ':pairs', pair) end
-incr(P .. ':prio', j.priority, -1)
-zrem(P .. ':queued_at', id)
+unqueue(id, j)
 if j.deadline and tonumber(j.deadline) < now then -- as claim.lua ends it
   local msg = 'deadline ' .. j.deadline .. ' passed before it started'
   finish(id, j, 'queued', 'dead', now, {'error',
