@@ -3,8 +3,13 @@ written against it runs on each (only sqlite today; redis and postgres join here
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import itertools
-from collections.abc import AsyncIterator
+import os
+import tempfile
+import time
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +26,73 @@ settings.register_profile("distqueue", deadline=None)
 settings.load_profile("distqueue")
 
 BACKENDS = ["sqlite", "redis", "redis-cluster", "postgres"]
+
+
+# -- tests in parallel (pytest-xdist, ``-n`` in pyproject.toml's addopts) ---------------------
+#
+# Most tests wait: on leases, processes starting, timers. They run three at a time. A test
+# marked ``serial`` asserts on time as it passes (a canary's PING within 100 ms, a
+# completion recorded within 50 ms): it runs alone, with no other test loading the
+# machine's two cores. A lock shared by the run's workers (flock: released if a worker
+# dies): every test holds it shared, a serial test exclusive. A turnstile in front keeps
+# a waiting serial test from being starved by the others' stream of shared holds.
+
+
+@contextlib.contextmanager
+def _flock(path: str, mode: int) -> Iterator[None]:
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, mode)
+        yield
+    finally:
+        os.close(fd)  # (closing releases the lock)
+
+
+@contextlib.contextmanager
+def _turn(alone: bool) -> Iterator[None]:
+    run = os.environ.get("PYTEST_XDIST_TESTRUNUID")
+    if run is None:  # not in parallel: nothing to wait for
+        yield
+        return
+    base = os.path.join(tempfile.gettempdir(), f"distqueue-tests-{run}")
+    with contextlib.ExitStack() as held:
+        with _flock(base + ".turnstile", fcntl.LOCK_EX):
+            held.enter_context(_flock(base + ".lock", fcntl.LOCK_EX if alone else fcntl.LOCK_SH))
+        if alone:
+            _settle()
+        yield
+
+
+def _cpu_idle() -> tuple[float, float]:
+    """(idle, total) jiffies of all CPUs so far (/proc/stat)."""
+    with open("/proc/stat") as f:
+        fields = [float(x) for x in f.readline().split()[1:]]
+    return fields[3] + fields[4], sum(fields)  # idle + iowait
+
+
+def _settle(idle: float = 0.8, within: float = 10.0) -> None:
+    """Before a serial test: let what the tests before it left winding down (a browser
+    exiting, a store's last writes) end — until the CPUs are ``idle`` idle for half a
+    second, for at most ``within`` seconds."""
+    if not os.path.exists("/proc/stat"):
+        return
+    deadline = time.monotonic() + within
+    quiet = 0
+    before = _cpu_idle()
+    while quiet < 2 and time.monotonic() < deadline:
+        time.sleep(0.25)
+        now = _cpu_idle()
+        spent = now[1] - before[1]
+        quiet = quiet + 1 if spent > 0 and (now[0] - before[0]) / spent >= idle else 0
+        before = now
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> Iterator[None]:
+    with _turn(item.get_closest_marker("serial") is not None):
+        yield
+
+
 _PREFIXES = itertools.count(1)
 
 

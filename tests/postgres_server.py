@@ -2,7 +2,8 @@
 
 The tests never touch anyone's data: they use the server named by DISTQUEUE_PG_DSN
 (default: the one these machines run on 127.0.0.1:5432, user postgres) and, in it,
-a database of their own (``distqueue_tests``); each Backend of tests/conftest.py gets
+a database of their own (``distqueue_tests``, ``distqueue_tests_gw0``… when tests
+run in parallel); each Backend of tests/conftest.py gets
 a fresh schema there, dropped at its teardown. When no server answers, the postgres
 parameters skip with one clear line, unless DISTQUEUE_REQUIRE_POSTGRES=1 (as .ci/run
 sets): then they fail, so CI cannot skip them silently.
@@ -28,7 +29,10 @@ from pathlib import Path
 import pytest
 
 DEFAULT_DSN = "postgresql://postgres@127.0.0.1:5432/postgres"
-TEST_DB = "distqueue_tests"
+#: a database for each pytest-xdist worker: the oldest-transaction figure
+#: (pg_stat_activity, per database) must not see another worker's tests
+TEST_DB = "distqueue_tests" + (f"_{os.environ['PYTEST_XDIST_WORKER']}"
+                               if os.environ.get("PYTEST_XDIST_WORKER") else "")  # fmt: skip
 _url: str | None = None
 
 

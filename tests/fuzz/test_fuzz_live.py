@@ -124,6 +124,7 @@ class Record:
         return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000
 
 
+@pytest.mark.serial  # canary PINGs within 100 ms: alone (tests/conftest.py)
 @pytest.mark.parametrize(
     "seconds", [pytest.param(budget.seconds("live"), id="budget", marks=budget.marks("live"))]
 )

@@ -328,6 +328,7 @@ PATHOLOGICAL: dict[str, Callable[[], list[bytes]]] = {
 
 
 @pytest.mark.fuzz
+@pytest.mark.serial  # asserts on elapsed time: alone (tests/conftest.py)
 @pytest.mark.parametrize("what", list(PATHOLOGICAL))
 def test_pathological_chunkings_are_quick(what: str) -> None:
     pieces = PATHOLOGICAL[what]()

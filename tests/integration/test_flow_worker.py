@@ -109,6 +109,7 @@ async def test_a_parent_whose_result_is_gone_fails_its_child_for_good(
         first.stop()
 
 
+@pytest.mark.serial  # asserts on elapsed time: alone (tests/conftest.py)
 async def test_a_rate_limit_delivers_its_rate(
     server: Server, worker: Callable[..., Awaitable[Worker]]
 ) -> None:
@@ -130,6 +131,7 @@ async def test_a_rate_limit_delivers_its_rate(
         assert took < 8, f"60 jobs at 50/s took {took:.1f}s"
 
 
+@pytest.mark.serial  # asserts on elapsed time: alone (tests/conftest.py)
 async def test_a_direct_mode_worker_releases_a_chain_without_waiting_for_polls(
     own_redis: str, worker: Callable[..., Awaitable[Worker]]
 ) -> None:

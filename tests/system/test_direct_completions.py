@@ -27,6 +27,9 @@ from distqueue.protocol.messages import job_from_wire
 from distqueue.worker.worker import PREFETCH_MAX
 from tests.procs import WorkerProc
 
+# each completion recorded within 50 ms: timed, so alone (tests/conftest.py)
+pytestmark = pytest.mark.serial
+
 JOBS = 20_000
 SLOTS = 64
 #: the most seconds between a job's return and the store's record of it
