@@ -9,6 +9,7 @@ import uuid
 
 import pytest
 
+import tests.conftest
 from tests.conftest import _turn
 
 
@@ -17,6 +18,8 @@ def test_a_serial_test_waits_for_the_others_and_is_not_overtaken(
 ) -> None:
     # (flock locks belong to open files, not processes: threads stand in for workers)
     monkeypatch.setenv("PYTEST_XDIST_TESTRUNUID", uuid.uuid4().hex)
+    # (not the wait for idle CPUs after a serial test's turn: the suite may be busy)
+    monkeypatch.setattr(tests.conftest, "_settle", lambda: None)
     order: list[str] = []
     entered = {name: threading.Event() for name in "abcd"}
     release = {name: threading.Event() for name in "abcd"}
