@@ -92,7 +92,7 @@ def test_sigstopped_worker_loses_its_jobs_and_its_late_results(server_proc, work
             a.signal(signal.SIGCONT)
         # when it wakes, its results are refused, or it learns first (its next BEAT)
         # that it lost the leases and drops them itself
-        a.wait_for("refused|lost the lease", timeout=30)
+        a.wait_for("refused|lost its lease", timeout=30)  # (the worker's own words)
         stats = client.stats()
         assert stats["totals"]["succeeded"] == 5  # no job ended twice
         assert all(client.status(i).worker == b.id for i in ids)
