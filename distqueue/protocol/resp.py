@@ -265,8 +265,8 @@ class RequestParser:
         max_args = self.max_args
         while i < n:
             head = toks[i]
-            if head[:1] != b"*" or not head[1:].isdigit():
-                break
+            if head[:1] != b"*" or not head[1:].isdigit() or head[1:2] == b"0":
+                break  # (a leading zero, or *0: the walk refuses it)
             count = int(head[1:])
             end = i + 1 + 2 * count
             if not 0 < count <= max_args or end > n:
