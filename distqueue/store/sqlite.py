@@ -1813,11 +1813,11 @@ class SQLiteStore:
         return await self._writer.call(self._op_peek_ready, queue, type, durable=False)
 
     async def get(self, job_id: int) -> Job | None:
-        return await self._read(self._read_get, check_id("job id", job_id))
+        return await self._read(self._read_get, check_id("job id", job_id), small=True)
 
-    async def _read(self, fn: Callable[..., T], *args: Any) -> T:
+    async def _read(self, fn: Callable[..., T], *args: Any, small: bool = False) -> T:
         try:
-            return await self._writer.read(fn, *args)
+            return await self._writer.read(fn, *args, small=small)
         except sqlite3.Error as exc:
             raise StoreError(f"reading {self.path} failed: {exc}") from None
 

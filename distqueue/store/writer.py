@@ -185,14 +185,22 @@ class Writer:
         for op in ops:
             self._queue.put(op)
 
-    async def read(self, fn: Callable[..., T], *args: Any) -> T:
+    async def read(self, fn: Callable[..., T], *args: Any, small: bool = False) -> T:
         """Run the read-only ``fn(*args)`` on a reader thread (its own connection), so
         a large read never holds up the writer. It runs once every operation queued
-        before it has been committed (or has failed): a read sees what came before."""
+        before it has been committed (or has failed): a read sees what came before.
+
+        ``small``: a read of a row or two (a job by its id). When nothing is queued or
+        running, the home loop runs it here, at once, on a reader connection of its
+        own: the hand-off to a reader thread and back (two thread wake-ups) would cost
+        several times the read itself. A commit in progress on the writer thread does
+        not stop it (a reader sees the last commit), so durable stores take it too."""
         if self._closed:
             raise StoreError("the store is closed")
         after = self._queued
         loop = asyncio.get_running_loop()
+        if small and self._settled == after and loop is self._home:
+            return fn(*args)
         return await loop.run_in_executor(self._readers, self._read, after, fn, args)
 
     def _read(self, after: int, fn: Callable[..., T], args: tuple[Any, ...]) -> T:
