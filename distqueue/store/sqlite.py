@@ -95,6 +95,8 @@ from distqueue.store.checks import (
 from distqueue.store.memindex import SMALL_JOB, ReadyQueues, Schedule
 from distqueue.store.sqlite_rows import (
     FULL_COLS,
+    SMALL_COLS,
+    SMALL_READ,
     SUMMARY_COLS,
     Running,
     Waiting,
@@ -138,6 +140,11 @@ DUE_WHERE = "state IN ('scheduled', 'retrying')"
 #: how many times a peek of the queued jobs reads the one it found on a reader
 #: thread (claimed in between: it looks again) before it reads it on the writer's
 PEEK_TRIES = 3
+#: a job read by id on the server's loop (Writer.settled_here): its payload and
+#: result only when small, and the result's length last (the payload's is a column)
+SMALL_GET = f"SELECT {SMALL_COLS}, length(result) FROM jobs WHERE id = ?"
+#: what that read returns for a job too big for it
+BIG = object()
 #: the states that count against a queue's max_depth (Limit.max_depth)
 UNFINISHED = frozenset({"waiting", "scheduled", "queued", "running", "retrying"})
 #: columns added to the jobs table after version 2, nullable, in place (ALTER TABLE):
@@ -1330,6 +1337,16 @@ class SQLiteStore:
                 self._reader_conns.append(conn)
         return conn
 
+    def _read_get_small(self, jid: int) -> Job | object | None:
+        """The job, or BIG when its payload or result is over SMALL_READ bytes (their
+        lengths come from the row's header: nothing big is read to learn them)."""
+        found = self._reader().execute(SMALL_GET, (jid,)).fetchone()
+        if found is None:
+            return None
+        if (found[6] or 0) > SMALL_READ or (found[-1] or 0) > SMALL_READ:
+            return BIG
+        return job_from_row(found)
+
     def _read_get(self, jid: int) -> Job | None:
         row = self._reader().execute(f"SELECT {FULL_COLS} FROM jobs WHERE id = ?", (jid,))
         found = row.fetchone()
@@ -1813,11 +1830,21 @@ class SQLiteStore:
         return await self._writer.call(self._op_peek_ready, queue, type, durable=False)
 
     async def get(self, job_id: int) -> Job | None:
-        return await self._read(self._read_get, check_id("job id", job_id), small=True)
+        jid = check_id("job id", job_id)
+        if self._writer.settled_here():
+            # nothing pending: a job of small payload and result is read right here
+            # (a big one on a reader thread, below: it never holds up the loop)
+            try:
+                found = self._read_get_small(jid)
+            except sqlite3.Error as exc:
+                raise StoreError(f"reading {self.path} failed: {exc}") from None
+            if found is not BIG:
+                return found  # type: ignore[return-value]
+        return await self._read(self._read_get, jid)
 
-    async def _read(self, fn: Callable[..., T], *args: Any, small: bool = False) -> T:
+    async def _read(self, fn: Callable[..., T], *args: Any) -> T:
         try:
-            return await self._writer.read(fn, *args, small=small)
+            return await self._writer.read(fn, *args)
         except sqlite3.Error as exc:
             raise StoreError(f"reading {self.path} failed: {exc}") from None
 

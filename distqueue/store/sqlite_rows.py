@@ -8,7 +8,9 @@ from typing import Any
 from distqueue import codec
 from distqueue.jobs import Job, JobError, JobState
 
-__all__ = ["FULL_COLS", "SUMMARY_COLS", "Running", "Waiting", "job_from_row"]
+__all__ = [
+    "FULL_COLS", "SMALL_COLS", "SMALL_READ", "SUMMARY_COLS", "Running", "Waiting", "job_from_row",
+]  # fmt: skip
 
 _COLS = (
     "id, type, queue, priority, args, {payload}, length(payload), state, max_retries, timeout,"
@@ -18,6 +20,14 @@ _COLS = (
 )
 FULL_COLS = _COLS.format(payload="payload", result="result")
 SUMMARY_COLS = _COLS.format(payload="NULL", result="NULL")
+#: the largest payload or result read on the server's loop (SQLiteStore.get); a
+#: job with a bigger one is read on a reader thread
+SMALL_READ = 64 * 1024
+#: the columns of such a read: payload and result only when within SMALL_READ
+SMALL_COLS = _COLS.format(
+    payload=f"CASE WHEN length(payload) <= {SMALL_READ} THEN payload END",
+    result=f"CASE WHEN length(result) <= {SMALL_READ} THEN result END",
+)
 
 
 def job_from_row(row: Sequence[Any]) -> Job:

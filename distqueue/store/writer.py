@@ -185,23 +185,26 @@ class Writer:
         for op in ops:
             self._queue.put(op)
 
-    async def read(self, fn: Callable[..., T], *args: Any, small: bool = False) -> T:
+    async def read(self, fn: Callable[..., T], *args: Any) -> T:
         """Run the read-only ``fn(*args)`` on a reader thread (its own connection), so
         a large read never holds up the writer. It runs once every operation queued
-        before it has been committed (or has failed): a read sees what came before.
-
-        ``small``: a read of a row or two (a job by its id). When nothing is queued or
-        running, the home loop runs it here, at once, on a reader connection of its
-        own: the hand-off to a reader thread and back (two thread wake-ups) would cost
-        several times the read itself. A commit in progress on the writer thread does
-        not stop it (a reader sees the last commit), so durable stores take it too."""
+        before it has been committed (or has failed): a read sees what came before."""
         if self._closed:
             raise StoreError("the store is closed")
         after = self._queued
         loop = asyncio.get_running_loop()
-        if small and self._settled == after and loop is self._home:
-            return fn(*args)
         return await loop.run_in_executor(self._readers, self._read, after, fn, args)
+
+    def settled_here(self) -> bool:
+        """True on the home loop when every operation made so far has settled: a
+        small read may then run right here, on a reader connection of this thread's
+        own, and see them all (the hand-off to a reader thread and back costs several
+        times a read of one row). Either durability: a read waits for no fsync."""
+        return (
+            not self._closed
+            and self._settled == self._queued
+            and asyncio.get_running_loop() is self._home
+        )
 
     def _read(self, after: int, fn: Callable[..., T], args: tuple[Any, ...]) -> T:
         with self._settled_changed:
@@ -323,10 +326,10 @@ class Writer:
                                 time.monotonic() - self._outage_since)  # fmt: skip
                     self._outage_since = 0.0
                     self._recover_delay = RECOVER_MIN
-        deliver(done)
-        with self._settled_changed:
+        with self._settled_changed:  # (before the callers hear: see settled_here)
             self._settled += len(ops)
             self._settled_changed.notify_all()
+        deliver(done)
 
     @staticmethod
     def _deliver(done: list[tuple[_Op, Any, BaseException | None]]) -> None:

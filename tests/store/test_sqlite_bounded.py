@@ -11,6 +11,7 @@ from pathlib import Path
 from distqueue.jobs import Job, JobSpec, JobState
 from distqueue.policy import Retention
 from distqueue.store.sqlite import BATCH, SQLiteStore
+from distqueue.store.sqlite_rows import SMALL_READ
 
 T0 = 1_000_000.0
 
@@ -103,4 +104,37 @@ async def test_a_long_read_does_not_hold_up_writes(tmp_path: Path) -> None:
         )
     finally:
         store.gate.set()
+        await store.close()
+
+
+class _CountedReads(SQLiteStore):
+    """The embedded store, counting its reads of a job on a reader thread."""
+
+    threaded = 0
+
+    def _read_get(self, jid: int) -> Job | None:
+        self.threaded += 1
+        return super()._read_get(jid)
+
+
+async def test_a_small_job_is_read_on_the_loop_and_a_big_one_on_a_reader_thread(
+    tmp_path: Path,
+) -> None:
+    store = await _CountedReads.open(tmp_path, synchronous="OFF")
+    try:
+        small, bare = await store.enqueue(
+            [JobSpec(type="t", payload=b"x" * SMALL_READ), JobSpec(type="t")], T0
+        )
+        job = await store.get(small.id)
+        assert job is not None and len(job.payload or b"") == SMALL_READ
+        assert store.threaded == 0  # nothing pending, small: read right here
+        [claimed] = await store.claim("w", 1, T0)
+        assert claimed.id == small.id
+        await store.complete(small.id, claimed.token, b"r" * (SMALL_READ + 1), T0)
+        job = await store.get(small.id)  # its result is big now: a reader thread
+        assert job is not None and job.result == b"r" * (SMALL_READ + 1)
+        assert store.threaded == 1
+        assert (await store.get(bare.id)) is not None and store.threaded == 1
+        assert await store.get(10**9) is None and store.threaded == 1
+    finally:
         await store.close()

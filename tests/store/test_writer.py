@@ -188,42 +188,36 @@ def test_reads_see_operations_run_inline() -> None:
 
 
 @pytest.mark.parametrize("inline", [True, False])
-def test_a_small_read_runs_here_when_nothing_is_pending_else_after_it(inline: bool) -> None:
-    """``read(small=True)``: on the home loop's thread when every operation made
-    before it has settled (either durability: a read waits for no fsync); while one
-    is still running, on a reader thread once it has settled, and it sees it."""
+def test_settled_here_once_every_operation_made_has_settled(inline: bool) -> None:
+    """``settled_here()`` (a small read may run on the loop): true on the home loop
+    as soon as a caller hears its operation is done (either durability), false while
+    one is pending, and on another loop."""
     book = Book()
-    state: list[str] = []
     release = threading.Event()
-
-    def slow() -> None:
-        assert release.wait(10)
-        state.append("slow")
-
-    def look() -> tuple[int, list[str]]:
-        return threading.get_ident(), list(state)
 
     async def main() -> None:
         w = book.writer(inline)
         await w.start(lambda: None, lambda: None)
-        here = threading.get_ident()
         try:
-            await w.call(state.append, "first")
-            assert await w.read(look, small=True) == (here, ["first"])
-            assert (await w.read(look))[0] != here  # (not small: a reader thread)
-            other = threading.Thread(target=lambda: asyncio.run(w.call(slow)))
+            for i in range(20):  # (counted before the caller hears: never a race)
+                await w.call(lambda: None)
+                assert w.settled_here(), i
+            other = threading.Thread(target=lambda: asyncio.run(w.call(release.wait, 10)))
             other.start()
-            while w._settled == w._queued:  # the other thread's operation is pending
+            while w.settled_here():  # the other thread's operation is made
                 await asyncio.sleep(0.01)
-            read = asyncio.ensure_future(w.read(look, small=True))
-            await asyncio.sleep(0.1)
-            assert not read.done()  # it waits for the operation before it
+            await asyncio.sleep(0.05)
+            assert not w.settled_here()  # pending: reads go to a reader thread
             release.set()
-            ran_on, seen = await read
-            assert ran_on != here and seen == ["first", "slow"]
             other.join(10)
+            assert w.settled_here()
+            assert not await asyncio.to_thread(lambda: asyncio.run(_settled_here(w)))
         finally:
             release.set()
             await w.close()
 
     run(main())
+
+
+async def _settled_here(w: Writer) -> bool:
+    return w.settled_here()
