@@ -34,11 +34,13 @@ def free_cluster_port() -> int:
     """A free port whose cluster bus port (port + 10000) is free and valid too.
 
     An ephemeral port from the kernel is often above 55535, where the bus port
-    would not exist and redis-server refuses to start.
+    would not exist and redis-server refuses to start. Both are taken below the
+    kernel's ephemeral range (32768 on): the many connections of tests running in
+    parallel cannot take them between this probe and the server's start.
     """
     rng = random.Random()
     while True:
-        port = rng.randrange(20000, 45000)
+        port = rng.randrange(10000, 22768)
         try:
             with socket.socket() as a, socket.socket() as b:
                 a.bind(("127.0.0.1", port))
@@ -97,15 +99,22 @@ def redis_cluster_url() -> str:
         if shutil.which("redis-cli") is None:
             pytest.fail("redis-cli is missing: cannot create the test cluster")
         ports: list[int] = []
+        tries = 0
         while len(ports) < 3:
             port = free_cluster_port()
-            if port not in ports:
-                ports.append(port)
-        for port in ports:
-            proc = start_redis(port, tempfile.mkdtemp(prefix="dq-cluster-"),
-                               "--cluster-enabled", "yes", "--cluster-config-file",
-                               f"nodes-{port}.conf")  # fmt: skip
+            if port in ports:
+                continue
+            try:
+                proc = start_redis(port, tempfile.mkdtemp(prefix="dq-cluster-"),
+                                   "--cluster-enabled", "yes", "--cluster-config-file",
+                                   f"nodes-{port}.conf")  # fmt: skip
+            except RuntimeError:  # taken since the probe (another test's server): again
+                tries += 1
+                if tries > 10:
+                    raise
+                continue
             atexit.register(proc.kill)
+            ports.append(port)
         subprocess.run(
             ["redis-cli", "--cluster", "create", *(f"127.0.0.1:{p}" for p in ports),
              "--cluster-replicas", "0", "--cluster-yes"],
