@@ -248,7 +248,9 @@ class Session:
                     # not made to wait: a job at once, or DEADLINE_SOON
                     wait = 0.0 if soon else min(wait, margin)
                 fetch: asyncio.Future[list[Job]] | None = None
-                if eof.is_set():  # one look, no wait
+                if eof.is_set() or wait == 0.0:  # one look, no wait
+                    # (not raced against the FIN: a look cancelled by it could have
+                    # claimed the job already, and answered TIMED_OUT holding it)
                     jobs = await self.service.fetch(worker, 1, 0.0, self.lease)
                 else:
                     fetch = asyncio.ensure_future(self.service.fetch(worker, 1, wait, self.lease))
