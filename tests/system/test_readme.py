@@ -22,6 +22,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -288,6 +289,14 @@ def test_dashboard_metrics_health(tmp_path: Path, monkeypatch, start) -> None:  
     assert status == 200 and "<title>Overview · distqueue</title>" in page
     status, metrics = get("metrics")
     assert status == 200 and "\ndistqueue_tasks_submitted_total{" in metrics
+
+    def ready() -> bool:  # (not ready until its first look at the store: a moment)
+        try:
+            return get("readyz") == (200, "ok\n")
+        except urllib.error.HTTPError:
+            return False
+
+    wait_until(ready, 20, "/readyz")
     assert get("livez") == get("readyz") == (200, "ok\n")
     status, health = get("health")
     assert status == 200 and json.loads(health)["status"] == "ok"
