@@ -143,8 +143,6 @@ PEEK_TRIES = 3
 #: a job read by id on the server's loop (Writer.settled_here): its payload and
 #: result only when small, and the result's length last (the payload's is a column)
 SMALL_GET = f"SELECT {SMALL_COLS}, length(result) FROM jobs WHERE id = ?"
-#: what that read returns for a job too big for it
-BIG = object()
 #: the states that count against a queue's max_depth (Limit.max_depth)
 UNFINISHED = frozenset({"waiting", "scheduled", "queued", "running", "retrying"})
 #: columns added to the jobs table after version 2, nullable, in place (ALTER TABLE):
@@ -1337,15 +1335,16 @@ class SQLiteStore:
                 self._reader_conns.append(conn)
         return conn
 
-    def _read_get_small(self, jid: int) -> Job | object | None:
-        """The job, or BIG when its payload or result is over SMALL_READ bytes (their
-        lengths come from the row's header: nothing big is read to learn them)."""
+    def _read_get_small(self, jid: int) -> tuple[bool, Job | None]:
+        """(read, the job): read is False when its payload or result is over
+        SMALL_READ bytes (their lengths come from the row's header: nothing big is
+        read to learn them) and it must be read whole elsewhere."""
         found = self._reader().execute(SMALL_GET, (jid,)).fetchone()
         if found is None:
-            return None
+            return True, None
         if (found[6] or 0) > SMALL_READ or (found[-1] or 0) > SMALL_READ:
-            return BIG
-        return job_from_row(found)
+            return False, None
+        return True, job_from_row(found)
 
     def _read_get(self, jid: int) -> Job | None:
         row = self._reader().execute(f"SELECT {FULL_COLS} FROM jobs WHERE id = ?", (jid,))
@@ -1835,11 +1834,11 @@ class SQLiteStore:
             # nothing pending: a job of small payload and result is read right here
             # (a big one on a reader thread, below: it never holds up the loop)
             try:
-                found = self._read_get_small(jid)
+                read, job = self._read_get_small(jid)
             except sqlite3.Error as exc:
                 raise StoreError(f"reading {self.path} failed: {exc}") from None
-            if found is not BIG:
-                return found  # type: ignore[return-value]
+            if read:
+                return job
         return await self._read(self._read_get, jid)
 
     async def _read(self, fn: Callable[..., T], *args: Any) -> T:
